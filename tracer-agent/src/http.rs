@@ -1,0 +1,637 @@
+//! HTTP/1.x message assembly from what the kernel captured of each syscall.
+//!
+//! A [`HalfStream`] is one direction of one connection. Each syscall arrives as a [`Chunk`]: the
+//! captured prefix of the bytes moved, how many bytes after it were not captured (the gap),
+//! and the last bytes of the syscall's buffer. Heads split over several syscalls are joined;
+//! bodies are skipped by length (Content-Length), by decoding chunked framing, or, once a gap
+//! hides the chunk framing, by looking for the terminating `0\r\n\r\n` in the tails. A head
+//! larger than what was captured is parsed as far as it goes and marked truncated.
+//!
+//! The stream reports heads and message ends as [`Output`]s; how a body is delimited can depend
+//! on the other direction (a response to HEAD has none), so the caller decides it.
+
+use std::fmt;
+
+use crate::context::ContextHeaders;
+
+/// Heads longer than this are cut and parsed as truncated.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bytes of the stream's end remembered to find a chunked terminator across syscalls.
+const ROLL_LEN: usize = 16;
+
+/// What one syscall moved, as far as it was captured.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    pub data: &'a [u8],
+    /// Bytes moved after `data` that were not captured.
+    pub gap: u64,
+    /// Last bytes of the syscall's buffer, when `gap > 0`.
+    pub tail: &'a [u8],
+    /// When the first byte of the chunk was seen (request start).
+    pub start_ns: u64,
+    /// When the chunk was complete (message end).
+    pub end_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: String, target: String },
+    Response { status: u16 },
+}
+
+/// The parts of a message head the tracer uses. Credential headers are never kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub start: StartLine,
+    pub minor_version: u8,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub context: ContextHeaders,
+    /// The capture ended before the head did.
+    pub truncated: bool,
+    /// The head could not be parsed as HTTP; only the start line is known.
+    pub malformed: bool,
+    pub start_ns: u64,
+}
+
+impl Head {
+    #[must_use]
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The body rule HTTP/1.1 gives a request (RFC 9112 section 6.3).
+    #[must_use]
+    pub fn request_body(&self) -> Body {
+        if self.truncated || self.malformed {
+            Body::Unknown
+        } else if self.chunked {
+            Body::Chunked
+        } else {
+            Body::Length(self.content_length.unwrap_or(0))
+        }
+    }
+
+    /// The body rule for a response, given whether the request was a HEAD.
+    #[must_use]
+    pub fn response_body(&self, answers_head: bool) -> Body {
+        let StartLine::Response { status } = self.start else {
+            return self.request_body();
+        };
+        if answers_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            Body::None
+        } else if self.truncated || self.malformed {
+            Body::Unknown
+        } else if self.chunked {
+            Body::Chunked
+        } else if let Some(n) = self.content_length {
+            Body::Length(n)
+        } else {
+            Body::UntilClose
+        }
+    }
+}
+
+/// How the body of a message is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+    /// Framing unknown (truncated head): the message ends when the next one starts.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Head(Head),
+    End { end_ns: u64 },
+}
+
+/// Counters of what could not be followed exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Bytes that did not belong to any message we could see the start of.
+    pub skipped_bytes: u64,
+    /// Heads that httparse rejected.
+    pub malformed_heads: u64,
+    /// Times the chunked framing was lost in a capture gap (tail detection took over).
+    pub lost_sync: u64,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Head {
+        buf: Vec<u8>,
+        start_ns: u64,
+    },
+    Body(BodyState),
+}
+
+#[derive(Debug)]
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkDecoder),
+    /// Chunked framing lost: wait for the terminator in the stream's last bytes.
+    TailScan(Roll),
+    UntilClose,
+    Unknown,
+}
+
+/// One direction of a connection.
+#[derive(Debug, Default)]
+pub struct HalfStream {
+    state: State,
+    last_ns: u64,
+    pub stats: StreamStats,
+}
+
+impl HalfStream {
+    /// Feeds one chunk. `rule` decides the body of each head found; outputs are appended.
+    pub fn feed(&mut self, chunk: &Chunk<'_>, rule: &mut dyn FnMut(&Head) -> Body, out: &mut Vec<Output>) {
+        let mut data = chunk.data;
+        let mut gap = chunk.gap;
+        loop {
+            match &mut self.state {
+                State::Idle => {
+                    if data.is_empty() {
+                        self.stats.skipped_bytes += gap;
+                        break;
+                    }
+                    if !starts_like_http(data) {
+                        self.stats.skipped_bytes += data.len() as u64 + gap;
+                        break;
+                    }
+                    self.state = State::Head {
+                        buf: Vec::new(),
+                        start_ns: chunk.start_ns,
+                    };
+                }
+                State::Head { buf, start_ns } => {
+                    let start_ns = *start_ns;
+                    let before = buf.len();
+                    let room = MAX_HEAD.saturating_sub(before);
+                    buf.extend_from_slice(&data[..data.len().min(room)]);
+                    let search_from = before.saturating_sub(3);
+                    if let Some(pos) = find(&buf[search_from..], b"\r\n\r\n") {
+                        let end = search_from + pos + 4;
+                        let head = parse_head(&buf[..end], false, start_ns, &mut self.stats);
+                        data = &data[end - before..];
+                        self.start_body(head, rule, chunk.end_ns, out);
+                        continue;
+                    }
+                    if gap == 0 && buf.len() < MAX_HEAD {
+                        break;
+                    }
+                    // The rest of the head is not visible: use what we have.
+                    let head = parse_head(buf, true, start_ns, &mut self.stats);
+                    rule(&head);
+                    out.push(Output::Head(head));
+                    self.state = State::Body(BodyState::Unknown);
+                    self.last_ns = chunk.end_ns;
+                    break;
+                }
+                State::Body(body) => {
+                    match body {
+                        BodyState::Length(remaining) => {
+                            let visible = data.len() as u64;
+                            if *remaining > visible + gap {
+                                *remaining -= visible + gap;
+                                self.last_ns = chunk.end_ns;
+                                break;
+                            }
+                            if *remaining <= visible {
+                                data = &data[usize::try_from(*remaining).unwrap_or(data.len())..];
+                            } else {
+                                gap -= *remaining - visible;
+                                data = &[];
+                            }
+                            self.finish(chunk.end_ns, out);
+                        }
+                        BodyState::Chunked(dec) => match dec.feed(data) {
+                            Decoded::Done(used) => {
+                                data = &data[used..];
+                                self.finish(chunk.end_ns, out);
+                            }
+                            Decoded::More => {
+                                self.last_ns = chunk.end_ns;
+                                if gap > 0 && !dec.skip(gap) {
+                                    self.stats.lost_sync += 1;
+                                    let mut roll = Roll::default();
+                                    roll.push(chunk.tail);
+                                    if roll.ends_chunked() {
+                                        self.finish(chunk.end_ns, out);
+                                    } else {
+                                        self.state = State::Body(BodyState::TailScan(roll));
+                                    }
+                                }
+                                break;
+                            }
+                            Decoded::Invalid => {
+                                self.stats.lost_sync += 1;
+                                let mut roll = Roll::default();
+                                roll.push(if gap > 0 { chunk.tail } else { data });
+                                if roll.ends_chunked() {
+                                    self.finish(chunk.end_ns, out);
+                                } else {
+                                    self.state = State::Body(BodyState::TailScan(roll));
+                                }
+                                break;
+                            }
+                        },
+                        BodyState::TailScan(roll) => {
+                            if gap > 0 {
+                                roll.clear();
+                                roll.push(chunk.tail);
+                            } else {
+                                roll.push(data);
+                            }
+                            if roll.ends_chunked() {
+                                self.finish(chunk.end_ns, out);
+                            } else {
+                                self.last_ns = chunk.end_ns;
+                            }
+                            break;
+                        }
+                        BodyState::UntilClose => {
+                            self.last_ns = chunk.end_ns;
+                            break;
+                        }
+                        BodyState::Unknown => {
+                            if !data.is_empty() && starts_like_http(data) {
+                                let end = self.last_ns;
+                                self.finish(end, out);
+                                continue;
+                            }
+                            self.last_ns = chunk.end_ns;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_body(&mut self, head: Head, rule: &mut dyn FnMut(&Head) -> Body, end_ns: u64, out: &mut Vec<Output>) {
+        let body = rule(&head);
+        out.push(Output::Head(head));
+        self.last_ns = end_ns;
+        self.state = match body {
+            Body::None | Body::Length(0) => {
+                out.push(Output::End { end_ns });
+                State::Idle
+            }
+            Body::Length(n) => State::Body(BodyState::Length(n)),
+            Body::Chunked => State::Body(BodyState::Chunked(ChunkDecoder::default())),
+            Body::UntilClose => State::Body(BodyState::UntilClose),
+            Body::Unknown => State::Body(BodyState::Unknown),
+        };
+    }
+
+    fn finish(&mut self, end_ns: u64, out: &mut Vec<Output>) {
+        out.push(Output::End { end_ns });
+        self.state = State::Idle;
+    }
+
+    /// Ends a message whose end cannot be seen in this direction (unknown framing) because
+    /// the other direction moved on. Returns whether a message was ended.
+    pub fn end_unknown(&mut self, out: &mut Vec<Output>) -> bool {
+        if matches!(self.state, State::Body(BodyState::Unknown)) {
+            let end = self.last_ns;
+            self.finish(end, out);
+            return true;
+        }
+        false
+    }
+
+    /// The connection closed: a message delimited by close (or of unknown length) ends at the
+    /// last byte seen; a head cut short is reported as truncated.
+    pub fn close(&mut self, out: &mut Vec<Output>) {
+        match std::mem::take(&mut self.state) {
+            State::Idle => {}
+            State::Head { buf, start_ns } => {
+                let head = parse_head(&buf, true, start_ns, &mut self.stats);
+                out.push(Output::Head(head));
+                out.push(Output::End {
+                    end_ns: self.last_ns.max(start_ns),
+                });
+            }
+            State::Body(_) => out.push(Output::End {
+                end_ns: self.last_ns,
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+}
+
+/// The last bytes of a stream, to spot the chunked terminator across syscalls.
+#[derive(Debug, Default)]
+struct Roll {
+    buf: Vec<u8>,
+}
+
+impl Roll {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(&bytes[bytes.len().saturating_sub(ROLL_LEN)..]);
+        let excess = self.buf.len().saturating_sub(ROLL_LEN);
+        self.buf.drain(..excess);
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    fn ends_chunked(&self) -> bool {
+        self.buf.ends_with(b"\n0\r\n\r\n") || self.buf == b"0\r\n\r\n"
+    }
+}
+
+#[derive(Debug, Default)]
+enum ChunkState {
+    /// Reading the hex size line (extensions allowed).
+    #[default]
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty line.
+    Trailer,
+}
+
+/// Incremental chunked-body decoder that never needs the data bytes themselves.
+#[derive(Debug, Default)]
+struct ChunkDecoder {
+    state: ChunkState,
+    line: Vec<u8>,
+    size: u64,
+    size_digits: u32,
+    in_ext: bool,
+}
+
+enum Decoded {
+    Done(usize),
+    More,
+    Invalid,
+}
+
+impl ChunkDecoder {
+    fn feed(&mut self, data: &[u8]) -> Decoded {
+        let mut i = 0;
+        while i < data.len() {
+            match self.state {
+                ChunkState::Size => {
+                    let b = data[i];
+                    i += 1;
+                    match b {
+                        b'\n' => {
+                            if self.size_digits == 0 {
+                                return Decoded::Invalid;
+                            }
+                            self.state = if self.size == 0 {
+                                ChunkState::Trailer
+                            } else {
+                                ChunkState::Data(self.size)
+                            };
+                            self.size = 0;
+                            self.size_digits = 0;
+                            self.in_ext = false;
+                        }
+                        b'\r' => {}
+                        b';' => self.in_ext = true,
+                        _ if self.in_ext => {}
+                        _ => {
+                            let Some(d) = (b as char).to_digit(16) else {
+                                return Decoded::Invalid;
+                            };
+                            self.size_digits += 1;
+                            if self.size_digits > 15 {
+                                return Decoded::Invalid;
+                            }
+                            self.size = self.size * 16 + u64::from(d);
+                        }
+                    }
+                }
+                ChunkState::Data(n) => {
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len() - i);
+                    i += take;
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    let b = data[i];
+                    i += 1;
+                    match b {
+                        b'\r' => {}
+                        b'\n' => self.state = ChunkState::Size,
+                        _ => return Decoded::Invalid,
+                    }
+                }
+                ChunkState::Trailer => {
+                    let b = data[i];
+                    i += 1;
+                    if b == b'\n' {
+                        let empty = self.line.is_empty() || self.line == b"\r";
+                        self.line.clear();
+                        if empty {
+                            return Decoded::Done(i);
+                        }
+                    } else if self.line.len() < 1024 {
+                        self.line.push(b);
+                    }
+                }
+            }
+        }
+        Decoded::More
+    }
+
+    /// Skips uncaptured bytes; false if they hide framing (size lines) we needed.
+    fn skip(&mut self, gap: u64) -> bool {
+        match self.state {
+            ChunkState::Data(n) if gap <= n => {
+                self.state = if gap == n {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(n - gap)
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A request line with a known method, or a status line.
+#[must_use]
+pub fn starts_like_http(data: &[u8]) -> bool {
+    const STARTS: [&[u8]; 10] = [
+        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
+        b"TRACE ", b"HTTP/1.",
+    ];
+    STARTS.iter().any(|s| data.starts_with(s))
+}
+
+/// Parses a complete head, or (when `truncated`) as much of one as was captured.
+fn parse_head(bytes: &[u8], truncated: bool, start_ns: u64, stats: &mut StreamStats) -> Head {
+    let owned;
+    let complete: &[u8] = if truncated {
+        // Keep whole header lines only and close the head, so httparse can read them.
+        let cut = find_last(bytes, b"\r\n").map_or(0, |p| p + 2);
+        let mut v = bytes[..cut].to_vec();
+        v.extend_from_slice(b"\r\n");
+        owned = v;
+        &owned
+    } else {
+        bytes
+    };
+    match parse_with_httparse(complete) {
+        Some(mut head) => {
+            head.truncated = truncated;
+            head.start_ns = start_ns;
+            head
+        }
+        None => {
+            stats.malformed_heads += 1;
+            let mut head = parse_start_line_only(bytes);
+            head.truncated = truncated;
+            head.start_ns = start_ns;
+            head
+        }
+    }
+}
+
+fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
+    for capacity in [64, 512] {
+        let mut headers = vec![httparse::EMPTY_HEADER; capacity];
+        let parsed = if bytes.starts_with(b"HTTP/") {
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(bytes) {
+                Ok(httparse::Status::Complete(_)) => Some(build_head(
+                    StartLine::Response { status: res.code? },
+                    res.version?,
+                    res.headers,
+                )),
+                Err(httparse::Error::TooManyHeaders) => continue,
+                _ => None,
+            }
+        } else {
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(bytes) {
+                Ok(httparse::Status::Complete(_)) => Some(build_head(
+                    StartLine::Request {
+                        method: req.method?.to_owned(),
+                        target: req.path?.to_owned(),
+                    },
+                    req.version?,
+                    req.headers,
+                )),
+                Err(httparse::Error::TooManyHeaders) => continue,
+                _ => None,
+            }
+        };
+        return parsed;
+    }
+    None
+}
+
+fn build_head(start: StartLine, minor_version: u8, headers: &[httparse::Header<'_>]) -> Head {
+    let mut head = Head {
+        start,
+        minor_version,
+        host: None,
+        user_agent: None,
+        content_length: None,
+        chunked: false,
+        context: ContextHeaders::default(),
+        truncated: false,
+        malformed: false,
+        start_ns: 0,
+    };
+    for h in headers {
+        let name = h.name;
+        // Credentials never leave this function: only the headers below are read at all.
+        let value = || String::from_utf8_lossy(h.value).trim().to_owned();
+        if name.eq_ignore_ascii_case("host") {
+            head.host.get_or_insert_with(value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent.get_or_insert_with(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = value().parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value()
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if let Ok(v) = std::str::from_utf8(h.value) {
+            head.context.offer(name, v);
+        }
+    }
+    // A chunked message ignores Content-Length (RFC 9112 6.3).
+    if head.chunked {
+        head.content_length = None;
+    }
+    head
+}
+
+/// Best effort for heads httparse refuses: the start line's words.
+fn parse_start_line_only(bytes: &[u8]) -> Head {
+    let line_end = find(bytes, b"\r\n").unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..line_end]);
+    let mut words = line.split(' ');
+    let first = words.next().unwrap_or_default().to_owned();
+    let second = words.next().unwrap_or_default().to_owned();
+    let start = if first.starts_with("HTTP/") {
+        StartLine::Response {
+            status: second.parse().unwrap_or(0),
+        }
+    } else {
+        StartLine::Request {
+            method: first,
+            target: second,
+        }
+    };
+    Head {
+        start,
+        minor_version: 1,
+        host: None,
+        user_agent: None,
+        content_length: None,
+        chunked: false,
+        context: ContextHeaders::default(),
+        truncated: false,
+        malformed: true,
+        start_ns: 0,
+    }
+}
+
+impl fmt::Display for StartLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Request { method, target } => write!(f, "{method} {target}"),
+            Self::Response { status } => write!(f, "{status}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Span names and attributes after the OpenTelemetry HTTP semantic conventions (stable,
+//! v1.23+): `http.request.method`, `url.path`, `http.response.status_code`, `server.address`,
+//! `client.address`, `network.peer.*`, `user_agent.original`, and for errors `error.type`.
+//! Header values other than Host and User-Agent are never copied into a span.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use crate::{
+    clock::Clock,
+    http::{Head, StartLine},
+    process::Resource,
+    span::{AttrValue, Span, SpanKind, Status},
+    tracker::Identity,
+};
+
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// A request and what is known of its response, ready to become a span.
+#[derive(Debug)]
+pub struct Exchange {
+    pub kind: SpanKind,
+    pub identity: Identity,
+    pub pid: u32,
+    pub tid: u32,
+    pub request: Head,
+    pub response: Option<Head>,
+    pub resource: Arc<Resource>,
+    /// The other end of the socket.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Splits a request target into path and query; absolute-form targets lose scheme and host.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let without_authority = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .map_or(target, |rest| rest.find('/').map_or("/", |i| &rest[i..]));
+    match without_authority.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_authority, None),
+    }
+}
+
+/// `host[:port]` (IPv6 in brackets) to address and port.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((addr, after)) = rest.split_once(']') {
+            return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// Builds the span for an exchange that ended at `end_ns` (kernel time).
+#[must_use]
+pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
+    let (method, target) = match &x.request.start {
+        StartLine::Request { method, target } => (method.as_str(), target.as_str()),
+        StartLine::Response { .. } => ("_OTHER", ""),
+    };
+    let known = KNOWN_METHODS.contains(&method);
+    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(16);
+    if known {
+        attrs.push(("http.request.method", method.into()));
+    } else {
+        attrs.push(("http.request.method", "_OTHER".into()));
+        attrs.push(("http.request.method_original", method.into()));
+    }
+    let (path, query) = split_target(target);
+    attrs.push(("url.path", path.into()));
+    if let Some(q) = query {
+        attrs.push(("url.query", q.into()));
+    }
+    attrs.push(("url.scheme", "http".into()));
+    attrs.push((
+        "network.protocol.version",
+        if x.request.minor_version == 0 { "1.0" } else { "1.1" }.into(),
+    ));
+    let status = x.response.as_ref().and_then(|r| match r.start {
+        StartLine::Response { status } => Some(status),
+        StartLine::Request { .. } => None,
+    });
+    if let Some(code) = status {
+        attrs.push(("http.response.status_code", i64::from(code).into()));
+    }
+    let host = x.request.host.as_deref().map(split_host);
+    match (host, x.kind, x.peer) {
+        (Some((h, port)), _, _) => {
+            attrs.push(("server.address", h.into()));
+            if let Some(p) = port {
+                attrs.push(("server.port", i64::from(p).into()));
+            }
+        }
+        (None, SpanKind::Client, Some(peer)) => {
+            attrs.push(("server.address", peer.ip().to_string().into()));
+            attrs.push(("server.port", i64::from(peer.port()).into()));
+        }
+        _ => {}
+    }
+    if let Some(peer) = x.peer {
+        if x.kind == SpanKind::Server {
+            attrs.push(("client.address", peer.ip().to_string().into()));
+        }
+        attrs.push(("network.peer.address", peer.ip().to_string().into()));
+        attrs.push(("network.peer.port", i64::from(peer.port()).into()));
+    }
+    if x.kind == SpanKind::Client {
+        let authority = x.request.host.clone().or_else(|| x.peer.map(|p| p.to_string()));
+        if let Some(a) = authority {
+            let full = if target.starts_with("http://") {
+                target.to_owned()
+            } else {
+                format!("http://{a}{target}")
+            };
+            attrs.push(("url.full", full.into()));
+        }
+    }
+    if let Some(ua) = &x.request.user_agent {
+        attrs.push(("user_agent.original", ua.clone().into()));
+    }
+    let error_from = if x.kind == SpanKind::Server { 500 } else { 400 };
+    let span_status = match status {
+        Some(code) if code >= error_from => {
+            attrs.push(("error.type", code.to_string().into()));
+            Status::Error(String::new())
+        }
+        Some(_) => Status::Unset,
+        None => {
+            attrs.push(("error.type", "incomplete".into()));
+            Status::Error("connection closed or timed out before the response".into())
+        }
+    };
+    let truncated = x.request.truncated || x.response.as_ref().is_some_and(|r| r.truncated);
+    if truncated {
+        attrs.push(("tracer.capture.truncated", true.into()));
+    }
+    attrs.push((
+        "tracer.context.source",
+        x.identity.source.map_or("none", |s| s.name()).into(),
+    ));
+    let name = if known { method.to_owned() } else { "HTTP".to_owned() };
+    let start = clock.to_unix_nanos(x.request.start_ns);
+    Span {
+        trace_id: x.identity.trace_id,
+        span_id: x.identity.span_id,
+        parent_span_id: x.identity.parent,
+        kind: x.kind,
+        name,
+        start_unix_nanos: start,
+        end_unix_nanos: clock.to_unix_nanos(end_ns).max(start),
+        attributes: attrs,
+        status: span_status,
+        resource: x.resource.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_hosts() {
+        assert_eq!(split_target("/a/b?x=1&y"), ("/a/b", Some("x=1&y")));
+        assert_eq!(split_target("http://h:8/p?q"), ("/p", Some("q")));
+        assert_eq!(split_target("http://h"), ("/", None));
+        assert_eq!(split_target("*"), ("*", None));
+        assert_eq!(split_host("svc.ns:8080"), ("svc.ns", Some(8080)));
+        assert_eq!(split_host("svc"), ("svc", None));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host("::1"), ("::1", None));
+    }
+}

@@ -1,0 +1,207 @@
+//! Types shared by the kernel programs (`tracer-ebpf`) and the agent (`tracer-agent`).
+//!
+//! Every struct that crosses the kernel/user boundary is defined once, here, with `#[repr(C)]`,
+//! explicit padding and a const assertion on its size, so the two sides cannot drift apart.
+//! The `user` feature adds `aya::Pod` so the agent can read and write them through aya's maps.
+#![no_std]
+
+/// Upper bound, fixed at compile time, of the bytes copied from one syscall's buffer.
+/// The effective limit is the `CAPTURE_SIZE` global set by the agent at load time (`--capture-size`).
+pub const MAX_CAPTURE: usize = 8192;
+/// Default for `CAPTURE_SIZE`: a request line plus the dozen headers a mesh sidecar adds fit easily.
+pub const DEFAULT_CAPTURE: u32 = 2048;
+/// Bytes copied from the end of a message whose middle was not captured (chunked-body terminator).
+pub const TAIL_LEN: usize = 16;
+/// Most iovec elements looked at per readv/writev/recvmsg/sendmsg.
+pub const MAX_IOV: usize = 8;
+
+/// First field of every ring-buffer record: tells the agent which struct follows.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Data = 1,
+    Conn = 2,
+    Close = 3,
+}
+
+impl EventKind {
+    #[must_use]
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Data),
+            2 => Some(Self::Conn),
+            3 => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Direction of a data event, seen from the traced process.
+pub const DIR_INGRESS: u32 = 0;
+pub const DIR_EGRESS: u32 = 1;
+
+/// `DataEvent::flags`
+pub const FLAG_HAS_TUPLE: u32 = 1 << 0;
+/// The conn was first seen (classified as HTTP) with this event.
+pub const FLAG_NEW_CONN: u32 = 1 << 1;
+
+/// Which syscall produced a data event (diagnostics and self-metrics).
+pub const SYS_READ: u32 = 0;
+pub const SYS_READV: u32 = 1;
+pub const SYS_RECVFROM: u32 = 2;
+pub const SYS_RECVMSG: u32 = 3;
+pub const SYS_WRITE: u32 = 4;
+pub const SYS_WRITEV: u32 = 5;
+pub const SYS_SENDTO: u32 = 6;
+pub const SYS_SENDMSG: u32 = 7;
+
+/// `ConnEvent::role`
+pub const ROLE_ACCEPTED: u32 = 1;
+pub const ROLE_CONNECTED: u32 = 2;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A TCP 4-tuple as the traced process sees it: `s*` is the local end, `d*` the peer.
+/// IPv4 addresses are stored in the first four bytes of the 16-byte fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTuple {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<SockTuple>() == 40);
+
+/// One read-side or write-side syscall on a socket of interest. The captured bytes follow the
+/// header in the same ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub kind: u32,
+    pub direction: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub flags: u32,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes the syscall moved (its return value).
+    pub total_len: u64,
+    /// Bytes following this header (<= `total_len`, <= the capture size).
+    pub captured_len: u32,
+    pub syscall: u32,
+    /// Valid bytes in `tail`: set only when `total_len > captured_len`.
+    pub tail_len: u32,
+    pub _pad: u32,
+    pub tail: [u8; TAIL_LEN],
+    pub tuple: SockTuple,
+}
+const _: () = assert!(size_of::<DataEvent>() == 120);
+
+/// A socket was accepted or connected: its fd and the peer address from the syscall arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub role: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub family: u16,
+    pub port: u16,
+    pub ts_ns: u64,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ConnEvent>() == 48);
+
+/// A socket the kernel side tracked was closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloseEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<CloseEvent>() == 24);
+
+/// Key of the kernel's connection map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+const _: () = assert!(size_of::<ConnKey>() == 8);
+
+/// `ConnInfo::proto`
+pub const PROTO_UNKNOWN: u32 = 0;
+pub const PROTO_HTTP: u32 = 1;
+pub const PROTO_OTHER: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub proto: u32,
+    pub role: u32,
+}
+const _: () = assert!(size_of::<ConnInfo>() == 8);
+
+/// Value of the `PROCS` map: what to do with a process.
+pub const PROC_TRACE: u32 = 1;
+pub const PROC_EXCLUDE: u32 = 2;
+
+/// `FILTER_MODE` global: trace every process but the excluded ones, or only the listed ones.
+pub const FILTER_ALL: u32 = 0;
+pub const FILTER_LISTED: u32 = 1;
+
+/// Indexes of the per-CPU `COUNTERS` array. The agent names them in its self-metrics.
+pub mod counter {
+    /// Data events written to the ring buffer.
+    pub const EVENTS: u32 = 0;
+    /// Events lost because the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 1;
+    /// Messages longer than the capture size (the rest is counted by length only).
+    pub const TRUNCATED: u32 = 2;
+    /// Syscalls not followed because the in-flight syscall map was full.
+    pub const ARGS_FULL: u32 = 3;
+    /// Connections not tracked because the connection map was full.
+    pub const CONNS_FULL: u32 = 4;
+    /// `bpf_probe_read_user` failures (unmapped or paged-out buffers).
+    pub const READ_FAULT: u32 = 5;
+    /// Connection (accept/connect) and close events written.
+    pub const CONN_EVENTS: u32 = 6;
+    pub const COUNT: u32 = 7;
+}
+
+/// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the
+/// agent from tracefs (they differ between kernel versions). Zero means absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpTpOffsets {
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<TcpTpOffsets>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, made of integers and byte arrays, with explicit padding.
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::TcpTpOffsets {}
+    unsafe impl aya::Pod for super::DataEvent {}
+    unsafe impl aya::Pod for super::ConnEvent {}
+    unsafe impl aya::Pod for super::CloseEvent {}
+}

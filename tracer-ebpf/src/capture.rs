@@ -1,0 +1,438 @@
+//! What every syscall probe shares: remember the arguments at entry, and at exit decide whether
+//! the bytes moved belong to an HTTP connection, copy a bounded prefix (and a short tail) of
+//! them into a per-CPU scratch event and hand it to the ring buffer.
+//!
+//! A socket enters `CONNS` when accept/connect returns it, or when its first bytes in either
+//! direction look like an HTTP/1.x request or status line. Its first payload decides the
+//! protocol once; sockets that are not HTTP cost a map lookup from then on.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_probe_read_user as probe_read_user_raw,
+    },
+};
+use tracer_common::{
+    AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DataEvent, EventKind,
+    FLAG_HAS_TUPLE, FLAG_NEW_CONN, MAX_CAPTURE, MAX_IOV, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN,
+    ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITEV, SockTuple,
+    TAIL_LEN, counter,
+};
+
+use crate::{ARGS, CAPTURE_SIZE, CONNS, EVENTS, SCRATCH, SELF_TGID, count, is_traced};
+
+const EINPROGRESS: i64 = 115;
+const HDR_LEN: usize = size_of::<DataEvent>();
+
+/// Arguments of a syscall in flight, saved at entry for the exit probe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallArgs {
+    pub fd: u32,
+    pub syscall: u32,
+    /// Buffer, iovec array, msghdr or sockaddr, depending on `syscall`.
+    pub buf: u64,
+    /// iovcnt for readv/writev.
+    pub count: u64,
+    pub enter_ns: u64,
+    /// Set by the tcp probe when it saw this read's socket.
+    pub has_tuple: u32,
+    pub _pad: u32,
+    pub tuple: SockTuple,
+}
+
+/// A data event being assembled: the header and room for the payload. The payload area is twice
+/// the capture bound so that `offset + length` is provably in bounds for the verifier.
+#[repr(C)]
+pub struct Scratch {
+    pub event: DataEvent,
+    pub data: [u8; 2 * MAX_CAPTURE],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// Where the bytes of a syscall live in user memory.
+#[derive(Clone, Copy)]
+enum Source {
+    Plain(u64),
+    Vector { iov: u64, count: u64 },
+}
+
+#[inline(always)]
+pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
+    let id = bpf_get_current_pid_tgid();
+    if !is_traced((id >> 32) as u32) {
+        return;
+    }
+    let args = SyscallArgs {
+        fd: fd as u32,
+        syscall,
+        buf,
+        count: count_arg,
+        // SAFETY: helper without preconditions.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        has_tuple: 0,
+        _pad: 0,
+        tuple: SockTuple::default(),
+    };
+    if ARGS.insert(id, args, 0).is_err() {
+        count(counter::ARGS_FULL);
+    }
+}
+
+/// Takes the saved arguments of the current thread's syscall, if the entry probe kept them.
+#[inline(always)]
+fn take_args(id: u64) -> Option<SyscallArgs> {
+    // SAFETY: copied out before the entry is removed.
+    let args = unsafe { ARGS.get(id) }.copied()?;
+    let _ = ARGS.remove(id);
+    Some(args)
+}
+
+#[inline(always)]
+pub fn on_exit_data(ret: i64, direction: u32) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let args = take_args(id)?;
+    if ret <= 0 {
+        return None;
+    }
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd: args.fd,
+    };
+    let source = source_of(&args)?;
+    let mut flags = 0;
+    match CONNS.get_ptr_mut(key) {
+        Some(conn) => {
+            // SAFETY: pointer into the map value; concurrent writers only ever store a final proto.
+            let proto = unsafe { (*conn).proto };
+            if proto == PROTO_OTHER {
+                return None;
+            }
+            if proto == PROTO_UNKNOWN {
+                let http = looks_like_http(source, ret);
+                // SAFETY: as above.
+                unsafe { (*conn).proto = if http { PROTO_HTTP } else { PROTO_OTHER } };
+                if !http {
+                    return None;
+                }
+                flags |= FLAG_NEW_CONN;
+            }
+        }
+        None => {
+            if !looks_like_http(source, ret) {
+                return None;
+            }
+            let info = ConnInfo {
+                proto: PROTO_HTTP,
+                role: 0,
+            };
+            if CONNS.insert(key, info, 0).is_err() {
+                count(counter::CONNS_FULL);
+            }
+            flags |= FLAG_NEW_CONN;
+        }
+    }
+    emit_data(id, &args, source, ret as u64, direction, flags)
+}
+
+#[inline(always)]
+fn source_of(args: &SyscallArgs) -> Option<Source> {
+    match args.syscall {
+        SYS_READV | SYS_WRITEV => Some(Source::Vector {
+            iov: args.buf,
+            count: args.count,
+        }),
+        SYS_RECVMSG | SYS_SENDMSG => {
+            // struct msghdr: msg_iov at 16, msg_iovlen at 24 on 64-bit.
+            // SAFETY: reading user memory through the helper, which checks the address.
+            let iov = unsafe { bpf_probe_read_user((args.buf + 16) as *const u64) }.ok()?;
+            let count = unsafe { bpf_probe_read_user((args.buf + 24) as *const u64) }.ok()?;
+            Some(Source::Vector { iov, count })
+        }
+        _ => Some(Source::Plain(args.buf)),
+    }
+}
+
+#[inline(always)]
+fn read_iov(iov: u64, index: u64) -> Option<IoVec> {
+    // SAFETY: the helper validates the user address.
+    unsafe { bpf_probe_read_user((iov + index * 16) as *const IoVec) }.ok()
+}
+
+/// The first bytes of an HTTP/1.x request line (a known method and a space) or status line.
+#[inline(always)]
+fn looks_like_http(source: Source, len: i64) -> bool {
+    if len < 8 {
+        return false;
+    }
+    let start = match source {
+        Source::Plain(buf) => buf,
+        Source::Vector { iov, count } => {
+            if count == 0 {
+                return false;
+            }
+            match read_iov(iov, 0) {
+                Some(v) if v.len >= 8 => v.base,
+                _ => return false,
+            }
+        }
+    };
+    // SAFETY: the helper validates the user address.
+    let Ok(head) = (unsafe { bpf_probe_read_user(start as *const [u8; 8]) }) else {
+        count(counter::READ_FAULT);
+        return false;
+    };
+    is_http_start(&head)
+}
+
+#[inline(always)]
+fn is_http_start(b: &[u8; 8]) -> bool {
+    match [b[0], b[1], b[2], b[3]] {
+        [b'G', b'E', b'T', b' '] | [b'P', b'U', b'T', b' '] => true,
+        [b'P', b'O', b'S', b'T'] | [b'H', b'E', b'A', b'D'] => b[4] == b' ',
+        [b'D', b'E', b'L', b'E'] => b[6] == b' ',
+        [b'P', b'A', b'T', b'C'] | [b'T', b'R', b'A', b'C'] => b[5] == b' ',
+        [b'O', b'P', b'T', b'I'] | [b'C', b'O', b'N', b'N'] => b[7] == b' ',
+        [b'H', b'T', b'T', b'P'] => b[4] == b'/' && b[5] == b'1',
+        _ => false,
+    }
+}
+
+/// Copies `len` user bytes from `src` to `data[offset..]`; returns the bytes copied.
+#[inline(always)]
+fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
+    // Both bounds are restated in the form the verifier tracks: offset < MAX, len <= MAX,
+    // and the buffer holds 2 * MAX.
+    let offset = offset & (MAX_CAPTURE as u64 - 1);
+    let len = if len > MAX_CAPTURE as u64 {
+        MAX_CAPTURE as u64
+    } else {
+        len
+    };
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: data points at a 2 * MAX_CAPTURE buffer and offset + len stays inside it.
+    let ret = unsafe {
+        probe_read_user_raw(
+            data.add(offset as usize).cast::<c_void>(),
+            len as u32,
+            src as *const c_void,
+        )
+    };
+    if ret < 0 {
+        count(counter::READ_FAULT);
+        return 0;
+    }
+    len
+}
+
+#[inline(always)]
+fn emit_data(
+    id: u64,
+    args: &SyscallArgs,
+    source: Source,
+    total: u64,
+    direction: u32,
+    mut flags: u32,
+) -> Option<()> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, not shared with any other running program on this CPU.
+    let scratch = unsafe { &mut *scratch };
+    let limit = {
+        let configured = u64::from(CAPTURE_SIZE.load());
+        if configured > MAX_CAPTURE as u64 {
+            MAX_CAPTURE as u64
+        } else {
+            configured
+        }
+    };
+    let want = if total < limit { total } else { limit };
+    let data = scratch.data.as_mut_ptr();
+    let (captured, tail_src) = match source {
+        Source::Plain(buf) => (copy_user(data, 0, buf, want), buf + total),
+        Source::Vector { iov, count } => copy_vector(data, iov, count, want, total),
+    };
+    let captured = if captured > MAX_CAPTURE as u64 {
+        MAX_CAPTURE as u64
+    } else {
+        captured
+    };
+    let ev = &mut scratch.event;
+    ev.tail_len = 0;
+    if total > captured {
+        count(counter::TRUNCATED);
+        if tail_src != 0 && total >= TAIL_LEN as u64 {
+            // SAFETY: the helper validates the user address.
+            if let Ok(tail) =
+                unsafe { bpf_probe_read_user((tail_src - TAIL_LEN as u64) as *const [u8; 16]) }
+            {
+                ev.tail = tail;
+                ev.tail_len = TAIL_LEN as u32;
+            }
+        }
+    }
+    if args.has_tuple != 0 {
+        flags |= FLAG_HAS_TUPLE;
+    }
+    ev.kind = EventKind::Data as u32;
+    ev.direction = direction;
+    ev.pid = (id >> 32) as u32;
+    ev.tid = id as u32;
+    ev.fd = args.fd;
+    ev.flags = flags;
+    ev.enter_ns = args.enter_ns;
+    // SAFETY: helper without preconditions.
+    ev.exit_ns = unsafe { bpf_ktime_get_ns() };
+    ev.total_len = total;
+    ev.captured_len = captured as u32;
+    ev.syscall = args.syscall;
+    ev.tuple = args.tuple;
+
+    let size = HDR_LEN + captured as usize;
+    // SAFETY: size <= HDR_LEN + MAX_CAPTURE <= size_of::<Scratch>().
+    let bytes = unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count(counter::RINGBUF_FULL);
+    } else {
+        count(counter::EVENTS);
+    }
+    Some(())
+}
+
+/// Copies up to `want` bytes from an iovec array. Returns the bytes copied and the user address
+/// just past the last byte of the message (for the tail), or 0 if it lies beyond `MAX_IOV`.
+#[inline(always)]
+fn copy_vector(data: *mut u8, iov: u64, count_arg: u64, want: u64, total: u64) -> (u64, u64) {
+    let mut copied = 0u64;
+    let mut seen = 0u64;
+    let mut tail_src = 0u64;
+    for i in 0..MAX_IOV as u64 {
+        if i >= count_arg || seen >= total {
+            break;
+        }
+        let Some(v) = read_iov(iov, i) else { break };
+        let piece = if v.len > total - seen { total - seen } else { v.len };
+        if copied < want {
+            let take = if piece < want - copied { piece } else { want - copied };
+            copied += copy_user(data, copied, v.base, take);
+        }
+        seen += piece;
+        if seen >= total {
+            tail_src = v.base + piece;
+        }
+    }
+    (copied, tail_src)
+}
+
+/// accept/accept4 and connect exits: track the socket and report the peer address.
+#[inline(always)]
+pub fn on_exit_conn(ret: i64, role: u32) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let args = take_args(id)?;
+    let fd = if role == ROLE_ACCEPTED {
+        if ret < 0 {
+            return None;
+        }
+        ret as u32
+    } else {
+        if ret != 0 && ret != -EINPROGRESS {
+            return None;
+        }
+        args.fd
+    };
+    let (family, port, addr) = read_sockaddr(args.buf);
+    if role == ROLE_CONNECTED && family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd,
+    };
+    let info = ConnInfo {
+        proto: PROTO_UNKNOWN,
+        role,
+    };
+    if CONNS.insert(key, info, 0).is_err() {
+        count(counter::CONNS_FULL);
+    }
+    let mut entry = EVENTS.reserve::<ConnEvent>(0).or_else(|| {
+        count(counter::RINGBUF_FULL);
+        None
+    })?;
+    entry.write(ConnEvent {
+        kind: EventKind::Conn as u32,
+        role,
+        pid: key.tgid,
+        tid: id as u32,
+        fd,
+        family,
+        port,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        addr,
+    });
+    entry.submit(0);
+    count(counter::CONN_EVENTS);
+    Some(())
+}
+
+/// Family, port (host order) and address of a user `sockaddr_in`/`sockaddr_in6`, zeros if absent.
+#[inline(always)]
+fn read_sockaddr(ptr: u64) -> (u16, u16, [u8; 16]) {
+    let mut addr = [0u8; 16];
+    if ptr == 0 {
+        return (0, 0, addr);
+    }
+    // SAFETY: the helper validates the user address.
+    let Ok(raw) = (unsafe { bpf_probe_read_user(ptr as *const [u8; 24]) }) else {
+        return (0, 0, addr);
+    };
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    match family {
+        AF_INET => addr[..4].copy_from_slice(&raw[4..8]),
+        AF_INET6 => addr.copy_from_slice(&raw[8..24]),
+        _ => return (family, 0, addr),
+    }
+    (family, port, addr)
+}
+
+/// close: forget a tracked socket and tell the agent.
+#[inline(always)]
+pub fn on_close(fd: u64) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid == SELF_TGID.load() {
+        return None;
+    }
+    let key = ConnKey {
+        tgid,
+        fd: fd as u32,
+    };
+    // SAFETY: only tested for presence.
+    unsafe { CONNS.get(key) }?;
+    let _ = CONNS.remove(key);
+    let mut entry = EVENTS.reserve::<CloseEvent>(0).or_else(|| {
+        count(counter::RINGBUF_FULL);
+        None
+    })?;
+    entry.write(CloseEvent {
+        kind: EventKind::Close as u32,
+        pid: tgid,
+        tid: id as u32,
+        fd: fd as u32,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(0);
+    count(counter::CONN_EVENTS);
+    Some(())
+}

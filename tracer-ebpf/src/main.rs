@@ -1,0 +1,108 @@
+//! Kernel side of the tracer: maps, load-time globals and the probe families.
+//!
+//! - [`syscalls`]: syscall tracepoints (accept, connect, read/write families, close), the
+//!   baseline that works on every kernel from 5.10 on.
+//! - [`tcp`]: `tcp:tcp_rcv_space_adjust`, which fires inside a TCP receive in the reader's
+//!   context and gives the socket 4-tuple of the read in flight.
+//!
+//! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
+#![no_std]
+#![no_main]
+
+mod capture;
+mod syscalls;
+mod tcp;
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, PROC_EXCLUDE, PROC_TRACE,
+    TcpTpOffsets, counter,
+};
+
+use crate::capture::{Scratch, SyscallArgs};
+
+/// The agent's own process id: never traced.
+#[unsafe(no_mangle)]
+static SELF_TGID: Global<u32> = Global::new(0);
+/// `FILTER_ALL` or `FILTER_LISTED` (see `PROCS`).
+#[unsafe(no_mangle)]
+static FILTER_MODE: Global<u32> = Global::new(FILTER_ALL);
+/// Bytes copied per syscall, at most `MAX_CAPTURE`.
+#[unsafe(no_mangle)]
+static CAPTURE_SIZE: Global<u32> = Global::new(DEFAULT_CAPTURE);
+/// Field offsets of `tcp:tcp_rcv_space_adjust` on the running kernel.
+#[unsafe(no_mangle)]
+static TCP_TP: Global<TcpTpOffsets> = Global::new(TcpTpOffsets {
+    sport: 0,
+    dport: 0,
+    family: 0,
+    saddr: 0,
+    daddr: 0,
+    saddr_v6: 0,
+    daddr_v6: 0,
+    _pad: 0,
+});
+
+/// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`.
+/// The agent resizes it at load time (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Syscalls in flight, by pid_tgid: the arguments seen at entry, used at exit.
+#[map]
+static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+
+/// Sockets seen by accept/connect or classified from their first bytes, by (tgid, fd).
+/// LRU so that a missed close can never fill it.
+#[map]
+static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-process verdict maintained by the agent: `PROC_TRACE` or `PROC_EXCLUDE`.
+#[map]
+static PROCS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Per-CPU buffer where an event is assembled before it is copied to the ring buffer;
+/// far too big for the 512-byte stack.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters, indexed by `tracer_common::counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Whether the process `tgid` is one the agent wants to see.
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    if tgid == SELF_TGID.load() {
+        return false;
+    }
+    // SAFETY: the value is a plain u32 copied out at once.
+    let verdict = unsafe { PROCS.get(tgid) }.copied().unwrap_or(0);
+    if FILTER_MODE.load() == FILTER_LISTED {
+        verdict == PROC_TRACE
+    } else {
+        verdict != PROC_EXCLUDE
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

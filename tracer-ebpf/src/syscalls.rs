@@ -1,0 +1,86 @@
+//! Syscall tracepoints: the capture path that works on every kernel from 5.10 on, with or
+//! without kprobes, fentry or BTF.
+//!
+//! Every language runtime ends in these syscalls: Go's net package uses read/write, Python
+//! recvfrom/sendto, Node (libuv) read/write/writev, Envoy readv/writev, curl recvfrom/sendto.
+//! Entry probes save the arguments of traced processes by thread; exit probes see the result,
+//! copy what was transferred and send it up. Program names are the tracepoint names, so the
+//! agent attaches each program to `syscalls/<program name>`.
+
+use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{
+    DIR_EGRESS, DIR_INGRESS, ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READ, SYS_READV, SYS_RECVFROM,
+    SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
+};
+
+use crate::capture::{on_close, on_enter, on_exit_conn, on_exit_data};
+
+/// Pseudo-syscall ids for the entries that are not data transfers.
+const SYS_ACCEPT: u32 = 100;
+const SYS_CONNECT: u32 = 101;
+
+/// Syscall argument `n` of a `sys_enter_*` record (after the 8-byte common header and the
+/// 8-byte syscall number slot).
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: constant offset inside the tracepoint record, which the verifier checks.
+    unsafe { *ctx.as_ptr().cast::<u8>().add(16 + 8 * n).cast::<u64>() }
+}
+
+/// Return value of a `sys_exit_*` record.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as for `arg`.
+    unsafe { *ctx.as_ptr().cast::<u8>().add(16).cast::<i64>() }
+}
+
+macro_rules! data_syscall {
+    ($enter:ident, $exit:ident, $sys:expr, $dir:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = on_exit_data(ret(&ctx), $dir);
+            0
+        }
+    };
+}
+
+data_syscall!(sys_enter_read, sys_exit_read, SYS_READ, DIR_INGRESS);
+data_syscall!(sys_enter_readv, sys_exit_readv, SYS_READV, DIR_INGRESS);
+data_syscall!(sys_enter_recvfrom, sys_exit_recvfrom, SYS_RECVFROM, DIR_INGRESS);
+data_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, SYS_RECVMSG, DIR_INGRESS);
+data_syscall!(sys_enter_write, sys_exit_write, SYS_WRITE, DIR_EGRESS);
+data_syscall!(sys_enter_writev, sys_exit_writev, SYS_WRITEV, DIR_EGRESS);
+data_syscall!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
+data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, SYS_SENDMSG, DIR_EGRESS);
+
+macro_rules! conn_syscall {
+    ($enter:ident, $exit:ident, $sys:expr, $role:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = on_exit_conn(ret(&ctx), $role);
+            0
+        }
+    };
+}
+
+conn_syscall!(sys_enter_accept, sys_exit_accept, SYS_ACCEPT, ROLE_ACCEPTED);
+conn_syscall!(sys_enter_accept4, sys_exit_accept4, SYS_ACCEPT, ROLE_ACCEPTED);
+conn_syscall!(sys_enter_connect, sys_exit_connect, SYS_CONNECT, ROLE_CONNECTED);
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let _ = on_close(arg(&ctx, 0));
+    0
+}

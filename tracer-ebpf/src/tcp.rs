@@ -1,0 +1,70 @@
+//! `tcp:tcp_rcv_space_adjust`: called from tcp_recvmsg in the context of the reading thread,
+//! it carries the socket's 4-tuple. We hook it only to attach that tuple to the read in flight
+//! (found by pid_tgid in `ARGS`), so every read-side event knows both ends of its socket
+//! without a /proc scan. The record layout changed across kernels (family and the socket
+//! cookie were added later), so the agent reads the field offsets from tracefs and passes
+//! them in `TCP_TP`.
+
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{AF_INET, AF_INET6, SockTuple};
+
+use crate::{ARGS, TCP_TP};
+
+#[tracepoint]
+pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp_rcv_space_adjust(&ctx);
+    0
+}
+
+fn try_tcp_rcv_space_adjust(ctx: &TracePointContext) -> Result<(), i32> {
+    let id = bpf_get_current_pid_tgid();
+    let Some(args) = ARGS.get_ptr_mut(id) else {
+        return Ok(());
+    };
+    // SAFETY: pointer into this thread's own ARGS entry.
+    if unsafe { (*args).has_tuple } != 0 {
+        return Ok(());
+    }
+    let off = TCP_TP.load();
+    if off.sport == 0 {
+        return Ok(());
+    }
+    // SAFETY: offsets come from the tracepoint's own format description.
+    let (sport, dport) = unsafe {
+        (
+            ctx.read_at::<u16>(off.sport as usize)?,
+            ctx.read_at::<u16>(off.dport as usize)?,
+        )
+    };
+    let mut tuple = SockTuple {
+        sport,
+        dport,
+        ..SockTuple::default()
+    };
+    let family = if off.family != 0 {
+        // SAFETY: as above.
+        unsafe { ctx.read_at::<u16>(off.family as usize)? }
+    } else {
+        AF_INET6
+    };
+    if family == AF_INET {
+        // SAFETY: as above.
+        unsafe {
+            tuple.saddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(off.saddr as usize)?);
+            tuple.daddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(off.daddr as usize)?);
+        }
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            tuple.saddr = ctx.read_at::<[u8; 16]>(off.saddr_v6 as usize)?;
+            tuple.daddr = ctx.read_at::<[u8; 16]>(off.daddr_v6 as usize)?;
+        }
+    }
+    tuple.family = family;
+    // SAFETY: as above; the entry belongs to the current thread.
+    unsafe {
+        (*args).tuple = tuple;
+        (*args).has_tuple = 1;
+    }
+    Ok(())
+}
