@@ -28,7 +28,9 @@ const SCRUB: &[&str] = &[
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.parent().context("tracer-agent has no parent directory")?;
+    let root = manifest
+        .parent()
+        .context("tracer-agent has no parent directory")?;
     let ebpf = root.join("tracer-ebpf");
     for watched in [
         ebpf.join("src"),
@@ -77,9 +79,9 @@ fn build_object(root: &Path, toolchain: &str, target_dir: &Path) -> anyhow::Resu
     }
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
-    let status = cmd.status().with_context(|| {
-        "could not run rustup to build the eBPF programs; run `cargo xtask setup` first"
-    })?;
+    let status = cmd.status().with_context(
+        || "could not run rustup to build the eBPF programs; run `cargo xtask setup` first",
+    )?;
     if !status.success() {
         bail!(
             "building tracer-ebpf with toolchain `{toolchain}` failed ({status}). If the toolchain \

@@ -84,7 +84,15 @@ impl Conn {
         })
     }
 
-    fn feed(&mut self, dir: Dir, tid: u32, chunk: &Chunk<'_>, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+    fn feed(
+        &mut self,
+        dir: Dir,
+        tid: u32,
+        chunk: &Chunk<'_>,
+        f: &mut SpanFactory,
+        st: &mut ConnStats,
+        spans: &mut Vec<Span>,
+    ) {
         let mut out = Vec::new();
         let awaiting = &mut self.awaiting;
         let mut rule = |h: &Head| body_rule(h, awaiting);
@@ -96,10 +104,20 @@ impl Conn {
         self.process(dir, tid, out, f, st, spans);
     }
 
-    fn process(&mut self, dir: Dir, tid: u32, out: Vec<Output>, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+    fn process(
+        &mut self,
+        dir: Dir,
+        tid: u32,
+        out: Vec<Output>,
+        f: &mut SpanFactory,
+        st: &mut ConnStats,
+        spans: &mut Vec<Span>,
+    ) {
         for o in out {
             match o {
-                Output::Head(head) if head.is_request() => self.on_request(dir, tid, head, f, st, spans),
+                Output::Head(head) if head.is_request() => {
+                    self.on_request(dir, tid, head, f, st, spans)
+                }
                 Output::Head(head) => {
                     if Some(dir) == self.request_dir() {
                         continue;
@@ -130,7 +148,15 @@ impl Conn {
         }
     }
 
-    fn on_request(&mut self, dir: Dir, tid: u32, head: Head, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+    fn on_request(
+        &mut self,
+        dir: Dir,
+        tid: u32,
+        head: Head,
+        f: &mut SpanFactory,
+        st: &mut ConnStats,
+        spans: &mut Vec<Span>,
+    ) {
         if self.role.is_none() {
             self.role = Some(if dir == Dir::Ingress {
                 SpanKind::Server
@@ -150,7 +176,11 @@ impl Conn {
             Dir::Egress => &mut self.ingress,
         };
         if response_stream.end_unknown(&mut ended) {
-            let other = if dir == Dir::Ingress { Dir::Egress } else { Dir::Ingress };
+            let other = if dir == Dir::Ingress {
+                Dir::Egress
+            } else {
+                Dir::Ingress
+            };
             self.process(other, tid, ended, f, st, spans);
         }
         let kind = self.role.unwrap_or(SpanKind::Server);
@@ -207,7 +237,13 @@ fn body_rule(head: &Head, awaiting: &mut VecDeque<bool>) -> Body {
     }
 }
 
-fn finish(x: Exchange, end_ns: u64, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+fn finish(
+    x: Exchange,
+    end_ns: u64,
+    f: &mut SpanFactory,
+    st: &mut ConnStats,
+    spans: &mut Vec<Span>,
+) {
     if x.kind == SpanKind::Server {
         f.tracker.server_done(x.pid, x.identity.span_id);
     }
@@ -269,15 +305,39 @@ impl ConnTable {
     }
 
     /// accept/connect returned a socket: any older connection on that fd is over.
-    pub fn on_connect(&mut self, pid: u32, fd: u32, peer: Option<SocketAddr>, ts_ns: u64, f: &mut SpanFactory, spans: &mut Vec<Span>) {
+    pub fn on_connect(
+        &mut self,
+        pid: u32,
+        fd: u32,
+        peer: Option<SocketAddr>,
+        ts_ns: u64,
+        f: &mut SpanFactory,
+        spans: &mut Vec<Span>,
+    ) {
         self.on_close(pid, fd, f, spans);
-        let conn = entry(&mut self.conns, &mut self.stats, self.capacity, (pid, fd), ts_ns, f, spans);
+        let conn = entry(
+            &mut self.conns,
+            &mut self.stats,
+            self.capacity,
+            (pid, fd),
+            ts_ns,
+            f,
+            spans,
+        );
         conn.peer = peer;
     }
 
     pub fn on_data(&mut self, ev: &DataIn<'_>, f: &mut SpanFactory, spans: &mut Vec<Span>) {
         let key = (ev.pid, ev.fd);
-        let conn = entry(&mut self.conns, &mut self.stats, self.capacity, key, ev.chunk.end_ns, f, spans);
+        let conn = entry(
+            &mut self.conns,
+            &mut self.stats,
+            self.capacity,
+            key,
+            ev.chunk.end_ns,
+            f,
+            spans,
+        );
         if let Some(t) = ev.tuple {
             if let Some(peer) = socket_addr(t.family, t.dport, &t.daddr) {
                 conn.peer = Some(peer);

@@ -150,9 +150,7 @@ impl Propagator {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown propagator `{0}` (expected a comma-separated list of b3multi, b3, tracecontext)"
-)]
+#[error("unknown propagator `{0}` (expected a comma-separated list of b3multi, b3, tracecontext)")]
 pub struct UnknownPropagator(String);
 
 impl FromStr for Propagator {
@@ -399,11 +397,11 @@ mod tests {
     #[test]
     fn malformed_b3_is_ignored() {
         for (t, s) in [
-            ("463ac35c9f6413a", "a2fb4a1d1a96d312"),   // 15 digits
-            ("463ac35c9f6413ag", "a2fb4a1d1a96d312"),  // non-hex
-            ("0000000000000000", "a2fb4a1d1a96d312"),  // zero trace
-            ("463ac35c9f6413ad", "0000000000000000"),  // zero span
-            ("463ac35c9f6413ad", "a2fb4a1d1a96d31"),   // short span
+            ("463ac35c9f6413a", "a2fb4a1d1a96d312"),  // 15 digits
+            ("463ac35c9f6413ag", "a2fb4a1d1a96d312"), // non-hex
+            ("0000000000000000", "a2fb4a1d1a96d312"), // zero trace
+            ("463ac35c9f6413ad", "0000000000000000"), // zero span
+            ("463ac35c9f6413ad", "a2fb4a1d1a96d31"),  // short span
             ("463ac35c9f6413ad463ac35c9f6413ad00", "a2fb4a1d1a96d312"), // 34 digits
         ] {
             let h = headers(&[("x-b3-traceid", t), ("x-b3-spanid", s)]);
@@ -465,7 +463,10 @@ mod tests {
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         )]);
-        assert_eq!(extract(&unsampled, &ALL).unwrap().sampling, Sampling::NotSampled);
+        assert_eq!(
+            extract(&unsampled, &ALL).unwrap().sampling,
+            Sampling::NotSampled
+        );
         for bad in [
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -490,17 +491,29 @@ mod tests {
         let h = headers(&[
             ("x-b3-traceid", "463ac35c9f6413ad"),
             ("x-b3-spanid", "a2fb4a1d1a96d312"),
-            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
         ]);
         let w3c_first = [Propagator::TraceContext, Propagator::B3Multi];
-        assert_eq!(extract(&h, &w3c_first).unwrap().source, Propagator::TraceContext);
+        assert_eq!(
+            extract(&h, &w3c_first).unwrap().source,
+            Propagator::TraceContext
+        );
         assert_eq!(extract(&h, &ALL).unwrap().source, Propagator::B3Multi);
         let broken_b3 = headers(&[
             ("x-b3-traceid", "nothex"),
             ("x-b3-spanid", "a2fb4a1d1a96d312"),
-            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
         ]);
-        assert_eq!(extract(&broken_b3, &ALL).unwrap().source, Propagator::TraceContext);
+        assert_eq!(
+            extract(&broken_b3, &ALL).unwrap().source,
+            Propagator::TraceContext
+        );
         assert_eq!(extract(&broken_b3, &[Propagator::B3Multi]), None);
     }
 

@@ -153,7 +153,12 @@ pub struct HalfStream {
 
 impl HalfStream {
     /// Feeds one chunk. `rule` decides the body of each head found; outputs are appended.
-    pub fn feed(&mut self, chunk: &Chunk<'_>, rule: &mut dyn FnMut(&Head) -> Body, out: &mut Vec<Output>) {
+    pub fn feed(
+        &mut self,
+        chunk: &Chunk<'_>,
+        rule: &mut dyn FnMut(&Head) -> Body,
+        out: &mut Vec<Output>,
+    ) {
         let mut data = chunk.data;
         let mut gap = chunk.gap;
         loop {
@@ -196,88 +201,92 @@ impl HalfStream {
                     self.last_ns = chunk.end_ns;
                     break;
                 }
-                State::Body(body) => {
-                    match body {
-                        BodyState::Length(remaining) => {
-                            let visible = data.len() as u64;
-                            if *remaining > visible + gap {
-                                *remaining -= visible + gap;
-                                self.last_ns = chunk.end_ns;
-                                break;
-                            }
-                            if *remaining <= visible {
-                                data = &data[usize::try_from(*remaining).unwrap_or(data.len())..];
-                            } else {
-                                gap -= *remaining - visible;
-                                data = &[];
-                            }
+                State::Body(body) => match body {
+                    BodyState::Length(remaining) => {
+                        let visible = data.len() as u64;
+                        if *remaining > visible + gap {
+                            *remaining -= visible + gap;
+                            self.last_ns = chunk.end_ns;
+                            break;
+                        }
+                        if *remaining <= visible {
+                            data = &data[usize::try_from(*remaining).unwrap_or(data.len())..];
+                        } else {
+                            gap -= *remaining - visible;
+                            data = &[];
+                        }
+                        self.finish(chunk.end_ns, out);
+                    }
+                    BodyState::Chunked(dec) => match dec.feed(data) {
+                        Decoded::Done(used) => {
+                            data = &data[used..];
                             self.finish(chunk.end_ns, out);
                         }
-                        BodyState::Chunked(dec) => match dec.feed(data) {
-                            Decoded::Done(used) => {
-                                data = &data[used..];
-                                self.finish(chunk.end_ns, out);
-                            }
-                            Decoded::More => {
-                                self.last_ns = chunk.end_ns;
-                                if gap > 0 && !dec.skip(gap) {
-                                    self.stats.lost_sync += 1;
-                                    let mut roll = Roll::default();
-                                    roll.push(chunk.tail);
-                                    if roll.ends_chunked() {
-                                        self.finish(chunk.end_ns, out);
-                                    } else {
-                                        self.state = State::Body(BodyState::TailScan(roll));
-                                    }
-                                }
-                                break;
-                            }
-                            Decoded::Invalid => {
+                        Decoded::More => {
+                            self.last_ns = chunk.end_ns;
+                            if gap > 0 && !dec.skip(gap) {
                                 self.stats.lost_sync += 1;
                                 let mut roll = Roll::default();
-                                roll.push(if gap > 0 { chunk.tail } else { data });
+                                roll.push(chunk.tail);
                                 if roll.ends_chunked() {
                                     self.finish(chunk.end_ns, out);
                                 } else {
                                     self.state = State::Body(BodyState::TailScan(roll));
                                 }
-                                break;
                             }
-                        },
-                        BodyState::TailScan(roll) => {
-                            if gap > 0 {
-                                roll.clear();
-                                roll.push(chunk.tail);
-                            } else {
-                                roll.push(data);
-                            }
+                            break;
+                        }
+                        Decoded::Invalid => {
+                            self.stats.lost_sync += 1;
+                            let mut roll = Roll::default();
+                            roll.push(if gap > 0 { chunk.tail } else { data });
                             if roll.ends_chunked() {
                                 self.finish(chunk.end_ns, out);
                             } else {
-                                self.last_ns = chunk.end_ns;
+                                self.state = State::Body(BodyState::TailScan(roll));
                             }
                             break;
                         }
-                        BodyState::UntilClose => {
-                            self.last_ns = chunk.end_ns;
-                            break;
+                    },
+                    BodyState::TailScan(roll) => {
+                        if gap > 0 {
+                            roll.clear();
+                            roll.push(chunk.tail);
+                        } else {
+                            roll.push(data);
                         }
-                        BodyState::Unknown => {
-                            if !data.is_empty() && starts_like_http(data) {
-                                let end = self.last_ns;
-                                self.finish(end, out);
-                                continue;
-                            }
+                        if roll.ends_chunked() {
+                            self.finish(chunk.end_ns, out);
+                        } else {
                             self.last_ns = chunk.end_ns;
-                            break;
                         }
+                        break;
                     }
-                }
+                    BodyState::UntilClose => {
+                        self.last_ns = chunk.end_ns;
+                        break;
+                    }
+                    BodyState::Unknown => {
+                        if !data.is_empty() && starts_like_http(data) {
+                            let end = self.last_ns;
+                            self.finish(end, out);
+                            continue;
+                        }
+                        self.last_ns = chunk.end_ns;
+                        break;
+                    }
+                },
             }
         }
     }
 
-    fn start_body(&mut self, head: Head, rule: &mut dyn FnMut(&Head) -> Body, end_ns: u64, out: &mut Vec<Output>) {
+    fn start_body(
+        &mut self,
+        head: Head,
+        rule: &mut dyn FnMut(&Head) -> Body,
+        end_ns: u64,
+        out: &mut Vec<Output>,
+    ) {
         let body = rule(&head);
         out.push(Output::Head(head));
         self.last_ns = end_ns;
@@ -341,7 +350,8 @@ struct Roll {
 
 impl Roll {
     fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(&bytes[bytes.len().saturating_sub(ROLL_LEN)..]);
+        self.buf
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(ROLL_LEN)..]);
         let excess = self.buf.len().saturating_sub(ROLL_LEN);
         self.buf.drain(..excess);
     }
@@ -481,8 +491,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[must_use]
 pub fn starts_like_http(data: &[u8]) -> bool {
     const STARTS: [&[u8]; 10] = [
-        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
-        b"TRACE ", b"HTTP/1.",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"PATCH ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"HTTP/1.",
     ];
     STARTS.iter().any(|s| data.starts_with(s))
 }

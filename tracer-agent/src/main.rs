@@ -1,11 +1,182 @@
+//! tracer-agent: eBPF HTTP tracing for service meshes. `main` only wires the parts together.
+
 mod clock;
+mod config;
 mod conn;
 mod context;
+mod events;
+mod export;
 mod http;
+mod loader;
+mod metrics;
+mod pipeline;
 mod process;
+mod procsel;
 mod sampler;
 mod semconv;
 mod span;
 mod tracker;
 
-fn main() {}
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    config::{Cli, Config},
+    export::{Outputs, console::Console, otlp::OtlpExporter},
+    metrics::Metrics,
+    pipeline::Pipeline,
+    procsel::Selection,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::resolve(cli, &|k| std::env::var(k).ok()).context("invalid configuration")?;
+    let metrics: &'static Metrics = Box::leak(Box::default());
+
+    let tracefs = loader::preflight()?;
+    let (probes, maps) = loader::load(
+        &tracefs,
+        &loader::LoadOptions {
+            capture_size: cfg.capture_size,
+            filter_listed: cfg.selects_processes(),
+            ring_buffer_bytes: cfg.ring_buffer_bytes,
+        },
+    )?;
+    metrics.set_attach_plan(probes.plan.to_string());
+
+    let selection = Selection {
+        pids: cfg.pids.clone(),
+        exes: cfg.exes.clone(),
+        ports: cfg.ports.clone(),
+        exclude_exes: cfg.exclude_exes.clone(),
+        exclude_ports: cfg
+            .otlp
+            .as_ref()
+            .and_then(|o| local_port(&o.endpoint))
+            .into_iter()
+            .collect(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let selector = {
+        let stop = stop.clone();
+        let sel = selection.clone();
+        std::thread::Builder::new()
+            .name("procsel".into())
+            .spawn(move || procsel::run(maps.procs, sel, PathBuf::from("/proc"), stop))
+            .context("starting the process selection thread")?
+    };
+
+    if let Some(addr) = cfg.metrics_addr {
+        tokio::spawn(metrics::serve(addr, metrics));
+    }
+    let (otlp_tx, exporter) = match &cfg.otlp {
+        Some(o) => {
+            let (tx, rx) = mpsc::channel(cfg.batch.max_queue);
+            let exporter = OtlpExporter::new(o.clone(), cfg.batch, metrics)?;
+            (Some(tx), Some(tokio::spawn(exporter.run(rx))))
+        }
+        None => (None, None),
+    };
+    let outputs = Outputs::new(Console::new(cfg.stdout), otlp_tx, metrics);
+    let pipeline = Pipeline::new(&cfg, outputs, maps.counters, metrics);
+
+    metrics.ready.store(true, Relaxed);
+    info!(
+        "agent ready: {} programs attached; {}; tracing {}",
+        probes.program_count(),
+        probes.plan,
+        describe_selection(&selection)
+    );
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = sigterm.recv() => {},
+        }
+        info!("shutting down: flushing spans");
+    };
+    pipeline
+        .run(maps.events, shutdown)
+        .await
+        .context("reading the ring buffer")?;
+    drop(probes);
+    stop.store(true, Relaxed);
+    if let Some(handle) = exporter {
+        let _ = handle.await;
+    }
+    let _ = selector.join();
+    Ok(())
+}
+
+/// The port of an endpoint URL on this host, whose listener must not be traced.
+fn local_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0")
+        || host == process::host_name();
+    if local { port.parse().ok() } else { None }
+}
+
+fn describe_selection(sel: &Selection) -> String {
+    if !sel.is_listed() {
+        let mut s = "all processes except this agent".to_owned();
+        if !sel.exclude_exes.is_empty() {
+            s.push_str(&format!(" and {}", sel.exclude_exes.join(", ")));
+        }
+        return s;
+    }
+    let mut parts = Vec::new();
+    if !sel.pids.is_empty() {
+        parts.push(format!("pids {:?} and their children", sel.pids));
+    }
+    if !sel.exes.is_empty() {
+        parts.push(format!("executables {}", sel.exes.join(", ")));
+    }
+    if !sel.ports.is_empty() {
+        parts.push(format!("listeners on ports {:?}", sel.ports));
+    }
+    parts.join("; ")
+}

@@ -108,7 +108,11 @@ pub fn build_resource(pid: u32, comm: &str, environ: &[u8], host_name: &str) -> 
     }
     let mut attributes: Vec<(String, AttrValue)> = Vec::new();
     let mut service_from_attrs = None;
-    for (k, v) in attrs_env.as_deref().map(parse_resource_attributes).unwrap_or_default() {
+    for (k, v) in attrs_env
+        .as_deref()
+        .map(parse_resource_attributes)
+        .unwrap_or_default()
+    {
         if k == "service.name" {
             service_from_attrs = Some(v.clone());
         }
@@ -185,7 +189,10 @@ mod tests {
     use super::*;
 
     fn attr<'a>(r: &'a Resource, k: &str) -> Option<&'a AttrValue> {
-        r.attributes.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+        r.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v)
     }
 
     #[test]
@@ -193,15 +200,26 @@ mod tests {
         let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=service.name=from-attrs,deployment.environment=prod%20eu\0OTEL_SERVICE_NAME=from-env\0";
         let r = build_resource(42, "python3", env, "node-1");
         assert_eq!(r.service_name, "from-env");
-        assert_eq!(attr(&r, "service.name"), Some(&AttrValue::Str("from-env".into())));
+        assert_eq!(
+            attr(&r, "service.name"),
+            Some(&AttrValue::Str("from-env".into()))
+        );
         assert_eq!(
             attr(&r, "deployment.environment"),
             Some(&AttrValue::Str("prod eu".into()))
         );
         assert_eq!(attr(&r, "process.pid"), Some(&AttrValue::Int(42)));
-        assert_eq!(attr(&r, "host.name"), Some(&AttrValue::Str("node-1".into())));
+        assert_eq!(
+            attr(&r, "host.name"),
+            Some(&AttrValue::Str("node-1".into()))
+        );
 
-        let r = build_resource(1, "node", b"OTEL_RESOURCE_ATTRIBUTES=service.name=svc-b\0", "h");
+        let r = build_resource(
+            1,
+            "node",
+            b"OTEL_RESOURCE_ATTRIBUTES=service.name=svc-b\0",
+            "h",
+        );
         assert_eq!(r.service_name, "svc-b");
         let r = build_resource(1, "server", b"HOME=/root\0", "h");
         assert_eq!(r.service_name, "server");

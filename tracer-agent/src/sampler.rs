@@ -28,7 +28,10 @@ pub enum SamplerError {
 impl Sampler {
     /// `name` and `arg` as in `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
     pub fn parse(name: &str, arg: Option<&str>) -> Result<Self, SamplerError> {
-        let root = name.trim().strip_prefix("parentbased_").unwrap_or(name.trim());
+        let root = name
+            .trim()
+            .strip_prefix("parentbased_")
+            .unwrap_or(name.trim());
         match root {
             "always_on" => Ok(Self::AlwaysOn),
             "always_off" => Ok(Self::AlwaysOff),
@@ -73,8 +76,14 @@ mod tests {
 
     #[test]
     fn parse_names() {
-        assert_eq!(Sampler::parse("parentbased_always_on", None).unwrap(), Sampler::AlwaysOn);
-        assert_eq!(Sampler::parse("always_off", None).unwrap(), Sampler::AlwaysOff);
+        assert_eq!(
+            Sampler::parse("parentbased_always_on", None).unwrap(),
+            Sampler::AlwaysOn
+        );
+        assert_eq!(
+            Sampler::parse("always_off", None).unwrap(),
+            Sampler::AlwaysOff
+        );
         assert_eq!(
             Sampler::parse("parentbased_traceidratio", Some("0.25")).unwrap(),
             Sampler::Ratio(0.25)
@@ -90,7 +99,10 @@ mod tests {
         let ids: Vec<TraceId> = (0..4000).map(|_| TraceId::random()).collect();
         let kept = ids.iter().filter(|id| s.should_sample(**id)).count();
         assert!((800..1200).contains(&kept), "kept {kept} of 4000");
-        assert!(ids.iter().all(|id| s.should_sample(*id) == s.should_sample(*id)));
+        assert!(
+            ids.iter()
+                .all(|id| s.should_sample(*id) == s.should_sample(*id))
+        );
         assert!(!Sampler::Ratio(0.0).should_sample(ids[0]));
     }
 }

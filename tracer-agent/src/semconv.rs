@@ -79,7 +79,12 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
     attrs.push(("url.scheme", "http".into()));
     attrs.push((
         "network.protocol.version",
-        if x.request.minor_version == 0 { "1.0" } else { "1.1" }.into(),
+        if x.request.minor_version == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        }
+        .into(),
     ));
     let status = x.response.as_ref().and_then(|r| match r.start {
         StartLine::Response { status } => Some(status),
@@ -110,7 +115,11 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
         attrs.push(("network.peer.port", i64::from(peer.port()).into()));
     }
     if x.kind == SpanKind::Client {
-        let authority = x.request.host.clone().or_else(|| x.peer.map(|p| p.to_string()));
+        let authority = x
+            .request
+            .host
+            .clone()
+            .or_else(|| x.peer.map(|p| p.to_string()));
         if let Some(a) = authority {
             let full = if target.starts_with("http://") {
                 target.to_owned()
@@ -143,7 +152,11 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
         "tracer.context.source",
         x.identity.source.map_or("none", |s| s.name()).into(),
     ));
-    let name = if known { method.to_owned() } else { "HTTP".to_owned() };
+    let name = if known {
+        method.to_owned()
+    } else {
+        "HTTP".to_owned()
+    };
     let start = clock.to_unix_nanos(x.request.start_ns);
     Span {
         trace_id: x.identity.trace_id,

@@ -104,7 +104,11 @@ impl Tracker {
     pub fn client_request(&mut self, pid: u32, tid: u32, head: &Head) -> Identity {
         let own = self.from_context(head);
         let carried = own.parent.map(|_| own.trace_id);
-        let list = self.inflight.get(&pid).map(Vec::as_slice).unwrap_or_default();
+        let list = self
+            .inflight
+            .get(&pid)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let cause = match carried {
             Some(trace) => list.iter().rev().find(|f| f.identity.trace_id == trace),
             None => list
@@ -154,7 +158,11 @@ mod tests {
 
     fn tracker() -> Tracker {
         Tracker::new(
-            vec![Propagator::B3Multi, Propagator::B3Single, Propagator::TraceContext],
+            vec![
+                Propagator::B3Multi,
+                Propagator::B3Single,
+                Propagator::TraceContext,
+            ],
             Sampler::AlwaysOn,
         )
     }
@@ -165,7 +173,10 @@ mod tests {
     fn server_parent_is_incoming_span_and_client_joins_by_trace_id() {
         let mut t = tracker();
         let server = t.server_request(10, 11, &head(B3_IN, 1));
-        assert_eq!(server.trace_id.to_string(), "0000000000000000463ac35c9f6413ad");
+        assert_eq!(
+            server.trace_id.to_string(),
+            "0000000000000000463ac35c9f6413ad"
+        );
         assert_eq!(server.parent.unwrap().to_string(), "a2fb4a1d1a96d312");
         assert!(server.sampled);
         // The app forwards the headers unchanged from another thread (Go).
@@ -205,7 +216,10 @@ mod tests {
                 3,
             ),
         );
-        assert_eq!(instrumented.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            instrumented.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(instrumented.parent.unwrap().to_string(), "00f067aa0ba902b7");
     }
 
@@ -218,7 +232,11 @@ mod tests {
             &head(&B3_IN.replace("x-b3-sampled: 1", "x-b3-sampled: 0"), 1),
         );
         assert!(!denied.sampled);
-        let child = t.client_request(1, 1, &head(&B3_IN.replace("x-b3-sampled: 1", "x-b3-sampled: 0"), 2));
+        let child = t.client_request(
+            1,
+            1,
+            &head(&B3_IN.replace("x-b3-sampled: 1", "x-b3-sampled: 0"), 2),
+        );
         assert!(!child.sampled);
         let debug = t.server_request(
             2,
@@ -227,7 +245,13 @@ mod tests {
         );
         assert!(debug.sampled);
         let mut off = Tracker::new(vec![Propagator::B3Multi], Sampler::AlwaysOff);
-        assert!(!off.server_request(3, 1, &head("GET / HTTP/1.1\r\n\r\n", 1)).sampled);
-        assert!(off.server_request(3, 1, &head(B3_IN, 1)).sampled, "explicit decision wins");
+        assert!(
+            !off.server_request(3, 1, &head("GET / HTTP/1.1\r\n\r\n", 1))
+                .sampled
+        );
+        assert!(
+            off.server_request(3, 1, &head(B3_IN, 1)).sampled,
+            "explicit decision wins"
+        );
     }
 }

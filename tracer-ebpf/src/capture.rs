@@ -205,17 +205,30 @@ fn is_http_start(b: &[u8; 8]) -> bool {
     }
 }
 
+/// `min(v, MAX_CAPTURE)`, computed in assembly so that LLVM cannot drop it as redundant: the
+/// verifier needs to see the bound on the very register passed to a helper, and it cannot
+/// follow the reasoning that made LLVM consider the check useless.
+#[inline(always)]
+fn bounded(v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: pure register arithmetic.
+    unsafe {
+        core::arch::asm!(
+            "if {v} <= {max} goto +1",
+            "{v} = {max}",
+            v = inout(reg) v,
+            max = const MAX_CAPTURE,
+        );
+    }
+    v
+}
+
 /// Copies `len` user bytes from `src` to `data[offset..]`; returns the bytes copied.
 #[inline(always)]
 fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
-    // Both bounds are restated in the form the verifier tracks: offset < MAX, len <= MAX,
-    // and the buffer holds 2 * MAX.
-    let offset = offset & (MAX_CAPTURE as u64 - 1);
-    let len = if len > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        len
-    };
+    // offset <= MAX and len <= MAX, and the buffer holds 2 * MAX.
+    let offset = bounded(offset);
+    let len = bounded(len);
     if len == 0 {
         return 0;
     }
@@ -260,11 +273,7 @@ fn emit_data(
         Source::Plain(buf) => (copy_user(data, 0, buf, want), buf + total),
         Source::Vector { iov, count } => copy_vector(data, iov, count, want, total),
     };
-    let captured = if captured > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        captured
-    };
+    let captured = bounded(captured);
     let ev = &mut scratch.event;
     ev.tail_len = 0;
     if total > captured {
@@ -296,9 +305,10 @@ fn emit_data(
     ev.syscall = args.syscall;
     ev.tuple = args.tuple;
 
-    let size = HDR_LEN + captured as usize;
+    let size = HDR_LEN + bounded(captured) as usize;
     // SAFETY: size <= HDR_LEN + MAX_CAPTURE <= size_of::<Scratch>().
-    let bytes = unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count(counter::RINGBUF_FULL);
     } else {
@@ -319,9 +329,17 @@ fn copy_vector(data: *mut u8, iov: u64, count_arg: u64, want: u64, total: u64) -
             break;
         }
         let Some(v) = read_iov(iov, i) else { break };
-        let piece = if v.len > total - seen { total - seen } else { v.len };
+        let piece = if v.len > total - seen {
+            total - seen
+        } else {
+            v.len
+        };
         if copied < want {
-            let take = if piece < want - copied { piece } else { want - copied };
+            let take = if piece < want - copied {
+                piece
+            } else {
+                want - copied
+            };
             copied += copy_user(data, copied, v.base, take);
         }
         seen += piece;

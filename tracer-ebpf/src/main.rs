@@ -7,6 +7,7 @@
 //!
 //! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 mod capture;

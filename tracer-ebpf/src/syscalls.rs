@@ -52,8 +52,18 @@ macro_rules! data_syscall {
 
 data_syscall!(sys_enter_read, sys_exit_read, SYS_READ, DIR_INGRESS);
 data_syscall!(sys_enter_readv, sys_exit_readv, SYS_READV, DIR_INGRESS);
-data_syscall!(sys_enter_recvfrom, sys_exit_recvfrom, SYS_RECVFROM, DIR_INGRESS);
-data_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, SYS_RECVMSG, DIR_INGRESS);
+data_syscall!(
+    sys_enter_recvfrom,
+    sys_exit_recvfrom,
+    SYS_RECVFROM,
+    DIR_INGRESS
+);
+data_syscall!(
+    sys_enter_recvmsg,
+    sys_exit_recvmsg,
+    SYS_RECVMSG,
+    DIR_INGRESS
+);
 data_syscall!(sys_enter_write, sys_exit_write, SYS_WRITE, DIR_EGRESS);
 data_syscall!(sys_enter_writev, sys_exit_writev, SYS_WRITEV, DIR_EGRESS);
 data_syscall!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
@@ -76,8 +86,18 @@ macro_rules! conn_syscall {
 }
 
 conn_syscall!(sys_enter_accept, sys_exit_accept, SYS_ACCEPT, ROLE_ACCEPTED);
-conn_syscall!(sys_enter_accept4, sys_exit_accept4, SYS_ACCEPT, ROLE_ACCEPTED);
-conn_syscall!(sys_enter_connect, sys_exit_connect, SYS_CONNECT, ROLE_CONNECTED);
+conn_syscall!(
+    sys_enter_accept4,
+    sys_exit_accept4,
+    SYS_ACCEPT,
+    ROLE_ACCEPTED
+);
+conn_syscall!(
+    sys_enter_connect,
+    sys_exit_connect,
+    SYS_CONNECT,
+    ROLE_CONNECTED
+);
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {

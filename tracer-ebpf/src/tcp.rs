@@ -5,7 +5,9 @@
 //! cookie were added later), so the agent reads the field offsets from tracefs and passes
 //! them in `TCP_TP`.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use tracer_common::{AF_INET, AF_INET6, SockTuple};
 
 use crate::{ARGS, TCP_TP};

@@ -8,7 +8,11 @@ use crate::{context::Propagator, sampler::Sampler, span::AttrValue};
 fn factory() -> SpanFactory {
     SpanFactory {
         tracker: Tracker::new(
-            vec![Propagator::B3Multi, Propagator::B3Single, Propagator::TraceContext],
+            vec![
+                Propagator::B3Multi,
+                Propagator::B3Single,
+                Propagator::TraceContext,
+            ],
             Sampler::AlwaysOn,
         ),
         processes: ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into()),
@@ -60,7 +64,9 @@ impl Driver {
     }
 
     fn path(span: &Span) -> String {
-        span.attr("url.path").map(ToString::to_string).unwrap_or_default()
+        span.attr("url.path")
+            .map(ToString::to_string)
+            .unwrap_or_default()
     }
 }
 
@@ -79,7 +85,10 @@ fn server_span_from_request_and_response() {
     assert_eq!(s.trace_id.to_string(), "0000000000000000463ac35c9f6413ad");
     assert_eq!(s.parent_span_id.unwrap().to_string(), "a2fb4a1d1a96d312");
     assert_eq!(Driver::status(s), Some(200));
-    assert_eq!(s.attr("server.address"), Some(&AttrValue::Str("svc".into())));
+    assert_eq!(
+        s.attr("server.address"),
+        Some(&AttrValue::Str("svc".into()))
+    );
     assert_eq!(s.attr("server.port"), Some(&AttrValue::Int(8080)));
     assert_eq!(s.name, "GET");
     assert!(s.end_unix_nanos > s.start_unix_nanos);
@@ -89,10 +98,22 @@ fn server_span_from_request_and_response() {
 fn keep_alive_and_pipelining_pair_in_order() {
     let mut d = Driver::new();
     for i in 0..3 {
-        d.send(1, 1, 5, DIR_INGRESS, format!("GET /k{i} HTTP/1.1\r\n\r\n").as_bytes());
+        d.send(
+            1,
+            1,
+            5,
+            DIR_INGRESS,
+            format!("GET /k{i} HTTP/1.1\r\n\r\n").as_bytes(),
+        );
         d.send(1, 1, 5, DIR_EGRESS, OK);
     }
-    d.send(1, 1, 5, DIR_INGRESS, b"GET /p1 HTTP/1.1\r\n\r\nHEAD /p2 HTTP/1.1\r\n\r\nGET /p3 HTTP/1.1\r\n\r\n");
+    d.send(
+        1,
+        1,
+        5,
+        DIR_INGRESS,
+        b"GET /p1 HTTP/1.1\r\n\r\nHEAD /p2 HTTP/1.1\r\n\r\nGET /p3 HTTP/1.1\r\n\r\n",
+    );
     d.send(
         1,
         1,
@@ -100,7 +121,11 @@ fn keep_alive_and_pipelining_pair_in_order() {
         DIR_EGRESS,
         b"HTTP/1.1 201 A\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 202 B\r\nContent-Length: 100\r\n\r\nHTTP/1.1 203 C\r\nContent-Length: 0\r\n\r\n",
     );
-    let got: Vec<(String, Option<i64>)> = d.spans.iter().map(|s| (Driver::path(s), Driver::status(s))).collect();
+    let got: Vec<(String, Option<i64>)> = d
+        .spans
+        .iter()
+        .map(|s| (Driver::path(s), Driver::status(s)))
+        .collect();
     assert_eq!(
         got,
         [
@@ -113,17 +138,33 @@ fn keep_alive_and_pipelining_pair_in_order() {
         ]
     );
     let traces: std::collections::HashSet<_> = d.spans.iter().map(|s| s.trace_id).collect();
-    assert_eq!(traces.len(), 6, "requests without context each start their own trace");
+    assert_eq!(
+        traces.len(),
+        6,
+        "requests without context each start their own trace"
+    );
 }
 
 #[test]
 fn continue_100_then_final_response() {
     let mut d = Driver::new();
-    d.send(1, 1, 5, DIR_INGRESS, b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    d.send(
+        1,
+        1,
+        5,
+        DIR_INGRESS,
+        b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
     d.send(1, 1, 5, DIR_EGRESS, b"HTTP/1.1 100 Continue\r\n\r\n");
     assert!(d.spans.is_empty());
     d.send(1, 1, 5, DIR_INGRESS, b"data");
-    d.send(1, 1, 5, DIR_EGRESS, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    d.send(
+        1,
+        1,
+        5,
+        DIR_EGRESS,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(d.spans.len(), 1);
     assert_eq!(Driver::status(&d.spans[0]), Some(201));
 }
@@ -134,8 +175,20 @@ fn client_span_is_child_of_server_span() {
     d.send(7, 70, 3, DIR_INGRESS, REQ_B3);
     // The app forwards the headers on another connection, from another thread.
     d.send(7, 71, 9, DIR_EGRESS, REQ_B3);
-    d.send(7, 71, 9, DIR_INGRESS, b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n");
-    d.send(7, 70, 3, DIR_EGRESS, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+    d.send(
+        7,
+        71,
+        9,
+        DIR_INGRESS,
+        b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n",
+    );
+    d.send(
+        7,
+        70,
+        3,
+        DIR_EGRESS,
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(d.spans.len(), 2);
     let client = &d.spans[0];
     let server = &d.spans[1];
@@ -157,10 +210,19 @@ fn close_flushes_incomplete_and_close_delimited() {
     d.send(1, 1, 5, DIR_INGRESS, b"GET /slow HTTP/1.1\r\n\r\n");
     d.table.on_close(1, 5, &mut d.f, &mut d.spans);
     assert_eq!(d.spans.len(), 1);
-    assert_eq!(d.spans[0].attr("error.type"), Some(&AttrValue::Str("incomplete".into())));
+    assert_eq!(
+        d.spans[0].attr("error.type"),
+        Some(&AttrValue::Str("incomplete".into()))
+    );
 
     d.send(1, 1, 6, DIR_EGRESS, b"GET /old HTTP/1.0\r\n\r\n");
-    d.send(1, 1, 6, DIR_INGRESS, b"HTTP/1.0 200 OK\r\n\r\nbody until close");
+    d.send(
+        1,
+        1,
+        6,
+        DIR_INGRESS,
+        b"HTTP/1.0 200 OK\r\n\r\nbody until close",
+    );
     assert_eq!(d.spans.len(), 1);
     d.table.on_close(1, 6, &mut d.f, &mut d.spans);
     assert_eq!(d.spans.len(), 2);
@@ -187,7 +249,11 @@ fn table_is_bounded_and_sweeps_idle() {
     }
     assert_eq!(d.table.len(), 2);
     assert_eq!(d.table.stats.evicted, 1);
-    assert_eq!(d.spans.len(), 1, "the evicted request is flushed as incomplete");
+    assert_eq!(
+        d.spans.len(),
+        1,
+        "the evicted request is flushed as incomplete"
+    );
     d.table.sweep(u64::MAX, &mut d.f, &mut d.spans);
     assert!(d.table.is_empty());
     assert_eq!(d.spans.len(), 3);

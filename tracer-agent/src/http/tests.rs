@@ -72,7 +72,10 @@ fn simple_request_in_one_chunk() {
     assert_eq!(target(h[0]), "GET /hello?x=1");
     assert_eq!(h[0].host.as_deref(), Some("svc:8080"));
     assert_eq!(h[0].user_agent.as_deref(), Some("curl/8"));
-    assert_eq!(h[0].context.b3_trace_id.as_deref(), Some("463ac35c9f6413ad"));
+    assert_eq!(
+        h[0].context.b3_trace_id.as_deref(),
+        Some("463ac35c9f6413ad")
+    );
     assert_eq!(h[0].start_ns, 10);
     assert_eq!(ends(&out), vec![11]);
 }
@@ -95,7 +98,8 @@ fn head_split_over_three_syscalls() {
 #[test]
 fn keep_alive_and_pipelined_requests_stay_separate() {
     let one = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
-    let two_pipelined = b"POST /2 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /3 HTTP/1.1\r\n\r\n";
+    let two_pipelined =
+        b"POST /2 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /3 HTTP/1.1\r\n\r\n";
     let (out, stats) = requests(&[chunk(one, 1), chunk(two_pipelined, 5)]);
     let h = heads(&out);
     assert_eq!(
@@ -116,7 +120,11 @@ fn body_by_length_across_chunks_and_gaps() {
     ]);
     let h = heads(&out);
     assert_eq!(h.len(), 2);
-    assert_eq!(ends(&out), vec![4, 5], "the body ends with the third syscall");
+    assert_eq!(
+        ends(&out),
+        vec![4, 5],
+        "the body ends with the third syscall"
+    );
     assert_eq!(stats.skipped_bytes, 0);
 }
 
@@ -128,7 +136,10 @@ fn chunked_response_in_one_write_and_split() {
     // Go writes the head and first chunk, then the terminator in a separate write.
     let out = responses(
         &[
-            chunk(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n", 1),
+            chunk(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n",
+                1,
+            ),
             chunk(b"abcdefghijklmnopqrstuvwxyz\r\n", 2),
             chunk(b"0\r\n", 3),
             chunk(b"X-Trailer: 1\r\n\r\n", 4),
@@ -142,7 +153,12 @@ fn chunked_response_in_one_write_and_split() {
 fn chunked_data_hidden_by_gap_is_skipped_in_sync() {
     let out = responses(
         &[
-            gapped(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2000\r\nabc", 8189, b"", 1),
+            gapped(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2000\r\nabc",
+                8189,
+                b"",
+                1,
+            ),
             chunk(b"\r\n0\r\n\r\n", 2),
         ],
         false,
@@ -157,13 +173,22 @@ fn chunked_framing_lost_in_gap_falls_back_to_tail() {
     let rule = &mut |h: &Head| h.response_body(false);
     // The gap hides the end of the 0x10 chunk and the next size line.
     s.feed(
-        &gapped(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123", 500, b"ore data\r\n", 1),
+        &gapped(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123",
+            500,
+            b"ore data\r\n",
+            1,
+        ),
         rule,
         &mut out,
     );
     assert_eq!(ends(&out), Vec::<u64>::new());
     assert_eq!(s.stats.lost_sync, 1);
-    s.feed(&gapped(b"40\r\n", 900, b"xyz\r\n0\r\n\r\n", 2), rule, &mut out);
+    s.feed(
+        &gapped(b"40\r\n", 900, b"xyz\r\n0\r\n\r\n", 2),
+        rule,
+        &mut out,
+    );
     assert_eq!(ends(&out), vec![3]);
     assert!(s.is_idle());
 }
@@ -212,7 +237,11 @@ fn head_larger_than_capture_is_truncated_but_usable() {
     assert_eq!(h[0].context.b3_span_id.as_deref(), Some("a2fb4a1d1a96d312"));
     assert_eq!(target(h[1]), "GET /after");
     assert!(!h[1].truncated);
-    assert_eq!(ends(&out), vec![2, 8], "the truncated one ends where the next starts");
+    assert_eq!(
+        ends(&out),
+        vec![2, 8],
+        "the truncated one ends where the next starts"
+    );
 }
 
 #[test]
@@ -246,7 +275,11 @@ fn close_delimited_response_ends_on_close() {
     let mut s = HalfStream::default();
     let mut out = Vec::new();
     let rule = &mut |h: &Head| h.response_body(false);
-    s.feed(&chunk(b"HTTP/1.0 200 OK\r\n\r\nstream...", 1), rule, &mut out);
+    s.feed(
+        &chunk(b"HTTP/1.0 200 OK\r\n\r\nstream...", 1),
+        rule,
+        &mut out,
+    );
     s.feed(&chunk(b"more", 5), rule, &mut out);
     assert!(ends(&out).is_empty());
     s.close(&mut out);

@@ -1,0 +1,373 @@
+//! Loads the embedded eBPF object, sets its load-time globals and attaches the programs.
+//!
+//! The attach plan is decided here, in one place, from what the running kernel offers:
+//! every syscall tracepoint that exists is attached (read/write families are required), and
+//! `tcp:tcp_rcv_space_adjust` adds socket 4-tuples when its format can be read.
+//! Preflight checks turn the usual deployment mistakes (no privileges, tracefs not mounted)
+//! into messages that say what to do.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tracer_common::{FILTER_ALL, FILTER_LISTED, TcpTpOffsets};
+use tracing::{debug, info, warn};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+const BPFFS: &str = "/sys/fs/bpf";
+const TCP_TP_FORMAT: &str = "events/tcp/tcp_rcv_space_adjust/format";
+
+/// Capability numbers from linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error(
+        "tracer-agent needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8); missing: {missing}. Run it with sudo, or grant them: setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep tracer-agent"
+    )]
+    NotPrivileged { missing: String },
+    #[error(
+        "tracefs is not mounted and mounting it at {TRACEFS} failed ({0}). Mount it with `mount -t tracefs tracefs {TRACEFS}` (in a container, mount the host's {TRACEFS})"
+    )]
+    NoTracefs(io::Error),
+    #[error(
+        "loading the eBPF object failed: {0}. The kernel must support BPF ring buffers (Linux 5.8 or later)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program `{program}` could not be loaded or attached: {source}")]
+    Program {
+        program: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("no {0} syscall tracepoint could be attached; see the warnings above")]
+    NoCapture(&'static str),
+    #[error("eBPF map `{0}` is missing or of the wrong type: {1}")]
+    Map(&'static str, String),
+}
+
+/// How each probe family is attached on this kernel; logged and exported as a metric.
+#[derive(Clone, Debug, Default)]
+pub struct AttachPlan {
+    pub syscalls: Vec<String>,
+    pub missing_syscalls: Vec<String>,
+    pub socket_tuple: Option<String>,
+}
+
+impl std::fmt::Display for AttachPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "capture=syscall tracepoints ({} attached{}), socket tuple={}",
+            self.syscalls.len(),
+            if self.missing_syscalls.is_empty() {
+                String::new()
+            } else {
+                format!(", unavailable: {}", self.missing_syscalls.join(" "))
+            },
+            self.socket_tuple
+                .as_deref()
+                .unwrap_or("connect/accept arguments only")
+        )
+    }
+}
+
+pub struct LoadOptions {
+    pub capture_size: u32,
+    pub filter_listed: bool,
+    pub ring_buffer_bytes: u32,
+}
+
+/// The loaded object with its programs attached; dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub plan: AttachPlan,
+}
+
+pub struct Maps {
+    pub events: RingBuf<MapData>,
+    pub procs: BpfHashMap<MapData, u32, u32>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Checks privileges and mounts what the probes need.
+pub fn preflight() -> Result<PathBuf, LoaderError> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+            .into_iter()
+            .filter(|(c, _)| !has(*c))
+            .map(|(_, n)| n)
+            .collect();
+        return Err(LoaderError::NotPrivileged {
+            missing: missing.join(", "),
+        });
+    }
+    for (cap, name, why) in [
+        (
+            CAP_SYS_PTRACE,
+            "CAP_SYS_PTRACE",
+            "service names from other users' environments",
+        ),
+        (
+            CAP_DAC_READ_SEARCH,
+            "CAP_DAC_READ_SEARCH",
+            "--port selection of other users' processes",
+        ),
+    ] {
+        if !has(cap) && !has(CAP_SYS_ADMIN) {
+            warn!("{name} is missing: {why} will not be available");
+        }
+    }
+    raise_memlock();
+    let tracefs = ensure_tracefs()?;
+    ensure_bpffs();
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        warn!(
+            "kernel BTF (/sys/kernel/btf/vmlinux) is absent: the syscall tracepoint path does not need it, BTF-based attach points will be unavailable"
+        );
+    }
+    Ok(tracefs)
+}
+
+fn effective_caps() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) } != 0 {
+        debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn mount(fstype: &str, target: &str) -> io::Result<()> {
+    let src = CString::new(fstype)?;
+    let dst = CString::new(target)?;
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn ensure_tracefs() -> Result<PathBuf, LoaderError> {
+    for dir in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(dir).join("events/syscalls").is_dir() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    mount("tracefs", TRACEFS).map_err(LoaderError::NoTracefs)?;
+    info!("mounted tracefs at {TRACEFS}");
+    Ok(PathBuf::from(TRACEFS))
+}
+
+fn ensure_bpffs() {
+    let mounted = fs::read_to_string("/proc/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(2) == Some("bpf")));
+    if !mounted {
+        match mount("bpf", BPFFS) {
+            Ok(()) => info!("mounted bpffs at {BPFFS}"),
+            Err(e) => {
+                debug!("bpffs not mounted at {BPFFS} ({e}); nothing is pinned, so continuing")
+            }
+        }
+    }
+}
+
+/// Field offsets of `tcp:tcp_rcv_space_adjust` from its tracefs format description.
+#[must_use]
+pub fn tcp_tp_offsets(format: &str) -> Option<TcpTpOffsets> {
+    let mut off = TcpTpOffsets::default();
+    for line in format.lines() {
+        let Some(field) = line.trim().strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = field.split(';');
+        let decl = parts.next()?.trim();
+        let offset: u32 = parts
+            .find_map(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|v| v.parse().ok())?;
+        let name = decl.rsplit(' ').next()?.split('[').next()?;
+        match name {
+            "sport" => off.sport = offset,
+            "dport" => off.dport = offset,
+            "family" => off.family = offset,
+            "saddr" => off.saddr = offset,
+            "daddr" => off.daddr = offset,
+            "saddr_v6" => off.saddr_v6 = offset,
+            "daddr_v6" => off.daddr_v6 = offset,
+            _ => {}
+        }
+    }
+    // Without v6 addresses we cannot tell v4 from v6 on kernels that lack `family`.
+    (off.sport != 0 && off.dport != 0 && off.saddr_v6 != 0 && off.daddr_v6 != 0).then_some(off)
+}
+
+/// Loads the object and attaches the plan for this kernel.
+pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), LoaderError> {
+    let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
+        .ok()
+        .and_then(|f| tcp_tp_offsets(&f));
+    let self_tgid = std::process::id();
+    let mode = if opts.filter_listed {
+        FILTER_LISTED
+    } else {
+        FILTER_ALL
+    };
+    let tcp_offsets = tcp.unwrap_or_default();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("SELF_TGID", &self_tgid, true)
+        .override_global("FILTER_MODE", &mode, true)
+        .override_global("CAPTURE_SIZE", &opts.capture_size, true)
+        .override_global("TCP_TP", &tcp_offsets, true)
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(LoaderError::Load)?;
+
+    let mut plan = AttachPlan::default();
+    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+    for name in names {
+        let (category, wanted) = if name.starts_with("sys_") {
+            ("syscalls", true)
+        } else if name == "tcp_rcv_space_adjust" {
+            ("tcp", tcp.is_some())
+        } else {
+            warn!("eBPF program {name} has no attach rule; skipped");
+            continue;
+        };
+        if !wanted {
+            continue;
+        }
+        if !tracefs.join("events").join(category).join(&name).is_dir() {
+            plan.missing_syscalls.push(name);
+            continue;
+        }
+        let program: &mut TracePoint = ebpf
+            .program_mut(&name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| LoaderError::Map("program", format!("{name} is not a tracepoint")))?;
+        let result = program
+            .load()
+            .and_then(|()| program.attach(category, &name).map(|_| ()));
+        if let Err(source) = result {
+            return Err(LoaderError::Program {
+                program: name,
+                source,
+            });
+        }
+        if category == "tcp" {
+            plan.socket_tuple = Some(format!("tcp:{name}"));
+        } else {
+            plan.syscalls.push(name);
+        }
+    }
+    for (family, prefix) in [("read-side", "sys_exit_re"), ("write-side", "sys_exit_wr")] {
+        if !plan.syscalls.iter().any(|s| s.starts_with(prefix)) {
+            return Err(LoaderError::NoCapture(family));
+        }
+    }
+
+    let maps = Maps {
+        events: take_map(&mut ebpf, "EVENTS")?,
+        procs: take_map(&mut ebpf, "PROCS")?,
+        counters: take_map(&mut ebpf, "COUNTERS")?,
+    };
+    Ok((Probes { ebpf, plan }, maps))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| LoaderError::Map(name, "not in the object".into()))?;
+    T::try_from(map).map_err(|e| LoaderError::Map(name, e.to_string()))
+}
+
+impl Probes {
+    /// Number of programs loaded (for the self-metrics).
+    #[must_use]
+    pub fn program_count(&self) -> usize {
+        self.ebpf.programs().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT_6_18: &str = "name: tcp_rcv_space_adjust
+ID: 2277
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
+";
+
+    #[test]
+    fn parses_tracepoint_format() {
+        let off = tcp_tp_offsets(FORMAT_6_18).unwrap();
+        assert_eq!((off.sport, off.dport, off.family), (16, 18, 20));
+        assert_eq!(
+            (off.saddr, off.daddr, off.saddr_v6, off.daddr_v6),
+            (22, 26, 30, 46)
+        );
+        // Older kernels have no family field: still usable through the v6 addresses.
+        let old: String = FORMAT_6_18
+            .lines()
+            .filter(|l| !l.contains("family"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(tcp_tp_offsets(&old).unwrap().family, 0);
+        assert!(tcp_tp_offsets("format:\n\tfield:int x;\toffset:8;").is_none());
+    }
+}

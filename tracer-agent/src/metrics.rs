@@ -1,0 +1,330 @@
+//! Self-metrics: what the agent saw, dropped and exported. Rendered as Prometheus text on
+//! `/metrics`, summarised periodically in the log; `/healthz` and `/readyz` serve Kubernetes
+//! probes (ready once the probes are attached).
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tracer_common::counter;
+use tracing::{debug, info, warn};
+
+use crate::conn::ConnStats;
+
+/// Names of the kernel counters, indexed like `tracer_common::counter`.
+const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
+    (
+        counter::EVENTS,
+        "tracer_kernel_events_total",
+        "Data events written to the ring buffer.",
+    ),
+    (
+        counter::RINGBUF_FULL,
+        "tracer_kernel_dropped_ringbuf_full_total",
+        "Events lost because the ring buffer was full.",
+    ),
+    (
+        counter::TRUNCATED,
+        "tracer_kernel_truncated_total",
+        "Syscalls that moved more bytes than the capture size.",
+    ),
+    (
+        counter::ARGS_FULL,
+        "tracer_kernel_dropped_args_full_total",
+        "Syscalls not followed because the in-flight map was full.",
+    ),
+    (
+        counter::CONNS_FULL,
+        "tracer_kernel_dropped_conns_full_total",
+        "Connections not tracked because the connection map was full.",
+    ),
+    (
+        counter::READ_FAULT,
+        "tracer_kernel_read_faults_total",
+        "User buffers that could not be read.",
+    ),
+    (
+        counter::CONN_EVENTS,
+        "tracer_kernel_conn_events_total",
+        "Connect, accept and close events written.",
+    ),
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub ready: AtomicBool,
+    pub kernel: [AtomicU64; counter::COUNT as usize],
+    pub records: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub spans_built: AtomicU64,
+    pub spans_queue_full: AtomicU64,
+    pub spans_exported: AtomicU64,
+    pub spans_export_failed: AtomicU64,
+    pub export_errors: AtomicU64,
+    pub export_retries: AtomicU64,
+    pub connections: AtomicU64,
+    pub inflight_server_requests: AtomicU64,
+    conn: Mutex<ConnStats>,
+    attach_plan: Mutex<String>,
+}
+
+impl Metrics {
+    pub fn set_conn_stats(&self, stats: ConnStats) {
+        *self.conn.lock().expect("metrics lock") = stats;
+    }
+
+    pub fn set_attach_plan(&self, plan: String) {
+        *self.attach_plan.lock().expect("metrics lock") = plan;
+    }
+
+    /// Every loss the user should know about, kernel and user space.
+    #[must_use]
+    pub fn kernel_drops(&self) -> u64 {
+        [
+            counter::RINGBUF_FULL,
+            counter::ARGS_FULL,
+            counter::CONNS_FULL,
+        ]
+        .iter()
+        .map(|c| self.kernel[*c as usize].load(Relaxed))
+        .sum()
+    }
+
+    #[must_use]
+    pub fn user_drops(&self) -> u64 {
+        self.decode_errors.load(Relaxed)
+            + self.spans_queue_full.load(Relaxed)
+            + self.spans_export_failed.load(Relaxed)
+    }
+
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let conn = *self.conn.lock().expect("metrics lock");
+        format!(
+            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={}",
+            self.records.load(Relaxed),
+            self.kernel_drops(),
+            self.user_drops(),
+            self.decode_errors.load(Relaxed),
+            self.spans_queue_full.load(Relaxed),
+            self.spans_export_failed.load(Relaxed),
+            self.spans_built.load(Relaxed),
+            self.spans_exported.load(Relaxed),
+            conn.unsampled,
+            self.export_errors.load(Relaxed),
+            self.connections.load(Relaxed),
+            self.kernel[counter::TRUNCATED as usize].load(Relaxed),
+        )
+    }
+
+    /// Prometheus text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        for (idx, name, help) in KERNEL_COUNTERS {
+            metric(
+                name,
+                "counter",
+                help,
+                self.kernel[idx as usize].load(Relaxed),
+            );
+        }
+        let conn = *self.conn.lock().expect("metrics lock");
+        for (name, help, value) in [
+            (
+                "tracer_ringbuf_records_total",
+                "Ring-buffer records read by the agent.",
+                self.records.load(Relaxed),
+            ),
+            (
+                "tracer_dropped_decode_errors_total",
+                "Ring-buffer records that could not be decoded.",
+                self.decode_errors.load(Relaxed),
+            ),
+            (
+                "tracer_spans_built_total",
+                "Spans built from HTTP exchanges (sampled).",
+                self.spans_built.load(Relaxed),
+            ),
+            (
+                "tracer_spans_unsampled_total",
+                "Exchanges not exported because their trace is not sampled.",
+                conn.unsampled,
+            ),
+            (
+                "tracer_dropped_spans_queue_full_total",
+                "Spans dropped because the export queue was full.",
+                self.spans_queue_full.load(Relaxed),
+            ),
+            (
+                "tracer_spans_exported_total",
+                "Spans accepted by the OTLP collector.",
+                self.spans_exported.load(Relaxed),
+            ),
+            (
+                "tracer_dropped_spans_export_failed_total",
+                "Spans given up after export retries failed.",
+                self.spans_export_failed.load(Relaxed),
+            ),
+            (
+                "tracer_export_errors_total",
+                "Failed OTLP export attempts.",
+                self.export_errors.load(Relaxed),
+            ),
+            (
+                "tracer_export_retries_total",
+                "OTLP export attempts that were retries.",
+                self.export_retries.load(Relaxed),
+            ),
+            (
+                "tracer_connections_opened_total",
+                "Connections added to the table.",
+                conn.opened,
+            ),
+            (
+                "tracer_connections_evicted_total",
+                "Connections flushed because the table was full.",
+                conn.evicted,
+            ),
+            (
+                "tracer_connections_idle_closed_total",
+                "Connections flushed after the idle timeout.",
+                conn.idle_closed,
+            ),
+            (
+                "tracer_http_orphan_responses_total",
+                "Responses with no request waiting for them.",
+                conn.orphan_responses,
+            ),
+            (
+                "tracer_http_malformed_heads_total",
+                "HTTP heads that could not be parsed.",
+                conn.streams.malformed_heads,
+            ),
+            (
+                "tracer_http_skipped_bytes_total",
+                "Bytes outside any HTTP message the agent could follow.",
+                conn.streams.skipped_bytes,
+            ),
+            (
+                "tracer_http_lost_sync_total",
+                "Chunked bodies whose framing was hidden by the capture limit.",
+                conn.streams.lost_sync,
+            ),
+        ] {
+            metric(name, "counter", help, value);
+        }
+        metric(
+            "tracer_connections",
+            "gauge",
+            "Connections currently tracked.",
+            self.connections.load(Relaxed),
+        );
+        metric(
+            "tracer_inflight_server_requests",
+            "gauge",
+            "SERVER requests waiting for their response.",
+            self.inflight_server_requests.load(Relaxed),
+        );
+        let plan = self.attach_plan.lock().expect("metrics lock").clone();
+        let _ = writeln!(
+            out,
+            "# HELP tracer_attach_info Attach plan chosen for this kernel.\n# TYPE tracer_attach_info gauge\ntracer_attach_info{{plan=\"{}\"}} 1",
+            plan.replace('"', "'")
+        );
+        out
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: &'static Metrics) {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(
+                "metrics endpoint not started: cannot listen on {addr}: {e} (use --metrics-addr to change or \"off\")"
+            );
+            return;
+        }
+    };
+    info!(
+        "metrics on http://{}/metrics, health on /healthz and /readyz",
+        listener.local_addr().map_or(addr, |a| a)
+    );
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let read = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let n = match read {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let path = line.split(' ').nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", metrics.render()),
+                "/healthz" => ("200 OK", "ok\n".to_owned()),
+                "/readyz" if metrics.ready.load(Relaxed) => ("200 OK", "ready\n".to_owned()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "probes not attached yet\n".to_owned(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = sock.write_all(response.as_bytes()).await {
+                debug!("metrics client went away: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_counter_once() {
+        let m = Metrics::default();
+        m.kernel[counter::RINGBUF_FULL as usize].store(3, Relaxed);
+        m.spans_queue_full.store(2, Relaxed);
+        let text = m.render();
+        assert!(text.contains("tracer_kernel_dropped_ringbuf_full_total 3"));
+        assert!(text.contains("tracer_dropped_spans_queue_full_total 2"));
+        assert_eq!(m.kernel_drops(), 3);
+        assert_eq!(m.user_drops(), 2);
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name} twice"
+            );
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The event loop: ring buffer -> decode -> connection table -> spans -> outputs, plus the
+//! periodic work (idle sweep, clock refresh, counters, settled console traces).
+//!
+//! One task owns all per-connection state, so nothing on the hot path takes a lock.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{DIR_INGRESS, FLAG_HAS_TUPLE, counter};
+use tracing::{debug, info};
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    conn::{ConnTable, DataIn, SpanFactory, socket_addr},
+    events::{self, Event},
+    export::Outputs,
+    metrics::Metrics,
+    process::{ProcessCache, host_name},
+    span::Span,
+    tracker::Tracker,
+};
+
+const TICK: Duration = Duration::from_millis(250);
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+pub struct Pipeline {
+    table: ConnTable,
+    factory: SpanFactory,
+    outputs: Outputs,
+    metrics: &'static Metrics,
+    counters: PerCpuArray<MapData, u64>,
+    idle_timeout: Duration,
+    stats_interval: Option<Duration>,
+    spans: Vec<Span>,
+}
+
+impl Pipeline {
+    #[must_use]
+    pub fn new(
+        cfg: &Config,
+        outputs: Outputs,
+        counters: PerCpuArray<MapData, u64>,
+        metrics: &'static Metrics,
+    ) -> Self {
+        Self {
+            table: ConnTable::new(cfg.max_connections),
+            factory: SpanFactory {
+                tracker: Tracker::new(cfg.propagators.clone(), cfg.sampler),
+                processes: ProcessCache::new(PathBuf::from("/proc"), host_name()),
+                clock: Clock::now(),
+            },
+            outputs,
+            metrics,
+            counters,
+            idle_timeout: cfg.idle_timeout,
+            stats_interval: cfg.stats_interval,
+            spans: Vec::new(),
+        }
+    }
+
+    fn handle(&mut self, record: &[u8]) {
+        self.metrics.records.fetch_add(1, Relaxed);
+        let event = match events::decode(record) {
+            Ok(e) => e,
+            Err(e) => {
+                self.metrics.decode_errors.fetch_add(1, Relaxed);
+                debug!("dropped a ring-buffer record: {e}");
+                return;
+            }
+        };
+        match event {
+            Event::Data { header, payload } => {
+                let ingress = header.direction == DIR_INGRESS;
+                let data = DataIn {
+                    pid: header.pid,
+                    tid: header.tid,
+                    fd: header.fd,
+                    direction: header.direction,
+                    tuple: (header.flags & FLAG_HAS_TUPLE != 0).then_some(header.tuple),
+                    chunk: crate::http::Chunk {
+                        data: payload,
+                        gap: header.total_len - u64::from(header.captured_len),
+                        tail: Event::tail(&header),
+                        // A read's data arrived when the syscall returned; a write's left when it began.
+                        start_ns: if ingress {
+                            header.exit_ns
+                        } else {
+                            header.enter_ns
+                        },
+                        end_ns: header.exit_ns,
+                    },
+                };
+                self.table
+                    .on_data(&data, &mut self.factory, &mut self.spans);
+            }
+            Event::Conn(c) => {
+                let peer = socket_addr(c.family, c.port, &c.addr);
+                self.table.on_connect(
+                    c.pid,
+                    c.fd,
+                    peer,
+                    c.ts_ns,
+                    &mut self.factory,
+                    &mut self.spans,
+                );
+            }
+            Event::Close(c) => self
+                .table
+                .on_close(c.pid, c.fd, &mut self.factory, &mut self.spans),
+        }
+    }
+
+    fn flush_spans(&mut self) {
+        for span in self.spans.drain(..) {
+            self.outputs.emit(span);
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        self.factory.clock = Clock::now();
+        let idle_before = Clock::monotonic_ns()
+            .saturating_sub(u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX));
+        self.table
+            .sweep(idle_before, &mut self.factory, &mut self.spans);
+        self.flush_spans();
+        for i in 0..counter::COUNT {
+            if let Ok(values) = self.counters.get(&i, 0) {
+                self.metrics.kernel[i as usize].store(values.iter().sum(), Relaxed);
+            }
+        }
+        self.metrics.set_conn_stats(self.table.stats);
+        self.metrics
+            .connections
+            .store(self.table.len() as u64, Relaxed);
+        self.metrics
+            .inflight_server_requests
+            .store(self.factory.tracker.inflight_count() as u64, Relaxed);
+    }
+
+    /// Runs until `shutdown` resolves, then flushes every connection and the outputs.
+    pub async fn run(
+        mut self,
+        ring: RingBuf<MapData>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut ring = AsyncFd::new(ring)?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_housekeeping = Instant::now();
+        let mut last_stats = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let rb = guard.get_inner_mut();
+                    while let Some(item) = rb.next() {
+                        self.handle(&item);
+                    }
+                    guard.clear_ready();
+                    self.flush_spans();
+                }
+                _ = tick.tick() => {
+                    self.outputs.tick();
+                    if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                        last_housekeeping = Instant::now();
+                        self.housekeeping();
+                    }
+                    if let Some(every) = self.stats_interval {
+                        if last_stats.elapsed() >= every {
+                            last_stats = Instant::now();
+                            info!("stats: {}", self.metrics.summary());
+                        }
+                    }
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            let record = item.to_vec();
+            drop(item);
+            self.handle(&record);
+        }
+        self.table.drain(&mut self.factory, &mut self.spans);
+        self.flush_spans();
+        self.housekeeping();
+        self.outputs.close();
+        info!("final stats: {}", self.metrics.summary());
+        Ok(())
+    }
+}
