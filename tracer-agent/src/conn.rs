@@ -192,7 +192,6 @@ impl Conn {
             kind,
             identity,
             pid: self.pid,
-            tid,
             request: head,
             response: None,
             resource: f.processes.resource(self.pid),
@@ -297,11 +296,6 @@ impl ConnTable {
     #[must_use]
     pub fn len(&self) -> usize {
         self.conns.len()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
     }
 
     /// accept/connect returned a socket: any older connection on that fd is over.

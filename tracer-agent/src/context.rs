@@ -208,11 +208,6 @@ impl ContextHeaders {
             *slot = Some(value.trim().to_owned());
         }
     }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
 }
 
 /// Tries each propagator in order; the first that yields a well-formed context wins.

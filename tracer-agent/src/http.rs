@@ -335,11 +335,6 @@ impl HalfStream {
             }),
         }
     }
-
-    #[must_use]
-    pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Idle)
-    }
 }
 
 /// The last bytes of a stream, to spot the chunked terminator across syscalls.

@@ -150,7 +150,8 @@ impl Pipeline {
         ring: RingBuf<MapData>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let mut ring = AsyncFd::new(ring)?;
+        // SAFETY: the ring buffer map owns its fd and keeps it open while the AsyncFd lives.
+        let mut ring = unsafe { AsyncFd::register(ring)? };
         let mut tick = tokio::time::interval(TICK);
         let mut last_housekeeping = Instant::now();
         let mut last_stats = Instant::now();

@@ -23,7 +23,6 @@ pub struct Exchange {
     pub kind: SpanKind,
     pub identity: Identity,
     pub pid: u32,
-    pub tid: u32,
     pub request: Head,
     pub response: Option<Head>,
     pub resource: Arc<Resource>,

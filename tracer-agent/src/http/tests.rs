@@ -190,7 +190,7 @@ fn chunked_framing_lost_in_gap_falls_back_to_tail() {
         &mut out,
     );
     assert_eq!(ends(&out), vec![3]);
-    assert!(s.is_idle());
+    assert!(matches!(s.state, State::Idle));
 }
 
 #[test]
