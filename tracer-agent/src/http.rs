@@ -168,7 +168,9 @@ impl HalfStream {
                         self.stats.skipped_bytes += gap;
                         break;
                     }
-                    if !starts_like_http(data) {
+                    // A lone first byte is normal: Go's server reads one byte ahead while a
+                    // handler runs, so "G" and "ET / HTTP/1.1..." come in separate reads.
+                    if !starts_like_http(data) && !(gap == 0 && could_start_http(data)) {
                         self.stats.skipped_bytes += data.len() as u64 + gap;
                         break;
                     }
@@ -182,6 +184,12 @@ impl HalfStream {
                     let before = buf.len();
                     let room = MAX_HEAD.saturating_sub(before);
                     buf.extend_from_slice(&data[..data.len().min(room)]);
+                    if !starts_like_http(buf) && !could_start_http(buf) {
+                        // The tentative start was not one after all.
+                        self.stats.skipped_bytes += buf.len() as u64 + gap;
+                        self.state = State::Idle;
+                        break;
+                    }
                     let search_from = before.saturating_sub(3);
                     if let Some(pos) = find(&buf[search_from..], b"\r\n\r\n") {
                         let end = search_from + pos + 4;
@@ -248,6 +256,12 @@ impl HalfStream {
                             break;
                         }
                     },
+                    BodyState::TailScan(_) if !data.is_empty() && starts_like_http(data) => {
+                        // The terminator was never seen (it hid in a gap without a tail);
+                        // a new message start is proof the old one ended.
+                        let end = self.last_ns;
+                        self.finish(end, out);
+                    }
                     BodyState::TailScan(roll) => {
                         if gap > 0 {
                             roll.clear();
@@ -307,10 +321,14 @@ impl HalfStream {
         self.state = State::Idle;
     }
 
-    /// Ends a message whose end cannot be seen in this direction (unknown framing) because
-    /// the other direction moved on. Returns whether a message was ended.
+    /// Ends a message whose end cannot be seen in this direction (unknown framing, or chunked
+    /// framing lost in a capture gap) because the other direction moved on. Returns whether a
+    /// message was ended.
     pub fn end_unknown(&mut self, out: &mut Vec<Output>) -> bool {
-        if matches!(self.state, State::Body(BodyState::Unknown)) {
+        if matches!(
+            self.state,
+            State::Body(BodyState::Unknown | BodyState::TailScan(_))
+        ) {
             let end = self.last_ns;
             self.finish(end, out);
             return true;
@@ -482,22 +500,31 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+const STARTS: [&[u8]; 10] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"PATCH ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"HTTP/1.",
+];
+
 /// A request line with a known method, or a status line.
 #[must_use]
 pub fn starts_like_http(data: &[u8]) -> bool {
-    const STARTS: [&[u8]; 10] = [
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"HEAD ",
-        b"DELETE ",
-        b"PATCH ",
-        b"OPTIONS ",
-        b"CONNECT ",
-        b"TRACE ",
-        b"HTTP/1.",
-    ];
     STARTS.iter().any(|s| data.starts_with(s))
+}
+
+/// Too short to tell, but the beginning of a request or status line.
+fn could_start_http(data: &[u8]) -> bool {
+    !data.is_empty()
+        && STARTS
+            .iter()
+            .any(|s| data.len() < s.len() && s.starts_with(data))
 }
 
 /// Parses a complete head, or (when `truncated`) as much of one as was captured.

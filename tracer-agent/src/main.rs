@@ -18,6 +18,7 @@ mod span;
 mod tracker;
 
 use std::{
+    io::IsTerminal as _,
     path::PathBuf,
     process::ExitCode,
     sync::{
@@ -40,13 +41,15 @@ use crate::{
     export::{Outputs, console::Console, otlp::OtlpExporter},
     metrics::Metrics,
     pipeline::Pipeline,
-    procsel::Selection,
+    procsel::{Selection, Selector},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -98,13 +101,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .into_iter()
             .collect(),
     };
+    // The first scan is applied before "ready": a request sent right after must be seen.
+    let mut selector = Selector::new(maps.procs, selection.clone(), PathBuf::from("/proc"));
+    let (traced, excluded) = selector.apply();
     let stop = Arc::new(AtomicBool::new(false));
     let selector = {
         let stop = stop.clone();
-        let sel = selection.clone();
         std::thread::Builder::new()
             .name("procsel".into())
-            .spawn(move || procsel::run(maps.procs, sel, PathBuf::from("/proc"), stop))
+            .spawn(move || selector.run(&stop))
             .context("starting the process selection thread")?
     };
 
@@ -124,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     metrics.ready.store(true, Relaxed);
     info!(
-        "agent ready: {} programs attached; {}; tracing {}",
+        "agent ready: {} programs attached; {}; tracing {} ({traced} processes selected, {excluded} excluded)",
         probes.program_count(),
         probes.plan,
         describe_selection(&selection)

@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{DIR_INGRESS, FLAG_HAS_TUPLE, counter};
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use crate::{
     clock::Clock,
@@ -78,6 +78,21 @@ impl Pipeline {
         match event {
             Event::Data { header, payload } => {
                 let ingress = header.direction == DIR_INGRESS;
+                trace!(
+                    pid = header.pid,
+                    tid = header.tid,
+                    fd = header.fd,
+                    dir = if ingress { "in" } else { "out" },
+                    len = header.total_len,
+                    captured = header.captured_len,
+                    "{}",
+                    payload
+                        .iter()
+                        .take(120)
+                        .flat_map(|b| std::ascii::escape_default(*b))
+                        .map(char::from)
+                        .collect::<String>()
+                );
                 let data = DataIn {
                     pid: header.pid,
                     tid: header.tid,

@@ -9,16 +9,13 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tracer_common::{PROC_EXCLUDE, PROC_TRACE};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -163,39 +160,57 @@ pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
     verdicts
 }
 
-/// Keeps the kernel's `PROCS` map equal to the latest scan, until `stop` is set.
-pub fn run(
-    mut procs: BpfHashMap<MapData, u32, u32>,
+/// Keeps the kernel's `PROCS` map equal to the latest scan of /proc.
+pub struct Selector {
+    procs: BpfHashMap<MapData, u32, u32>,
     sel: Selection,
     proc_root: PathBuf,
-    stop: Arc<AtomicBool>,
-) {
-    let mut current: HashMap<u32, u32> = HashMap::new();
-    let mut first = true;
-    while !stop.load(Ordering::Relaxed) {
-        let next = scan(&proc_root, &sel);
+    current: HashMap<u32, u32>,
+}
+
+impl Selector {
+    #[must_use]
+    pub fn new(procs: BpfHashMap<MapData, u32, u32>, sel: Selection, proc_root: PathBuf) -> Self {
+        Self {
+            procs,
+            sel,
+            proc_root,
+            current: HashMap::new(),
+        }
+    }
+
+    /// One scan, applied to the kernel map. Returns (traced, excluded) counts.
+    pub fn apply(&mut self) -> (usize, usize) {
+        let next = scan(&self.proc_root, &self.sel);
         for (pid, verdict) in &next {
-            if current.get(pid) != Some(verdict) {
-                if let Err(e) = procs.insert(pid, verdict, 0) {
+            if self.current.get(pid) != Some(verdict) {
+                if let Err(e) = self.procs.insert(pid, verdict, 0) {
                     warn!("could not add process {pid} to the selection map: {e}");
                 }
             }
         }
-        for pid in current.keys().filter(|p| !next.contains_key(p)) {
-            let _ = procs.remove(pid);
+        for pid in self.current.keys().filter(|p| !next.contains_key(p)) {
+            let _ = self.procs.remove(pid);
         }
-        if first || next.len() != current.len() {
-            let traced = next.values().filter(|v| **v == PROC_TRACE).count();
-            let excluded = next.len() - traced;
-            if sel.is_listed() {
-                info!("process selection: {traced} traced, {excluded} excluded");
-            } else {
-                debug!("process selection: all processes, {excluded} excluded");
-            }
-            first = false;
+        let changed = next.len() != self.current.len();
+        self.current = next;
+        let traced = self.current.values().filter(|v| **v == PROC_TRACE).count();
+        let counts = (traced, self.current.len() - traced);
+        if changed {
+            debug!(
+                "process selection: {} traced, {} excluded",
+                counts.0, counts.1
+            );
         }
-        current = next;
-        std::thread::sleep(Duration::from_secs(1));
+        counts
+    }
+
+    /// Rescans once a second until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            self.apply();
+        }
     }
 }
 

@@ -15,9 +15,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DataEvent, EventKind,
-    FLAG_HAS_TUPLE, FLAG_NEW_CONN, MAX_CAPTURE, MAX_IOV, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN,
-    ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITEV, SockTuple,
-    TAIL_LEN, counter,
+    FLAG_HAS_TUPLE, FLAG_NEW_CONN, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_OTHER,
+    PROTO_UNKNOWN, ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITEV,
+    SockTuple, TAIL_LEN, counter,
 };
 
 use crate::{ARGS, CAPTURE_SIZE, CONNS, EVENTS, SCRATCH, SELF_TGID, count, is_traced};
@@ -95,10 +95,13 @@ fn take_args(id: u64) -> Option<SyscallArgs> {
     Some(args)
 }
 
+/// `syscall` is the constant of the probe that calls this, so LLVM keeps only the buffer
+/// shape (plain, iovec, msghdr) that syscall uses: the verifier never sees the others.
 #[inline(always)]
-pub fn on_exit_data(ret: i64, direction: u32) -> Option<()> {
+pub fn on_exit_data(ret: i64, direction: u32, syscall: u32) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
-    let args = take_args(id)?;
+    let mut args = take_args(id)?;
+    args.syscall = syscall;
     if ret <= 0 {
         return None;
     }
@@ -322,32 +325,40 @@ fn emit_data(
 #[inline(always)]
 fn copy_vector(data: *mut u8, iov: u64, count_arg: u64, want: u64, total: u64) -> (u64, u64) {
     let mut copied = 0u64;
-    let mut seen = 0u64;
-    let mut tail_src = 0u64;
-    for i in 0..MAX_IOV as u64 {
-        if i >= count_arg || seen >= total {
+    for i in 0..MAX_IOV_COPY as u64 {
+        if i >= count_arg || copied >= want {
             break;
         }
         let Some(v) = read_iov(iov, i) else { break };
-        let piece = if v.len > total - seen {
-            total - seen
-        } else {
+        let take = if v.len < want - copied {
             v.len
+        } else {
+            want - copied
         };
-        if copied < want {
-            let take = if piece < want - copied {
-                piece
-            } else {
-                want - copied
-            };
-            copied += copy_user(data, copied, v.base, take);
-        }
-        seen += piece;
-        if seen >= total {
-            tail_src = v.base + piece;
-        }
+        copied += copy_user(data, copied, v.base, take);
     }
-    (copied, tail_src)
+    if copied >= total {
+        // Everything moved was captured: no tail is needed.
+        return (copied, 0);
+    }
+    (copied, tail_address(iov, count_arg, total))
+}
+
+/// Where the `total`-th byte of an iovec array ends, walking only the lengths.
+#[inline(always)]
+fn tail_address(iov: u64, count_arg: u64, total: u64) -> u64 {
+    let mut seen = 0u64;
+    for i in 0..MAX_IOV as u64 {
+        if i >= count_arg {
+            break;
+        }
+        let Some(v) = read_iov(iov, i) else { break };
+        if seen + v.len >= total {
+            return v.base + (total - seen);
+        }
+        seen += v.len;
+    }
+    0
 }
 
 /// accept/accept4 and connect exits: track the socket and report the peer address.

@@ -304,3 +304,59 @@ fn chunked_with_content_length_uses_chunked() {
     )]);
     assert_eq!(ends(&out), vec![2]);
 }
+
+#[test]
+fn first_byte_read_ahead_is_joined() {
+    // Go's net/http reads one byte ahead on keep-alive connections.
+    let (out, stats) = requests(&[
+        chunk(b"GET /1 HTTP/1.1\r\n\r\n", 1),
+        chunk(b"G", 2),
+        chunk(b"ET /2 HTTP/1.1\r\n\r\n", 3),
+        chunk(b"P", 4),
+        chunk(b"OST /3 HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", 5),
+    ]);
+    let h = heads(&out);
+    assert_eq!(
+        h.iter().map(|h| target(h)).collect::<Vec<_>>(),
+        ["GET /1", "GET /2", "POST /3"]
+    );
+    assert_eq!(h[1].start_ns, 2, "the request started with its first byte");
+    assert_eq!(stats.skipped_bytes, 0);
+}
+
+#[test]
+fn false_tentative_start_is_dropped() {
+    let (out, stats) = requests(&[
+        chunk(b"G", 1),
+        chunk(b"arbage", 2),
+        chunk(b"GET /ok HTTP/1.1\r\n\r\n", 3),
+    ]);
+    let h = heads(&out);
+    assert_eq!(h.len(), 1);
+    assert_eq!(target(h[0]), "GET /ok");
+    assert_eq!(stats.skipped_bytes, 7);
+}
+
+#[test]
+fn lost_chunked_framing_without_tail_ends_at_next_status_line() {
+    let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nchunk-00\r\n8\r\n";
+    let out = responses(
+        &[
+            gapped(head, 31, b"", 1),
+            chunk(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 5),
+        ],
+        false,
+    );
+    assert_eq!(heads(&out).len(), 2);
+    assert_eq!(ends(&out), vec![2, 6]);
+
+    let mut s = HalfStream::default();
+    let mut o = Vec::new();
+    s.feed(
+        &gapped(head, 31, b"", 1),
+        &mut |h: &Head| h.response_body(false),
+        &mut o,
+    );
+    assert!(s.end_unknown(&mut o), "the next request ends it");
+    assert_eq!(ends(&o), vec![2]);
+}

@@ -12,8 +12,11 @@ pub const MAX_CAPTURE: usize = 8192;
 pub const DEFAULT_CAPTURE: u32 = 2048;
 /// Bytes copied from the end of a message whose middle was not captured (chunked-body terminator).
 pub const TAIL_LEN: usize = 16;
-/// Most iovec elements looked at per readv/writev/recvmsg/sendmsg.
-pub const MAX_IOV: usize = 8;
+/// Most iovec elements copied from per readv/writev/recvmsg/sendmsg.
+pub const MAX_IOV_COPY: usize = 8;
+/// Most iovec elements walked to find where the message ends (for its tail). Node writes a
+/// chunked response as one writev of a dozen or more elements.
+pub const MAX_IOV: usize = 32;
 
 /// First field of every ring-buffer record: tells the agent which struct follows.
 #[repr(u32)]

@@ -1,0 +1,3 @@
+module tracer-tests/go-demo-svc
+
+go 1.23

@@ -1,0 +1,110 @@
+// Demo HTTP service for the tracer's integration tests: Go net/http, standard library only,
+// no tracing library. Like a mesh app, it forwards the incoming B3/W3C headers on its
+// downstream call unchanged, which is what lets the agent join its CLIENT span to its SERVER span.
+//
+// Usage: go-demo-svc [PORT]   (else env PORT); env DOWNSTREAM = base URL used by /call/<path>.
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+// Trace-context headers a mesh expects the app to copy from the inbound to the outbound request.
+var propagated = []string{
+	"x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+	"b3", "traceparent", "tracestate",
+}
+
+func reply(w http.ResponseWriter, code int, body []byte) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+func main() {
+	port := os.Getenv("PORT")
+	if len(os.Args) > 1 {
+		port = os.Args[1]
+	}
+	downstream := os.Getenv("DOWNSTREAM")
+	client := &http.Client{}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, []byte("hello\n"))
+	})
+	mux.HandleFunc("GET /status/{code}", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.PathValue("code"))
+		if err != nil || code < 200 || code > 599 {
+			reply(w, 400, []byte("bad status code\n"))
+			return
+		}
+		if code == 204 || code == 304 {
+			w.WriteHeader(code) // no body allowed
+			return
+		}
+		reply(w, code, []byte(fmt.Sprintf("status %d\n", code)))
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			reply(w, 400, []byte(err.Error()))
+			return
+		}
+		reply(w, 200, body)
+	})
+	mux.HandleFunc("GET /chunked", func(w http.ResponseWriter, r *http.Request) {
+		// No Content-Length and explicit flushes: net/http answers with Transfer-Encoding: chunked.
+		w.WriteHeader(200)
+		for i := 0; i < 4; i++ {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+		}
+	})
+	mux.HandleFunc("GET /setcookie", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Set-Cookie", "id=s3cr3t-set-cookie")
+		reply(w, 200, []byte("cookie set\n"))
+	})
+	mux.HandleFunc("GET /call/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		if downstream == "" {
+			reply(w, 500, []byte("DOWNSTREAM not set\n"))
+			return
+		}
+		target := downstream + "/" + r.PathValue("path")
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		req, err := http.NewRequest("GET", target, nil)
+		if err != nil {
+			reply(w, 500, []byte(err.Error()))
+			return
+		}
+		for _, h := range propagated {
+			if v := r.Header.Get(h); v != "" {
+				req.Header.Set(h, v)
+			}
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			reply(w, 502, []byte(err.Error()+"\n"))
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		reply(w, resp.StatusCode, body)
+	})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("listening on %s\n", port)
+	fmt.Fprintln(os.Stderr, http.Serve(ln, mux))
+	os.Exit(1)
+}

@@ -1,0 +1,374 @@
+//! Start/stop helpers for the root integration tests: demo services, the agent, ports, ids.
+//!
+//! Every child process has its stdout and stderr collected by background threads; when a test
+//! fails (the thread is panicking), dropping the process prints that output, so a red test shows
+//! what the agent and the services said.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use crate::process::Proc;
+
+pub use crate::http::{HttpConn, HttpResponse, get, request};
+pub use crate::otlp::{Receiver, Span, dump};
+
+/// The workspace root (parent of this crate).
+///
+/// # Panics
+/// Never in practice: this crate lives inside the workspace.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR` if set, else `<workspace>/target`.
+#[must_use]
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace_root().join(d),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Asserts root and serialises the calling test with every other root test of this binary:
+/// each one loads its own agent, and two agents would see each other's traffic.
+/// Hold the guard for the whole test.
+///
+/// # Panics
+/// If not running as root. Never skip instead: CI runs as root and must exercise these tests.
+pub fn root_test() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this integration test loads eBPF programs and must run as root (euid is {euid}); CI runs it as root"
+    );
+    // A failed test poisons the lock; the next test must still run.
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+///
+/// # Panics
+/// If no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// `bytes` random bytes as lowercase hex, never all zeros (an all-zero id is invalid).
+///
+/// # Panics
+/// If /dev/urandom cannot be read.
+#[must_use]
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    loop {
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut buf))
+            .expect("/dev/urandom");
+        if buf.iter().any(|b| *b != 0) {
+            return crate::otlp::hex(&buf);
+        }
+    }
+}
+
+/// The languages of the demo services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Go,
+    Python,
+    Node,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 3] = [Lang::Go, Lang::Python, Lang::Node];
+
+    /// Starts this language's service (see [`Service::go`]).
+    #[must_use]
+    pub fn start(self, port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Service {
+        match self {
+            Lang::Go => Service::go(port, downstream, env),
+            Lang::Python => Service::python(port, downstream, env),
+            Lang::Node => Service::node(port, downstream, env),
+        }
+    }
+
+    /// Whether `name` is an acceptable executable-name fallback for `service.name`: the Go binary's
+    /// name, `node`, or a `python3`-like name (comm and exe basename differ, e.g. python3 / python3.11).
+    #[must_use]
+    pub fn is_exe_name(self, name: &str) -> bool {
+        match self {
+            Lang::Go => name == "go-demo-svc",
+            Lang::Python => name.starts_with("python"),
+            Lang::Node => name == "node",
+        }
+    }
+}
+
+/// A demo HTTP service (tests/services/), killed on drop.
+pub struct Service {
+    proc: Proc,
+    port: u16,
+}
+
+impl Service {
+    /// The Go net/http service, built on demand into `target/test-services/go-demo-svc`.
+    #[must_use]
+    pub fn go(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::start(
+            "go",
+            Command::new(go_service_binary()),
+            port,
+            downstream,
+            env,
+        )
+    }
+
+    /// The Python http.server service, run by the real interpreter (not a pyenv shim) so the
+    /// pid is the Python process.
+    #[must_use]
+    pub fn python(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(python_interpreter());
+        cmd.arg("-u").arg(services_dir().join("python/server.py"));
+        Self::start("python", cmd, port, downstream, env)
+    }
+
+    /// The Node http-module service.
+    #[must_use]
+    pub fn node(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("node");
+        cmd.arg(services_dir().join("node/server.js"));
+        Self::start("node", cmd, port, downstream, env)
+    }
+
+    fn start(
+        lang: &str,
+        mut cmd: Command,
+        port: u16,
+        downstream: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        cmd.arg(port.to_string()).env("PORT", port.to_string());
+        // The service-name fallback tests need a clean slate, whatever the CI environment sets.
+        clear_otel_env(&mut cmd);
+        cmd.env_remove("DOWNSTREAM");
+        if let Some(d) = downstream {
+            cmd.env("DOWNSTREAM", d);
+        }
+        cmd.envs(env.iter().copied());
+        let mut proc = Proc::spawn(cmd, format!("{lang} service on port {port}"));
+        proc.wait_line(&format!("listening on {port}"), Duration::from_secs(20));
+        Self { proc, port }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Base URL, usable as another service's DOWNSTREAM.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the service printed so far.
+    #[must_use]
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+}
+
+/// The tracer agent under test; SIGTERM (which flushes spans) and wait on drop.
+pub struct Agent {
+    proc: Proc,
+}
+
+impl Agent {
+    /// Starts `TRACER_AGENT_BIN` (else `target/release/tracer-agent`) with `args`, batching every
+    /// 100 ms, and waits up to 30 s for `agent ready` on its output.
+    ///
+    /// # Panics
+    /// If the binary is missing, exits early or never gets ready.
+    pub fn start<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let bin = std::env::var_os("TRACER_AGENT_BIN")
+            .map_or_else(|| target_dir().join("release/tracer-agent"), PathBuf::from);
+        assert!(
+            bin.is_file(),
+            "tracer-agent binary not found at {}: build it with `cargo xtask build` (or set TRACER_AGENT_BIN)",
+            bin.display()
+        );
+        let mut cmd = Command::new(&bin);
+        clear_otel_env(&mut cmd);
+        // NO_COLOR: logs go to a pipe and then into failure messages, escape codes only hurt there.
+        cmd.args(args)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("NO_COLOR", "1");
+        let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
+        proc.wait_line("agent ready", Duration::from_secs(30));
+        Self { proc }
+    }
+
+    /// Starts the agent exporting to `receiver` with `protocol` ("grpc" or "http/protobuf"),
+    /// tracing exactly `pids`, its metrics endpoint on a free port (never a fixed one another
+    /// process might hold), plus `extra` arguments.
+    ///
+    /// # Panics
+    /// As [`Agent::start`], or if `protocol` is neither of the two.
+    #[must_use]
+    pub fn start_for(receiver: &Receiver, protocol: &str, pids: &[u32], extra: &[&str]) -> Self {
+        let endpoint = match protocol {
+            "grpc" => receiver.grpc_endpoint(),
+            "http/protobuf" => receiver.http_endpoint(),
+            other => panic!("unknown OTLP protocol {other:?}"),
+        };
+        let mut args = vec![
+            "--otlp-endpoint".to_owned(),
+            endpoint,
+            "--otlp-protocol".to_owned(),
+            protocol.to_owned(),
+            "--metrics-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        for pid in pids {
+            args.extend(["--pid".to_owned(), pid.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::start(args)
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// Everything the agent printed so far (stderr logs and stdout).
+    #[must_use]
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    /// SIGTERM and wait (the agent flushes queued spans first); returns its exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.proc.terminate(Duration::from_secs(15))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Removes every inherited `OTEL_*` variable: the tests pass all settings explicitly, and a stray
+/// `OTEL_EXPORTER_OTLP_COMPRESSION` or `OTEL_SERVICE_NAME` in the caller's shell must not change them.
+fn clear_otel_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// `tests/services`.
+#[must_use]
+pub fn services_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("services")
+}
+
+/// The Python interpreter behind `python3` (`TRACER_TEST_PYTHON` overrides), resolved once.
+fn python_interpreter() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TRACER_TEST_PYTHON") {
+            return p.into();
+        }
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 not found: run `cargo xtask setup`");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// Builds the Go service when its sources are newer than the binary; returns the binary.
+fn go_service_binary() -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let src = services_dir().join("go");
+    let out_dir = target_dir().join("test-services");
+    // Short name: the kernel's comm is 15 bytes, and the test expects it as service.name.
+    let out = out_dir.join("go-demo-svc");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_src = ["main.go", "go.mod"]
+        .iter()
+        .filter_map(|f| mtime(&src.join(f)))
+        .max();
+    if matches!((mtime(&out), newest_src), (Some(b), Some(s)) if b >= s) {
+        return out;
+    }
+    let go = find_go().unwrap_or_else(|| {
+        panic!("Go toolchain not found (/usr/lib/go-1.23/bin/go, $GO or go on PATH): run `cargo xtask setup`")
+    });
+    std::fs::create_dir_all(&out_dir).expect("creating target/test-services");
+    let tmp = out_dir.join(format!("go-demo-svc.tmp{}", std::process::id()));
+    let status = Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        // Never try to download a toolchain; keep the build cache inside target/ (HOME may be unset).
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", out_dir.join("go-build-cache"))
+        .status()
+        .unwrap_or_else(|e| panic!("running {} build: {e}", go.display()));
+    assert!(
+        status.success(),
+        "go build of {} failed ({status})",
+        src.display()
+    );
+    std::fs::rename(&tmp, &out).expect("installing the Go service binary");
+    out
+}
+
+fn find_go() -> Option<PathBuf> {
+    let candidates = std::env::var_os("GO")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/go-1.23/bin/go")])
+        .chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|d| d.join("go"))
+                .collect::<Vec<_>>(),
+        );
+    candidates.into_iter().find(|p| p.is_file())
+}

@@ -1,0 +1,456 @@
+//! A real OTLP trace receiver for the tests, built on the official `opentelemetry-proto` definitions.
+//!
+//! It serves OTLP/gRPC (through the generated tonic `TraceServiceServer`) and OTLP/HTTP protobuf
+//! (`POST /v1/traces`) on two free loopback ports, flattens every received span into [`Span`] and
+//! keeps the raw bytes of every export request, so a test can prove that a secret never left the agent.
+//!
+//! The servers run on their own runtime in a dedicated thread: tests may block (wait for processes,
+//! talk raw TCP, sleep) without starving the receiver, whatever runtime flavour they use.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode as OtlpStatus};
+use prost::Message;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tonic::codegen::Service as _;
+
+/// One received span, flattened with its resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// 32 lowercase hex characters.
+    pub trace_id: String,
+    /// 16 lowercase hex characters.
+    pub span_id: String,
+    /// 16 lowercase hex characters, or "" for a root span.
+    pub parent_span_id: String,
+    /// "SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER" or "UNSPECIFIED".
+    pub kind: String,
+    pub name: String,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    /// "UNSET", "OK" or "ERROR".
+    pub status_code: String,
+    pub status_message: String,
+    pub attributes: BTreeMap<String, Value>,
+    pub resource: BTreeMap<String, Value>,
+    pub scope_name: String,
+}
+
+impl Span {
+    /// A string attribute, `None` if absent or not a string.
+    #[must_use]
+    pub fn attr_str(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).and_then(Value::as_str)
+    }
+
+    /// An integer attribute, `None` if absent or not an integer.
+    #[must_use]
+    pub fn attr_i64(&self, key: &str) -> Option<i64> {
+        self.attributes.get(key).and_then(Value::as_i64)
+    }
+
+    /// `service.name` of the span's resource ("" if absent).
+    #[must_use]
+    pub fn service_name(&self) -> &str {
+        self.resource
+            .get("service.name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parent = if self.parent_span_id.is_empty() {
+            "-"
+        } else {
+            &self.parent_span_id
+        };
+        write!(
+            f,
+            "{} trace={} span={} parent={} name={:?} status={} service={:?} attrs={} resource={}",
+            self.kind,
+            self.trace_id,
+            self.span_id,
+            parent,
+            self.name,
+            self.status_code,
+            self.service_name(),
+            serde_json::to_string(&self.attributes).unwrap_or_default(),
+            serde_json::to_string(&self.resource).unwrap_or_default(),
+        )
+    }
+}
+
+/// Renders spans one per line, for assertion messages.
+#[must_use]
+pub fn dump(spans: &[Span]) -> String {
+    if spans.is_empty() {
+        return "  (no spans received)".to_owned();
+    }
+    spans.iter().fold(String::new(), |mut out, s| {
+        let _ = writeln!(out, "  {s}");
+        out
+    })
+}
+
+#[derive(Default)]
+struct Store {
+    spans: Vec<Span>,
+    /// Request bodies as they arrived (gRPC: length-prefixed message frames; HTTP: the protobuf body).
+    raw: Vec<Vec<u8>>,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+fn lock(store: &Shared) -> MutexGuard<'_, Store> {
+    // A panicking test thread must not hide the spans from the next assertion.
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The running receiver; stops its servers on drop.
+pub struct Receiver {
+    store: Shared,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Starts both servers (from async code).
+    ///
+    /// # Panics
+    /// If the loopback ports cannot be bound.
+    pub async fn start() -> Self {
+        tokio::task::spawn_blocking(Self::start_blocking)
+            .await
+            .expect("receiver start panicked")
+    }
+
+    /// Starts both servers (from synchronous code, e.g. a plain `#[test]`).
+    ///
+    /// # Panics
+    /// If the loopback ports cannot be bound.
+    #[must_use]
+    pub fn start_blocking() -> Self {
+        let store = Shared::default();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_store = store.clone();
+        let thread = std::thread::Builder::new()
+            .name("otlp-receiver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("receiver runtime");
+                rt.block_on(async move {
+                    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+                    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+                    addr_tx
+                        .send((grpc.local_addr().unwrap(), http.local_addr().unwrap()))
+                        .unwrap();
+                    tokio::spawn(serve(grpc, thread_store.clone(), true));
+                    tokio::spawn(serve(http, thread_store, false));
+                    let _ = shutdown_rx.await;
+                });
+                // Dropping the runtime here (outside any async context) aborts the connection tasks.
+            })
+            .expect("spawn receiver thread");
+        let (grpc, http) = addr_rx.recv().expect("receiver failed to bind");
+        Self {
+            store,
+            grpc,
+            http,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// Endpoint for OTLP/gRPC, e.g. `http://127.0.0.1:40123`.
+    #[must_use]
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Base URL for OTLP/HTTP, e.g. `http://127.0.0.1:40124` (spans are posted to `/v1/traces`).
+    #[must_use]
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// All spans received so far, in arrival order.
+    #[must_use]
+    pub fn spans(&self) -> Vec<Span> {
+        lock(&self.store).spans.clone()
+    }
+
+    /// Number of export requests received (both protocols).
+    #[must_use]
+    pub fn export_count(&self) -> usize {
+        lock(&self.store).raw.len()
+    }
+
+    /// Whether `needle` occurs in the raw bytes of any export request received so far.
+    #[must_use]
+    pub fn raw_contains(&self, needle: &[u8]) -> bool {
+        if needle.is_empty() {
+            return true;
+        }
+        lock(&self.store)
+            .raw
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// Polls until `pred` holds for the received spans and returns them.
+    ///
+    /// # Panics
+    /// On timeout, with a dump of every span received.
+    pub fn wait_for(&self, pred: impl Fn(&[Span]) -> bool, timeout: Duration) -> Vec<Span> {
+        self.wait_for_named("the expected spans", pred, timeout)
+    }
+
+    /// Like [`Self::wait_for`], with a description of what is awaited for the panic message.
+    ///
+    /// # Panics
+    /// On timeout, with `what` and a dump of every span received.
+    pub fn wait_for_named(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Span]) -> bool,
+        timeout: Duration,
+    ) -> Vec<Span> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans = self.spans();
+            if pred(&spans) {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; {} spans received in {} exports:\n{}",
+                spans.len(),
+                self.export_count(),
+                dump(&spans)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Accept loop: gRPC connections are HTTP/2 (prior knowledge, as OTLP exporters speak it),
+/// OTLP/HTTP connections are HTTP/1.1.
+async fn serve(listener: TcpListener, store: Shared, grpc: bool) {
+    let trace_service = TraceServiceServer::new(Collector {
+        store: store.clone(),
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let io = TokioIo::new(stream);
+        let store = store.clone();
+        let trace_service = trace_service.clone();
+        tokio::spawn(async move {
+            if grpc {
+                let svc =
+                    service_fn(move |req| grpc_request(req, store.clone(), trace_service.clone()));
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let svc = service_fn(move |req| http_request(req, store.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            }
+        });
+    }
+}
+
+/// Keeps the raw gRPC body, then hands the request to the generated tonic service, which decodes it
+/// and calls [`Collector::export`].
+async fn grpc_request(
+    req: Request<Incoming>,
+    store: Shared,
+    mut trace_service: TraceServiceServer<Collector>,
+) -> Result<Response<tonic::body::Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let status = tonic::Status::internal(format!("reading request body: {e}"));
+            return Ok(status.into_http());
+        }
+    };
+    lock(&store).raw.push(bytes.to_vec());
+    trace_service
+        .call(Request::from_parts(parts, Full::new(bytes)))
+        .await
+}
+
+/// OTLP/HTTP binary protobuf; hyper undoes Content-Length and chunked framing.
+async fn http_request(
+    req: Request<Incoming>,
+    store: Shared,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |code: StatusCode, body: Vec<u8>| {
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = code;
+        resp.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/x-protobuf"),
+        );
+        Ok(resp)
+    };
+    if req.method() != Method::POST || req.uri().path() != "/v1/traces" {
+        return reply(StatusCode::NOT_FOUND, b"only POST /v1/traces".to_vec());
+    }
+    if req.headers().contains_key("content-encoding") {
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            b"compression not supported".to_vec(),
+        );
+    }
+    let bytes = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("body: {e}").into_bytes()),
+    };
+    lock(&store).raw.push(bytes.to_vec());
+    match ExportTraceServiceRequest::decode(bytes) {
+        Ok(export) => {
+            let spans = flatten(export);
+            lock(&store).spans.extend(spans);
+            reply(
+                StatusCode::OK,
+                ExportTraceServiceResponse::default().encode_to_vec(),
+            )
+        }
+        Err(e) => reply(StatusCode::BAD_REQUEST, format!("decode: {e}").into_bytes()),
+    }
+}
+
+struct Collector {
+    store: Shared,
+}
+
+#[tonic::codegen::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = flatten(request.into_inner());
+        lock(&self.store).spans.extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {
+    let mut out = Vec::new();
+    for rs in export.resource_spans {
+        let resource = rs
+            .resource
+            .map(|r| attributes(r.attributes))
+            .unwrap_or_default();
+        for ss in rs.scope_spans {
+            let scope_name = ss.scope.map(|s| s.name).unwrap_or_default();
+            for s in ss.spans {
+                let kind = SpanKind::try_from(s.kind).map_or("INVALID", |k| k.as_str_name());
+                let (status_code, status_message) = match s.status {
+                    Some(st) => (
+                        OtlpStatus::try_from(st.code).map_or("INVALID", |c| c.as_str_name()),
+                        st.message,
+                    ),
+                    None => ("STATUS_CODE_UNSET", String::new()),
+                };
+                out.push(Span {
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_span_id: hex(&s.parent_span_id),
+                    kind: kind.trim_start_matches("SPAN_KIND_").to_owned(),
+                    name: s.name,
+                    start_unix_nanos: s.start_time_unix_nano,
+                    end_unix_nanos: s.end_time_unix_nano,
+                    status_code: status_code.trim_start_matches("STATUS_CODE_").to_owned(),
+                    status_message,
+                    attributes: attributes(s.attributes),
+                    resource: resource.clone(),
+                    scope_name: scope_name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn attributes(kvs: Vec<KeyValue>) -> BTreeMap<String, Value> {
+    kvs.into_iter()
+        .map(|kv| (kv.key, kv.value.map_or(Value::Null, any_value)))
+        .collect()
+}
+
+fn any_value(v: AnyValue) -> Value {
+    use any_value::Value as V;
+    match v.value {
+        Some(V::StringValue(s)) => Value::String(s),
+        Some(V::BoolValue(b)) => Value::Bool(b),
+        Some(V::IntValue(i)) => Value::from(i),
+        Some(V::DoubleValue(d)) => Value::from(d),
+        Some(V::ArrayValue(a)) => Value::Array(a.values.into_iter().map(any_value).collect()),
+        Some(V::KvlistValue(kv)) => Value::Object(attributes(kv.values).into_iter().collect()),
+        Some(V::BytesValue(b)) => Value::String(hex(&b)),
+        // Profiles-only string-table references and empty values carry nothing for traces.
+        _ => Value::Null,
+    }
+}
+
+/// Lowercase hex; an empty id stays "" (the OTLP encoding of "no parent").
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+#[path = "otlp_tests.rs"]
+mod tests;

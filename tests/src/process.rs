@@ -1,0 +1,152 @@
+//! Child processes with collected output, for the harness.
+//!
+//! stdout and stderr are read by background threads into one buffer (and a line channel, to wait
+//! for readiness lines); when the test thread is panicking, dropping the process prints the buffer.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Output kept per process; older output is dropped beyond this, the end is what explains a failure.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// A child process whose output is collected.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    label: String,
+    output: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub(crate) fn spawn(mut cmd: Command, label: String) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {label} ({cmd:?}): {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        for (stream, tag) in [(stdout, "out"), (stderr, "err")] {
+            let (output, tx) = (output.clone(), tx.clone());
+            let stream = stream.expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut out = output
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if out.len() > MAX_OUTPUT {
+                        let cut = out.len() - MAX_OUTPUT / 2;
+                        let cut = (cut..out.len())
+                            .find(|i| out.is_char_boundary(*i))
+                            .unwrap_or(0);
+                        out.replace_range(..cut, "[...]\n");
+                    }
+                    let _ = writeln!(out, "[{tag}] {line}");
+                    drop(out);
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            label,
+            output,
+            lines,
+        }
+    }
+
+    pub(crate) fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits for an output line (stdout or stderr) containing `needle`.
+    pub(crate) fn wait_line(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(100)); // let the readers drain
+                        panic!(
+                            "{} exited ({status}) before printing {needle:?}; output:\n{}",
+                            self.label,
+                            self.output()
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} did not print {needle:?} within {timeout:?}; output:\n{}",
+                        self.label,
+                        self.output()
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    panic!(
+                        "{} closed its output ({status}) before printing {needle:?}; output:\n{}",
+                        self.label,
+                        self.output()
+                    );
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
+    pub(crate) fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own, not yet reaped child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} ignored SIGTERM for {grace:?}; killing it", self.label);
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- output of {} -----\n{}----- end of {} -----",
+                self.label,
+                self.output(),
+                self.label
+            );
+        }
+    }
+}

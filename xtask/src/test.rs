@@ -1,0 +1,145 @@
+//! `cargo xtask test [-- CARGO TEST ARGS]`: setup, build, then the whole workspace's tests
+//! against the freshly built agent, with a one-line summary at the end.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::Stdio,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{build, util};
+
+pub fn test(args: &[String]) -> Result<()> {
+    // The integration tests load eBPF programs. Without root they would have to be skipped, and a
+    // run that skips them must not look green, so refuse up front instead.
+    util::require_root(
+        "the integration tests load eBPF programs and are never skipped; \
+         run `sudo -E cargo xtask test` (CI runs .ci/run as root)",
+    )?;
+    let bin = build::build()?;
+
+    let mut cmd = util::cargo();
+    cmd.current_dir(util::workspace_root())
+        .args(["test", "--release", "--locked", "--workspace"])
+        // tracer-ebpf is a no_std/no_main crate for bpfel-unknown-none (built by tracer-agent's
+        // build.rs); compiled for the host as a test it cannot link, and it has no tests.
+        .args(["--exclude", "tracer-ebpf"])
+        .args(args)
+        // The tests run this binary instead of building their own, so they test what was built.
+        .env("TRACER_AGENT_BIN", &bin)
+        // stdout is read to add up the per-binary `test result:` lines; stderr (cargo's
+        // progress, test logs) stays on the terminal untouched.
+        .stdout(Stdio::piped());
+    let line = util::describe(&cmd);
+    println!("[test] TRACER_AGENT_BIN={} $ {line}", bin.display());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo test's stdout was not piped")?;
+
+    let mut totals = Totals::default();
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .context("reading cargo test's output")?;
+        if n == 0 {
+            break;
+        }
+        // Passed through as bytes, line by line, so progress shows while the tests run.
+        let mut out = std::io::stdout().lock();
+        out.write_all(&buf).context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+        totals.add_line(&String::from_utf8_lossy(&buf));
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    let secs = started.elapsed().as_secs_f64();
+
+    println!(
+        "[test] cargo test {} after {secs:.1}s ({} test binaries reported, {} with failures)",
+        if status.success() { "passed" } else { "FAILED" },
+        totals.binaries,
+        totals.failed_binaries,
+    );
+    // The plain `N passed, N failed, N skipped` form is what CI reads as the run's closing line.
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!(
+            "cargo test failed ({status}): the failures are above; rerun some with \
+             `sudo -E cargo xtask test -- NAME_FILTER`"
+        );
+    }
+    Ok(())
+}
+
+/// Sums of libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+#[derive(Default, Debug, PartialEq)]
+struct Totals {
+    binaries: u32,
+    failed_binaries: u32,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        let Some((verdict, counts)) = rest.split_once(". ") else {
+            return;
+        };
+        self.binaries += 1;
+        if verdict != "ok" {
+            self.failed_binaries += 1;
+        }
+        for part in counts.split(';') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn adds_up_libtest_results() {
+        let mut t = Totals::default();
+        t.add_line("running 3 tests\n");
+        t.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n");
+        t.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s\n");
+        assert_eq!(
+            t,
+            Totals {
+                binaries: 2,
+                failed_binaries: 1,
+                passed: 4,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+}
