@@ -215,19 +215,26 @@ impl Agent {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let bin = std::env::var_os("TRACER_AGENT_BIN")
-            .map_or_else(|| target_dir().join("release/tracer-agent"), PathBuf::from);
-        assert!(
-            bin.is_file(),
-            "tracer-agent binary not found at {}: build it with `cargo xtask build` (or set TRACER_AGENT_BIN)",
-            bin.display()
-        );
-        let mut cmd = Command::new(&bin);
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables for the agent (applied last, so
+    /// they may override `OTEL_BSP_SCHEDULE_DELAY`).
+    ///
+    /// # Panics
+    /// As [`Agent::start`].
+    pub fn start_with_env<I, S>(args: I, env: &[(&str, &str)]) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(agent_binary());
         clear_otel_env(&mut cmd);
         // NO_COLOR: logs go to a pipe and then into failure messages, escape codes only hurt there.
         cmd.args(args)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied());
         let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
         proc.wait_line("agent ready", Duration::from_secs(30));
         Self { proc }
@@ -272,6 +279,23 @@ impl Agent {
         self.proc.output()
     }
 
+    /// The lines the agent printed on stdout so far (spans in console mode), without its stderr logs.
+    #[must_use]
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.proc
+            .output()
+            .lines()
+            // process.rs tags each collected line with its stream: "[out] " or "[err] ".
+            .filter_map(|l| l.strip_prefix("[out] "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the agent process has not exited (yet).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
     /// SIGTERM and wait (the agent flushes queued spans first); returns its exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.proc.terminate(Duration::from_secs(15))
@@ -282,6 +306,22 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The agent binary: `TRACER_AGENT_BIN`, else `target/release/tracer-agent`.
+///
+/// # Panics
+/// If the file does not exist.
+#[must_use]
+pub fn agent_binary() -> PathBuf {
+    let bin = std::env::var_os("TRACER_AGENT_BIN")
+        .map_or_else(|| target_dir().join("release/tracer-agent"), PathBuf::from);
+    assert!(
+        bin.is_file(),
+        "tracer-agent binary not found at {}: build it with `cargo xtask build` (or set TRACER_AGENT_BIN)",
+        bin.display()
+    );
+    bin
 }
 
 /// Removes every inherited `OTEL_*` variable: the tests pass all settings explicitly, and a stray
