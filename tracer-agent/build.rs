@@ -1,7 +1,7 @@
 //! Builds the kernel programs (`tracer-ebpf`) for `bpfel-unknown-none` and puts the object in
-//! OUT_DIR, where `src/loader.rs` embeds it. The eBPF crate needs `-Z build-std=core`, which
+//! `OUT_DIR`, where `src/loader.rs` embeds it. The eBPF crate needs `-Z build-std=core`, which
 //! the stable toolchain refuses; we use Debian's rustc-web linked into rustup as `rust-web`
-//! (`cargo xtask setup` does that) with RUSTC_BOOTSTRAP, and bpf-linker on PATH.
+//! (`cargo xtask setup` does that) with `RUSTC_BOOTSTRAP`, and bpf-linker on PATH.
 
 use std::{
     env,

@@ -1,6 +1,6 @@
-//! Kernel timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) to Unix time.
+//! Kernel timestamps (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to Unix time.
 
-/// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, refreshed periodically so that clock
+/// Offset between `CLOCK_REALTIME` and `CLOCK_MONOTONIC`, refreshed periodically so that clock
 /// steps (NTP) show up in later spans.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -32,7 +32,7 @@ impl Clock {
     }
 
     #[must_use]
-    pub fn to_unix_nanos(&self, monotonic_ns: u64) -> u64 {
+    pub fn to_unix_nanos(self, monotonic_ns: u64) -> u64 {
         u64::try_from(i128::from(monotonic_ns) + self.offset_ns).unwrap_or(0)
     }
 }

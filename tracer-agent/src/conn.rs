@@ -116,7 +116,7 @@ impl Conn {
         for o in out {
             match o {
                 Output::Head(head) if head.is_request() => {
-                    self.on_request(dir, tid, head, f, st, spans)
+                    self.on_request(dir, tid, *head, f, st, spans);
                 }
                 Output::Head(head) => {
                     if Some(dir) == self.request_dir() {
@@ -127,7 +127,7 @@ impl Conn {
                         continue;
                     }
                     match self.exchanges.iter_mut().find(|x| x.response.is_none()) {
-                        Some(x) => x.response = Some(head),
+                        Some(x) => x.response = Some(*head),
                         None => st.orphan_responses += 1,
                     }
                 }
@@ -141,7 +141,7 @@ impl Conn {
                     }
                     if self.exchanges.front().is_some_and(|x| x.response.is_some()) {
                         let x = self.exchanges.pop_front().expect("front exists");
-                        finish(x, end_ns, f, st, spans);
+                        finish(&x, end_ns, f, st, spans);
                     }
                 }
             }
@@ -210,7 +210,7 @@ impl Conn {
         self.process(Dir::Egress, 0, out, f, st, spans);
         let last = self.last_ns;
         for x in self.exchanges.drain(..) {
-            finish(x, last, f, st, spans);
+            finish(&x, last, f, st, spans);
         }
         for s in [self.ingress.stats, self.egress.stats] {
             st.streams.skipped_bytes += s.skipped_bytes;
@@ -237,7 +237,7 @@ fn body_rule(head: &Head, awaiting: &mut VecDeque<bool>) -> Body {
 }
 
 fn finish(
-    x: Exchange,
+    x: &Exchange,
     end_ns: u64,
     f: &mut SpanFactory,
     st: &mut ConnStats,
@@ -247,7 +247,7 @@ fn finish(
         f.tracker.server_done(x.pid, x.identity.span_id);
     }
     if x.identity.sampled {
-        spans.push(build_span(&x, end_ns, &f.clock));
+        spans.push(build_span(x, end_ns, f.clock));
     } else {
         st.unsampled += 1;
     }
@@ -332,10 +332,10 @@ impl ConnTable {
             f,
             spans,
         );
-        if let Some(t) = ev.tuple {
-            if let Some(peer) = socket_addr(t.family, t.dport, &t.daddr) {
-                conn.peer = Some(peer);
-            }
+        if let Some(t) = ev.tuple
+            && let Some(peer) = socket_addr(t.family, t.dport, &t.daddr)
+        {
+            conn.peer = Some(peer);
         }
         let dir = if ev.direction == DIR_INGRESS {
             Dir::Ingress

@@ -84,7 +84,7 @@ mod tests {
             captured_len: captured,
             syscall: 0,
             tail_len: 4,
-            _pad: 0,
+            pad: 0,
             tail: *b"............\r\n\r\n",
             tuple: SockTuple::default(),
         };

@@ -105,9 +105,12 @@ pub enum Body {
     Unknown,
 }
 
+/// What is left of a chunk after one step of the state machine; `None` once it is used up.
+type Rest<'a> = Option<(&'a [u8], u64)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    Head(Head),
+    Head(Box<Head>),
     End { end_ns: u64 },
 }
 
@@ -159,138 +162,163 @@ impl HalfStream {
         rule: &mut dyn FnMut(&Head) -> Body,
         out: &mut Vec<Output>,
     ) {
-        let mut data = chunk.data;
-        let mut gap = chunk.gap;
-        loop {
-            match &mut self.state {
-                State::Idle => {
-                    if data.is_empty() {
-                        self.stats.skipped_bytes += gap;
-                        break;
-                    }
-                    // A lone first byte is normal: Go's server reads one byte ahead while a
-                    // handler runs, so "G" and "ET / HTTP/1.1..." come in separate reads.
-                    if !starts_like_http(data) && !(gap == 0 && could_start_http(data)) {
-                        self.stats.skipped_bytes += data.len() as u64 + gap;
-                        break;
-                    }
-                    self.state = State::Head {
-                        buf: Vec::new(),
-                        start_ns: chunk.start_ns,
-                    };
-                }
-                State::Head { buf, start_ns } => {
-                    let start_ns = *start_ns;
-                    let before = buf.len();
-                    let room = MAX_HEAD.saturating_sub(before);
-                    buf.extend_from_slice(&data[..data.len().min(room)]);
-                    if !starts_like_http(buf) && !could_start_http(buf) {
-                        // The tentative start was not one after all.
-                        self.stats.skipped_bytes += buf.len() as u64 + gap;
-                        self.state = State::Idle;
-                        break;
-                    }
-                    let search_from = before.saturating_sub(3);
-                    if let Some(pos) = find(&buf[search_from..], b"\r\n\r\n") {
-                        let end = search_from + pos + 4;
-                        let head = parse_head(&buf[..end], false, start_ns, &mut self.stats);
-                        data = &data[end - before..];
-                        self.start_body(head, rule, chunk.end_ns, out);
-                        continue;
-                    }
-                    if gap == 0 && buf.len() < MAX_HEAD {
-                        break;
-                    }
-                    // The rest of the head is not visible: use what we have.
-                    let head = parse_head(buf, true, start_ns, &mut self.stats);
-                    rule(&head);
-                    out.push(Output::Head(head));
-                    self.state = State::Body(BodyState::Unknown);
+        let mut rest = Some((chunk.data, chunk.gap));
+        while let Some((data, gap)) = rest {
+            rest = match self.state {
+                State::Idle => self.on_idle(data, gap, chunk.start_ns),
+                State::Head { .. } => self.on_head(data, gap, chunk.end_ns, rule, out),
+                State::Body(_) => self.on_body(data, gap, chunk, out),
+            };
+        }
+    }
+
+    /// Between messages: only the start of a request or status line begins one.
+    fn on_idle<'a>(&mut self, data: &'a [u8], gap: u64, start_ns: u64) -> Rest<'a> {
+        if data.is_empty() {
+            self.stats.skipped_bytes += gap;
+            return None;
+        }
+        // A lone first byte is normal: Go's server reads one byte ahead while a handler runs,
+        // so "G" and "ET / HTTP/1.1..." come in separate reads.
+        if !(starts_like_http(data) || gap == 0 && could_start_http(data)) {
+            self.stats.skipped_bytes += data.len() as u64 + gap;
+            return None;
+        }
+        self.state = State::Head {
+            buf: Vec::new(),
+            start_ns,
+        };
+        Some((data, gap))
+    }
+
+    /// Collecting a head until its blank line, or until a capture gap hides the rest.
+    fn on_head<'a>(
+        &mut self,
+        data: &'a [u8],
+        gap: u64,
+        end_ns: u64,
+        rule: &mut dyn FnMut(&Head) -> Body,
+        out: &mut Vec<Output>,
+    ) -> Rest<'a> {
+        let State::Head { buf, start_ns } = &mut self.state else {
+            return None;
+        };
+        let start_ns = *start_ns;
+        let before = buf.len();
+        let room = MAX_HEAD.saturating_sub(before);
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+        if !starts_like_http(buf) && !could_start_http(buf) {
+            // The tentative start was not one after all.
+            self.stats.skipped_bytes += buf.len() as u64 + gap;
+            self.state = State::Idle;
+            return None;
+        }
+        let search_from = before.saturating_sub(3);
+        if let Some(pos) = find(&buf[search_from..], b"\r\n\r\n") {
+            let end = search_from + pos + 4;
+            let head = parse_head(&buf[..end], false, start_ns, &mut self.stats);
+            self.start_body(head, rule, end_ns, out);
+            return Some((&data[end - before..], gap));
+        }
+        if gap == 0 && buf.len() < MAX_HEAD {
+            return None;
+        }
+        // The rest of the head is not visible: use what we have.
+        let head = parse_head(buf, true, start_ns, &mut self.stats);
+        rule(&head);
+        out.push(Output::Head(Box::new(head)));
+        self.state = State::Body(BodyState::Unknown);
+        self.last_ns = end_ns;
+        None
+    }
+
+    /// Skipping a body by its framing.
+    fn on_body<'a>(
+        &mut self,
+        data: &'a [u8],
+        gap: u64,
+        chunk: &Chunk<'_>,
+        out: &mut Vec<Output>,
+    ) -> Rest<'a> {
+        let State::Body(body) = &mut self.state else {
+            return None;
+        };
+        let new_message = !data.is_empty() && starts_like_http(data);
+        match body {
+            BodyState::Length(remaining) => {
+                let visible = data.len() as u64;
+                if *remaining > visible + gap {
+                    *remaining -= visible + gap;
                     self.last_ns = chunk.end_ns;
-                    break;
+                    return None;
                 }
-                State::Body(body) => match body {
-                    BodyState::Length(remaining) => {
-                        let visible = data.len() as u64;
-                        if *remaining > visible + gap {
-                            *remaining -= visible + gap;
-                            self.last_ns = chunk.end_ns;
-                            break;
-                        }
-                        if *remaining <= visible {
-                            data = &data[usize::try_from(*remaining).unwrap_or(data.len())..];
-                        } else {
-                            gap -= *remaining - visible;
-                            data = &[];
-                        }
-                        self.finish(chunk.end_ns, out);
-                    }
-                    BodyState::Chunked(dec) => match dec.feed(data) {
-                        Decoded::Done(used) => {
-                            data = &data[used..];
-                            self.finish(chunk.end_ns, out);
-                        }
-                        Decoded::More => {
-                            self.last_ns = chunk.end_ns;
-                            if gap > 0 && !dec.skip(gap) {
-                                self.stats.lost_sync += 1;
-                                let mut roll = Roll::default();
-                                roll.push(chunk.tail);
-                                if roll.ends_chunked() {
-                                    self.finish(chunk.end_ns, out);
-                                } else {
-                                    self.state = State::Body(BodyState::TailScan(roll));
-                                }
-                            }
-                            break;
-                        }
-                        Decoded::Invalid => {
-                            self.stats.lost_sync += 1;
-                            let mut roll = Roll::default();
-                            roll.push(if gap > 0 { chunk.tail } else { data });
-                            if roll.ends_chunked() {
-                                self.finish(chunk.end_ns, out);
-                            } else {
-                                self.state = State::Body(BodyState::TailScan(roll));
-                            }
-                            break;
-                        }
-                    },
-                    BodyState::TailScan(_) if !data.is_empty() && starts_like_http(data) => {
-                        // The terminator was never seen (it hid in a gap without a tail);
-                        // a new message start is proof the old one ended.
-                        let end = self.last_ns;
-                        self.finish(end, out);
-                    }
-                    BodyState::TailScan(roll) => {
-                        if gap > 0 {
-                            roll.clear();
-                            roll.push(chunk.tail);
-                        } else {
-                            roll.push(data);
-                        }
-                        if roll.ends_chunked() {
-                            self.finish(chunk.end_ns, out);
-                        } else {
-                            self.last_ns = chunk.end_ns;
-                        }
-                        break;
-                    }
-                    BodyState::UntilClose => {
-                        self.last_ns = chunk.end_ns;
-                        break;
-                    }
-                    BodyState::Unknown => {
-                        if !data.is_empty() && starts_like_http(data) {
-                            let end = self.last_ns;
-                            self.finish(end, out);
-                            continue;
-                        }
-                        self.last_ns = chunk.end_ns;
-                        break;
-                    }
-                },
+                let rest = if *remaining <= visible {
+                    (
+                        &data[usize::try_from(*remaining).unwrap_or(data.len())..],
+                        gap,
+                    )
+                } else {
+                    (&data[data.len()..], gap - (*remaining - visible))
+                };
+                self.finish(chunk.end_ns, out);
+                Some(rest)
             }
+            BodyState::Chunked(dec) => match dec.feed(data) {
+                Decoded::Done(used) => {
+                    self.finish(chunk.end_ns, out);
+                    Some((&data[used..], gap))
+                }
+                Decoded::More if gap == 0 || dec.skip(gap) => {
+                    self.last_ns = chunk.end_ns;
+                    None
+                }
+                Decoded::More => {
+                    self.last_ns = chunk.end_ns;
+                    self.lose_sync(chunk.tail, chunk.end_ns, out);
+                    None
+                }
+                Decoded::Invalid => {
+                    self.lose_sync(if gap > 0 { chunk.tail } else { data }, chunk.end_ns, out);
+                    None
+                }
+            },
+            // The terminator was never seen (it hid in a gap without a tail), or the length is
+            // unknown: a new message start is proof the old one ended.
+            BodyState::TailScan(_) | BodyState::Unknown if new_message => {
+                let end = self.last_ns;
+                self.finish(end, out);
+                Some((data, gap))
+            }
+            BodyState::TailScan(roll) => {
+                if gap > 0 {
+                    roll.clear();
+                    roll.push(chunk.tail);
+                } else {
+                    roll.push(data);
+                }
+                if roll.ends_chunked() {
+                    self.finish(chunk.end_ns, out);
+                } else {
+                    self.last_ns = chunk.end_ns;
+                }
+                None
+            }
+            BodyState::UntilClose | BodyState::Unknown => {
+                self.last_ns = chunk.end_ns;
+                None
+            }
+        }
+    }
+
+    /// Chunked framing is lost: from now on the end is found from the stream's last bytes.
+    fn lose_sync(&mut self, last_bytes: &[u8], end_ns: u64, out: &mut Vec<Output>) {
+        self.stats.lost_sync += 1;
+        let mut roll = Roll::default();
+        roll.push(last_bytes);
+        if roll.ends_chunked() {
+            self.finish(end_ns, out);
+        } else {
+            self.state = State::Body(BodyState::TailScan(roll));
         }
     }
 
@@ -302,7 +330,7 @@ impl HalfStream {
         out: &mut Vec<Output>,
     ) {
         let body = rule(&head);
-        out.push(Output::Head(head));
+        out.push(Output::Head(Box::new(head)));
         self.last_ns = end_ns;
         self.state = match body {
             Body::None | Body::Length(0) => {
@@ -343,7 +371,7 @@ impl HalfStream {
             State::Idle => {}
             State::Head { buf, start_ns } => {
                 let head = parse_head(&buf, true, start_ns, &mut self.stats);
-                out.push(Output::Head(head));
+                out.push(Output::Head(Box::new(head)));
                 out.push(Output::End {
                     end_ns: self.last_ns.max(start_ns),
                 });
@@ -540,19 +568,16 @@ fn parse_head(bytes: &[u8], truncated: bool, start_ns: u64, stats: &mut StreamSt
     } else {
         bytes
     };
-    match parse_with_httparse(complete) {
-        Some(mut head) => {
-            head.truncated = truncated;
-            head.start_ns = start_ns;
-            head
-        }
-        None => {
-            stats.malformed_heads += 1;
-            let mut head = parse_start_line_only(bytes);
-            head.truncated = truncated;
-            head.start_ns = start_ns;
-            head
-        }
+    if let Some(mut head) = parse_with_httparse(complete) {
+        head.truncated = truncated;
+        head.start_ns = start_ns;
+        head
+    } else {
+        stats.malformed_heads += 1;
+        let mut head = parse_start_line_only(bytes);
+        head.truncated = truncated;
+        head.start_ns = start_ns;
+        head
     }
 }
 

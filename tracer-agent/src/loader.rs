@@ -156,7 +156,7 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`.
 fn raise_memlock() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -209,7 +209,7 @@ fn ensure_bpffs() {
         match mount("bpf", BPFFS) {
             Ok(()) => info!("mounted bpffs at {BPFFS}"),
             Err(e) => {
-                debug!("bpffs not mounted at {BPFFS} ({e}); nothing is pinned, so continuing")
+                debug!("bpffs not mounted at {BPFFS} ({e}); nothing is pinned, so continuing");
             }
         }
     }

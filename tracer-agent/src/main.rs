@@ -169,7 +169,8 @@ fn describe_selection(sel: &Selection) -> String {
     if !sel.is_listed() {
         let mut s = "all processes except this agent".to_owned();
         if !sel.exclude_exes.is_empty() {
-            s.push_str(&format!(" and {}", sel.exclude_exes.join(", ")));
+            s.push_str(" and ");
+            s.push_str(&sel.exclude_exes.join(", "));
         }
         return s;
     }

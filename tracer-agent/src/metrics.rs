@@ -127,26 +127,10 @@ impl Metrics {
         )
     }
 
-    /// Prometheus text exposition format.
-    #[must_use]
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        for (idx, name, help) in KERNEL_COUNTERS {
-            metric(
-                name,
-                "counter",
-                help,
-                self.kernel[idx as usize].load(Relaxed),
-            );
-        }
+    /// User-space counters: (name, help, value).
+    fn user_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let conn = *self.conn.lock().expect("metrics lock");
-        for (name, help, value) in [
+        vec![
             (
                 "tracer_ringbuf_records_total",
                 "Ring-buffer records read by the agent.",
@@ -227,7 +211,28 @@ impl Metrics {
                 "Chunked bodies whose framing was hidden by the capture limit.",
                 conn.streams.lost_sync,
             ),
-        ] {
+        ]
+    }
+
+    /// Prometheus text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        for (idx, name, help) in KERNEL_COUNTERS {
+            metric(
+                name,
+                "counter",
+                help,
+                self.kernel[idx as usize].load(Relaxed),
+            );
+        }
+        for (name, help, value) in self.user_counters() {
             metric(name, "counter", help, value);
         }
         metric(
@@ -274,10 +279,7 @@ pub async fn serve(addr: SocketAddr, metrics: &'static Metrics) {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let read = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-            let n = match read {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let Ok(Ok(n)) = read else { return };
             let line = String::from_utf8_lossy(&buf[..n]);
             let path = line.split(' ').nth(1).unwrap_or("/");
             let (status, body) = match path {

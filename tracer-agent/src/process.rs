@@ -88,8 +88,7 @@ fn start_time(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
 fn read_resource(proc_root: &std::path::Path, pid: u32, host_name: &str) -> Resource {
     let dir = proc_root.join(pid.to_string());
     let comm = fs::read_to_string(dir.join("comm"))
-        .map(|s| s.trim_end().to_owned())
-        .unwrap_or_else(|_| format!("pid-{pid}"));
+        .map_or_else(|_| format!("pid-{pid}"), |s| s.trim_end().to_owned());
     let environ = fs::read(dir.join("environ")).unwrap_or_default();
     build_resource(pid, &comm, &environ, host_name)
 }
@@ -164,8 +163,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 3 <= bytes.len() {
             let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((hi * 16 + lo) as u8);
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+                && let Ok(byte) = u8::try_from(hi * 16 + lo)
+            {
+                out.push(byte);
                 i += 3;
                 continue;
             }
@@ -180,8 +181,7 @@ fn percent_decode(s: &str) -> String {
 #[must_use]
 pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl Selection {
 }
 
 struct ProcInfo {
-    ppid: u32,
+    parent_pid: u32,
     comm: String,
     exe: Option<String>,
 }
@@ -44,7 +44,7 @@ fn read_proc(root: &Path, pid: u32) -> Option<ProcInfo> {
     let dir = root.join(pid.to_string());
     let stat = fs::read_to_string(dir.join("stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
-    let ppid = after.split(' ').nth(1)?.parse().ok()?;
+    let parent_pid = after.split(' ').nth(1)?.parse().ok()?;
     let comm = fs::read_to_string(dir.join("comm"))
         .ok()?
         .trim_end()
@@ -52,7 +52,11 @@ fn read_proc(root: &Path, pid: u32) -> Option<ProcInfo> {
     let exe = fs::read_link(dir.join("exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    Some(ProcInfo { ppid, comm, exe })
+    Some(ProcInfo {
+        parent_pid,
+        comm,
+        exe,
+    })
 }
 
 fn matches_name(info: &ProcInfo, names: &[String]) -> bool {
@@ -78,10 +82,10 @@ fn listening_inodes(root: &Path, ports: &[u16]) -> HashSet<u64> {
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| ports.contains(&p)) {
-                if let Ok(inode) = cols[9].parse() {
-                    inodes.insert(inode);
-                }
+            if port.is_some_and(|p| ports.contains(&p))
+                && let Ok(inode) = cols[9].parse()
+            {
+                inodes.insert(inode);
             }
         }
     }
@@ -108,10 +112,10 @@ pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
     let mut procs: HashMap<u32, ProcInfo> = HashMap::new();
     if let Ok(entries) = fs::read_dir(root) {
         for e in entries.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                if let Some(info) = read_proc(root, pid) {
-                    procs.insert(pid, info);
-                }
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+                && let Some(info) = read_proc(root, pid)
+            {
+                procs.insert(pid, info);
             }
         }
     }
@@ -140,7 +144,7 @@ pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
         loop {
             let before = traced.len();
             for (pid, info) in &procs {
-                if traced.contains(&info.ppid) {
+                if traced.contains(&info.parent_pid) {
                     traced.insert(*pid);
                 }
             }
@@ -183,10 +187,10 @@ impl Selector {
     pub fn apply(&mut self) -> (usize, usize) {
         let next = scan(&self.proc_root, &self.sel);
         for (pid, verdict) in &next {
-            if self.current.get(pid) != Some(verdict) {
-                if let Err(e) = self.procs.insert(pid, verdict, 0) {
-                    warn!("could not add process {pid} to the selection map: {e}");
-                }
+            if self.current.get(pid) != Some(verdict)
+                && let Err(e) = self.procs.insert(pid, verdict, 0)
+            {
+                warn!("could not add process {pid} to the selection map: {e}");
             }
         }
         for pid in self.current.keys().filter(|p| !next.contains_key(p)) {
@@ -220,10 +224,14 @@ mod tests {
 
     use super::*;
 
-    fn fake_proc(dir: &Path, pid: u32, ppid: u32, comm: &str, sockets: &[u64]) {
+    fn fake_proc(dir: &Path, pid: u32, parent_pid: u32, comm: &str, sockets: &[u64]) {
         let p = dir.join(pid.to_string());
         fs::create_dir_all(p.join("fd")).unwrap();
-        fs::write(p.join("stat"), format!("{pid} ({comm}) S {ppid} 1 1 0 -1")).unwrap();
+        fs::write(
+            p.join("stat"),
+            format!("{pid} ({comm}) S {parent_pid} 1 1 0 -1"),
+        )
+        .unwrap();
         fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
         for (i, inode) in sockets.iter().enumerate() {
             symlink(

@@ -44,10 +44,10 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
 
 /// `host[:port]` (IPv6 in brackets) to address and port.
 fn split_host(host: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((addr, after)) = rest.split_once(']') {
-            return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((addr, after)) = rest.split_once(']')
+    {
+        return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
@@ -55,16 +55,11 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// Builds the span for an exchange that ended at `end_ns` (kernel time).
-#[must_use]
-pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
-    let (method, target) = match &x.request.start {
-        StartLine::Request { method, target } => (method.as_str(), target.as_str()),
-        StartLine::Response { .. } => ("_OTHER", ""),
-    };
-    let known = KNOWN_METHODS.contains(&method);
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(16);
-    if known {
+type Attrs = Vec<(&'static str, AttrValue)>;
+
+/// Method, path, query, scheme and protocol version of the request.
+fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attrs) {
+    if KNOWN_METHODS.contains(&method) {
         attrs.push(("http.request.method", method.into()));
     } else {
         attrs.push(("http.request.method", "_OTHER".into()));
@@ -76,24 +71,20 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
         attrs.push(("url.query", q.into()));
     }
     attrs.push(("url.scheme", "http".into()));
-    attrs.push((
-        "network.protocol.version",
-        if x.request.minor_version == 0 {
-            "1.0"
-        } else {
-            "1.1"
-        }
-        .into(),
-    ));
-    let status = x.response.as_ref().and_then(|r| match r.start {
-        StartLine::Response { status } => Some(status),
-        StartLine::Request { .. } => None,
-    });
-    if let Some(code) = status {
-        attrs.push(("http.response.status_code", i64::from(code).into()));
+    let version = if x.request.minor_version == 0 {
+        "1.0"
+    } else {
+        "1.1"
+    };
+    attrs.push(("network.protocol.version", version.into()));
+    if let Some(ua) = &x.request.user_agent {
+        attrs.push(("user_agent.original", ua.clone().into()));
     }
-    let host = x.request.host.as_deref().map(split_host);
-    match (host, x.kind, x.peer) {
+}
+
+/// server.*, client.* and network.peer.*: from the Host header and the socket.
+fn endpoint_attributes(x: &Exchange, target: &str, attrs: &mut Attrs) {
+    match (x.request.host.as_deref().map(split_host), x.kind, x.peer) {
         (Some((h, port)), _, _) => {
             attrs.push(("server.address", h.into()));
             if let Some(p) = port {
@@ -128,21 +119,40 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
             attrs.push(("url.full", full.into()));
         }
     }
-    if let Some(ua) = &x.request.user_agent {
-        attrs.push(("user_agent.original", ua.clone().into()));
-    }
+}
+
+/// Status code attribute and span status: an error is 5xx for a server, 4xx and 5xx for a
+/// client, and no response at all.
+fn response_status(x: &Exchange, attrs: &mut Attrs) -> Status {
+    let status = x.response.as_ref().and_then(|r| match r.start {
+        StartLine::Response { status } => Some(status),
+        StartLine::Request { .. } => None,
+    });
     let error_from = if x.kind == SpanKind::Server { 500 } else { 400 };
-    let span_status = match status {
-        Some(code) if code >= error_from => {
-            attrs.push(("error.type", code.to_string().into()));
-            Status::Error(String::new())
-        }
-        Some(_) => Status::Unset,
-        None => {
-            attrs.push(("error.type", "incomplete".into()));
-            Status::Error("connection closed or timed out before the response".into())
-        }
+    let Some(code) = status else {
+        attrs.push(("error.type", "incomplete".into()));
+        return Status::Error("connection closed or timed out before the response".into());
     };
+    attrs.push(("http.response.status_code", i64::from(code).into()));
+    if code >= error_from {
+        attrs.push(("error.type", code.to_string().into()));
+        Status::Error(String::new())
+    } else {
+        Status::Unset
+    }
+}
+
+/// Builds the span for an exchange that ended at `end_ns` (kernel time).
+#[must_use]
+pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock) -> Span {
+    let (method, target) = match &x.request.start {
+        StartLine::Request { method, target } => (method.as_str(), target.as_str()),
+        StartLine::Response { .. } => ("_OTHER", ""),
+    };
+    let mut attrs: Attrs = Vec::with_capacity(16);
+    request_attributes(x, method, target, &mut attrs);
+    endpoint_attributes(x, target, &mut attrs);
+    let status = response_status(x, &mut attrs);
     let truncated = x.request.truncated || x.response.as_ref().is_some_and(|r| r.truncated);
     if truncated {
         attrs.push(("tracer.capture.truncated", true.into()));
@@ -151,7 +161,7 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
         "tracer.context.source",
         x.identity.source.map_or("none", |s| s.name()).into(),
     ));
-    let name = if known {
+    let name = if KNOWN_METHODS.contains(&method) {
         method.to_owned()
     } else {
         "HTTP".to_owned()
@@ -166,7 +176,7 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: &Clock) -> Span {
         start_unix_nanos: start,
         end_unix_nanos: clock.to_unix_nanos(end_ns).max(start),
         attributes: attrs,
-        status: span_status,
+        status,
         resource: x.resource.clone(),
     }
 }

@@ -71,6 +71,10 @@ pub enum Status {
 }
 
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "span_id and friends are the OpenTelemetry names"
+)]
 pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,

@@ -59,7 +59,7 @@ impl Tracker {
     }
 
     /// Identity of a context-carried or new trace.
-    fn from_context(&self, head: &Head) -> Identity {
+    fn identity_from_context(&self, head: &Head) -> Identity {
         let extracted = context::extract(&head.context, &self.propagators);
         let (trace_id, parent) = match extracted.and_then(|e| e.ids) {
             Some((t, s)) => (t, Some(s)),
@@ -77,7 +77,7 @@ impl Tracker {
 
     /// An inbound request of process `pid` was read by thread `tid`.
     pub fn server_request(&mut self, pid: u32, tid: u32, head: &Head) -> Identity {
-        let identity = self.from_context(head);
+        let identity = self.identity_from_context(head);
         let list = self.inflight.entry(pid).or_default();
         if list.len() >= MAX_INFLIGHT_PER_PROCESS {
             list.remove(0);
@@ -102,7 +102,7 @@ impl Tracker {
 
     /// An outbound request of process `pid` was written by thread `tid`.
     pub fn client_request(&mut self, pid: u32, tid: u32, head: &Head) -> Identity {
-        let own = self.from_context(head);
+        let own = self.identity_from_context(head);
         let carried = own.parent.map(|_| own.trace_id);
         let list = self
             .inflight
@@ -151,7 +151,7 @@ mod tests {
         };
         s.feed(&chunk, &mut |h: &Head| h.request_body(), &mut out);
         match out.into_iter().next() {
-            Some(Output::Head(h)) => h,
+            Some(Output::Head(h)) => *h,
             other => panic!("no head parsed from {raw:?}: {other:?}"),
         }
     }

@@ -38,7 +38,7 @@ pub struct SyscallArgs {
     pub enter_ns: u64,
     /// Set by the tcp probe when it saw this read's socket.
     pub has_tuple: u32,
-    pub _pad: u32,
+    pub pad: u32,
     pub tuple: SockTuple,
 }
 
@@ -78,7 +78,7 @@ pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
         // SAFETY: helper without preconditions.
         enter_ns: unsafe { bpf_ktime_get_ns() },
         has_tuple: 0,
-        _pad: 0,
+        pad: 0,
         tuple: SockTuple::default(),
     };
     if ARGS.insert(id, args, 0).is_err() {

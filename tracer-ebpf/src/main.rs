@@ -45,7 +45,7 @@ static TCP_TP: Global<TcpTpOffsets> = Global::new(TcpTpOffsets {
     daddr: 0,
     saddr_v6: 0,
     daddr_v6: 0,
-    _pad: 0,
+    pad: 0,
 });
 
 /// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`.

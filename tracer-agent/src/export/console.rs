@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     io::{self, Write},
     time::{Duration, Instant},
 };
@@ -19,7 +20,7 @@ use crate::{
 };
 
 /// How long a trace stays open for more spans before it is printed.
-const SETTLE: Duration = Duration::from_millis(1000);
+const SETTLE: Duration = Duration::from_secs(1);
 
 pub struct Console {
     format: StdoutFormat,
@@ -120,27 +121,60 @@ fn line(s: &Span) -> String {
         })
     });
     let status = attr("http.response.status_code").unwrap_or_else(|| "-".into());
+    let micros = s.end_unix_nanos.saturating_sub(s.start_unix_nanos) / 1000;
     let mut text = format!(
-        "{} {} [{}] {} {} -> {}  {:.2} ms  span {}",
+        "{} {} [{}] {} {} -> {}  {}.{:03} ms  span {}",
         s.kind.as_str(),
         s.resource.service_name,
         s.resource.pid,
         s.name,
         target.unwrap_or_default(),
         status,
-        (s.end_unix_nanos.saturating_sub(s.start_unix_nanos)) as f64 / 1e6,
+        micros / 1000,
+        micros % 1000,
         s.span_id,
     );
     if let Status::Error(msg) = &s.status {
         text.push_str("  ERROR");
         if !msg.is_empty() {
-            text.push_str(&format!(" ({msg})"));
+            let _ = write!(text, " ({msg})");
         }
     }
     if s.attr("tracer.capture.truncated").is_some() {
         text.push_str("  [truncated capture]");
     }
     text
+}
+
+/// Deepest nesting printed; a parent cycle (which real ids cannot form) stops here.
+const MAX_DEPTH: usize = 64;
+
+/// Appends span `idx` and, below it, its children.
+fn walk(spans: &[Span], idx: usize, prefix: &str, last: bool, depth: usize, out: &mut String) {
+    let s = &spans[idx];
+    let _ = writeln!(
+        out,
+        "{prefix}{}{}",
+        if last { "└─ " } else { "├─ " },
+        line(s)
+    );
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    let children: Vec<usize> = (0..spans.len())
+        .filter(|c| *c != idx && spans[*c].parent_span_id == Some(s.span_id))
+        .collect();
+    let next_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
+    for (n, c) in children.iter().enumerate() {
+        walk(
+            spans,
+            *c,
+            &next_prefix,
+            n + 1 == children.len(),
+            depth + 1,
+            out,
+        );
+    }
 }
 
 /// The tree of one trace, children under their parents, siblings by start time.
@@ -156,36 +190,11 @@ pub fn render_tree(trace: TraceId, mut spans: Vec<Span>) -> String {
     let roots: Vec<usize> = (0..spans.len())
         .filter(|i| spans[*i].parent_span_id.is_none_or(|p| !ids.contains(&p)))
         .collect();
-    fn walk(spans: &[Span], idx: usize, prefix: &str, last: bool, out: &mut String, depth: usize) {
-        let s = &spans[idx];
-        let branch = if last { "└─ " } else { "├─ " };
-        out.push_str(prefix);
-        out.push_str(branch);
-        out.push_str(&line(s));
-        out.push('\n');
-        if depth > 64 {
-            return;
-        }
-        let children: Vec<usize> = (0..spans.len())
-            .filter(|c| spans[*c].parent_span_id == Some(s.span_id) && *c != idx)
-            .collect();
-        let next_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
-        for (n, c) in children.iter().enumerate() {
-            walk(
-                spans,
-                *c,
-                &next_prefix,
-                n + 1 == children.len(),
-                out,
-                depth + 1,
-            );
-        }
-    }
     for (n, r) in roots.iter().enumerate() {
         if let Some(parent) = spans[*r].parent_span_id {
-            out.push_str(&format!("  (parent {parent}, not traced here)\n"));
+            let _ = writeln!(out, "  (parent {parent}, not traced here)");
         }
-        walk(&spans, *r, "  ", n + 1 == roots.len(), &mut out, 0);
+        walk(&spans, *r, "  ", n + 1 == roots.len(), 0, &mut out);
     }
     out
 }
@@ -235,7 +244,7 @@ mod tests {
         assert!(lines[0].starts_with("trace 01010101"), "{text}");
         assert!(lines[1].contains("parent 0909090909090909"), "{text}");
         assert!(
-            lines[2].contains("└─ SERVER svc-a [7] GET /x -> 200  1.50 ms"),
+            lines[2].contains("└─ SERVER svc-a [7] GET /x -> 200  1.500 ms"),
             "{text}"
         );
         assert!(lines[3].contains("├─ CLIENT"), "{text}");

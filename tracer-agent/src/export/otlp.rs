@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// Exporters of processes that sent nothing for this long are dropped.
-const EXPORTER_IDLE: Duration = Duration::from_secs(600);
+const EXPORTER_IDLE: Duration = Duration::from_mins(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// At most one export warning per this interval, with a count of the ones suppressed.
 const WARN_EVERY: Duration = Duration::from_secs(30);

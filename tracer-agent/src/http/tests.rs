@@ -42,7 +42,7 @@ fn responses(chunks: &[Chunk<'_>], answers_head: bool) -> Vec<Output> {
 fn heads(out: &[Output]) -> Vec<&Head> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Head(h) => Some(h),
+            Output::Head(h) => Some(&**h),
             Output::End { .. } => None,
         })
         .collect()

@@ -73,7 +73,7 @@ pub struct SockTuple {
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
-    pub _pad: u16,
+    pub pad: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
@@ -99,7 +99,7 @@ pub struct DataEvent {
     pub syscall: u32,
     /// Valid bytes in `tail`: set only when `total_len > captured_len`.
     pub tail_len: u32,
-    pub _pad: u32,
+    pub pad: u32,
     pub tail: [u8; TAIL_LEN],
     pub tuple: SockTuple,
 }
@@ -194,7 +194,7 @@ pub struct TcpTpOffsets {
     pub daddr: u32,
     pub saddr_v6: u32,
     pub daddr_v6: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 const _: () = assert!(size_of::<TcpTpOffsets>() == 32);
 
