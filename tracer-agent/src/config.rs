@@ -49,19 +49,23 @@ pub enum OtlpProtocol {
 }
 
 #[derive(Debug, Parser)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "field docs are the --help text, printed verbatim"
+)]
 #[command(name = "tracer-agent", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Where spans go [env: `OTEL_TRACES_EXPORTER`] [default: otlp when an endpoint is set, else console]
+    /// Where spans go [env: OTEL_TRACES_EXPORTER] [default: otlp when an endpoint is set, else console]
     #[arg(long, value_enum)]
     pub exporter: Option<ExporterKind>,
 
-    /// OTLP collector URL, e.g. <http://127.0.0.1:4317> (grpc) or <http://127.0.0.1:4318> (http/protobuf)
-    /// [env: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`]
+    /// OTLP collector URL, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http/protobuf)
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT]
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 
     /// OTLP transport: grpc or http/protobuf
-    /// [env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`] [default: grpc]
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL] [default: grpc]
     #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
 
@@ -91,16 +95,16 @@ pub struct Cli {
     pub capture_size: u32,
 
     /// Context formats to read, in order of precedence
-    /// [env: `OTEL_PROPAGATORS`] [default: b3multi,b3,tracecontext]
+    /// [env: OTEL_PROPAGATORS] [default: b3multi,b3,tracecontext]
     #[arg(long, value_name = "LIST")]
     pub propagators: Option<String>,
 
     /// Sampler for requests without a sampling decision
-    /// [env: `OTEL_TRACES_SAMPLER`] [default: `parentbased_always_on`]
+    /// [env: OTEL_TRACES_SAMPLER] [default: parentbased_always_on]
     #[arg(long, value_name = "NAME")]
     pub sampler: Option<String>,
 
-    /// Sampler argument, e.g. 0.1 for traceidratio [env: `OTEL_TRACES_SAMPLER_ARG`]
+    /// Sampler argument, e.g. 0.1 for traceidratio [env: OTEL_TRACES_SAMPLER_ARG]
     #[arg(long, value_name = "ARG")]
     pub sampler_arg: Option<String>,
 
