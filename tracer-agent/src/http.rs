@@ -574,7 +574,13 @@ fn parse_head(bytes: &[u8], truncated: bool, start_ns: u64, stats: &mut StreamSt
         head
     } else {
         stats.malformed_heads += 1;
-        let mut head = parse_start_line_only(bytes);
+        // A capture that ends inside the start line still tells the method and target.
+        let whole_lines = if find(bytes, b"\r\n").is_some() {
+            complete
+        } else {
+            bytes
+        };
+        let mut head = parse_lenient(whole_lines);
         head.truncated = truncated;
         head.start_ns = start_ns;
         head
@@ -594,7 +600,7 @@ fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
                 Ok(httparse::Status::Complete(_)) => Some(build_head(
                     StartLine::Response { status: res.code? },
                     res.version?,
-                    res.headers,
+                    res.headers.iter().map(|h| (h.name, h.value)),
                 )),
                 Err(httparse::Error::TooManyHeaders) => continue,
                 _ => None,
@@ -608,7 +614,7 @@ fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
                         target: req.path?.to_owned(),
                     },
                     req.version?,
-                    req.headers,
+                    req.headers.iter().map(|h| (h.name, h.value)),
                 )),
                 Err(httparse::Error::TooManyHeaders) => continue,
                 _ => None,
@@ -619,7 +625,11 @@ fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
     None
 }
 
-fn build_head(start: StartLine, minor_version: u8, headers: &[httparse::Header<'_>]) -> Head {
+fn build_head<'a>(
+    start: StartLine,
+    minor_version: u8,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Head {
     let mut head = Head {
         start,
         minor_version,
@@ -632,10 +642,9 @@ fn build_head(start: StartLine, minor_version: u8, headers: &[httparse::Header<'
         malformed: false,
         start_ns: 0,
     };
-    for h in headers {
-        let name = h.name;
+    for (name, raw) in headers {
         // Credentials never leave this function: only the headers below are read at all.
-        let value = || String::from_utf8_lossy(h.value).trim().to_owned();
+        let value = || String::from_utf8_lossy(raw).trim().to_owned();
         if name.eq_ignore_ascii_case("host") {
             head.host.get_or_insert_with(value);
         } else if name.eq_ignore_ascii_case("user-agent") {
@@ -647,7 +656,7 @@ fn build_head(start: StartLine, minor_version: u8, headers: &[httparse::Header<'
                 .rsplit(',')
                 .next()
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if let Ok(v) = std::str::from_utf8(h.value) {
+        } else if let Ok(v) = std::str::from_utf8(raw) {
             head.context.offer(name, v);
         }
     }
@@ -658,35 +667,42 @@ fn build_head(start: StartLine, minor_version: u8, headers: &[httparse::Header<'
     head
 }
 
-/// Best effort for heads httparse refuses: the start line's words.
-fn parse_start_line_only(bytes: &[u8]) -> Head {
-    let line_end = find(bytes, b"\r\n").unwrap_or(bytes.len());
-    let line = String::from_utf8_lossy(&bytes[..line_end]);
-    let mut words = line.split(' ');
-    let first = words.next().unwrap_or_default().to_owned();
-    let second = words.next().unwrap_or_default().to_owned();
-    let start = if first.starts_with("HTTP/") {
-        StartLine::Response {
-            status: second.parse().unwrap_or(0),
-        }
+/// Best effort for heads httparse refuses (a stray line without a colon, bad characters):
+/// the start line's words and every header line that is well formed. Servers such as Python's
+/// accept such requests, and the trace context in them must not be lost.
+fn parse_lenient(bytes: &[u8]) -> Head {
+    let mut lines = bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut words = first.split(' ');
+    let (a, b, c) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let (start, version) = if a.starts_with("HTTP/") {
+        let status = StartLine::Response {
+            status: b.parse().unwrap_or(0),
+        };
+        (status, a)
     } else {
-        StartLine::Request {
-            method: first,
-            target: second,
-        }
+        let request = StartLine::Request {
+            method: a.to_owned(),
+            target: b.to_owned(),
+        };
+        (request, c)
     };
-    Head {
-        start,
-        minor_version: 1,
-        host: None,
-        user_agent: None,
-        content_length: None,
-        chunked: false,
-        context: ContextHeaders::default(),
-        truncated: false,
-        malformed: true,
-        start_ns: 0,
-    }
+    let minor_version = u8::from(version != "HTTP/1.0");
+    let headers = lines.take_while(|l| !l.is_empty()).filter_map(|line| {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let name = std::str::from_utf8(&line[..colon]).ok()?;
+        let is_token = !name.is_empty() && name.bytes().all(|c| c.is_ascii_graphic());
+        is_token.then(|| (name, &line[colon + 1..]))
+    });
+    let mut head = build_head(start, minor_version, headers);
+    head.malformed = true;
+    head
 }
 
 impl fmt::Display for StartLine {

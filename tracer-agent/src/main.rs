@@ -33,7 +33,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::{
@@ -43,6 +43,9 @@ use crate::{
     pipeline::Pipeline,
     procsel::{Selection, Selector},
 };
+
+/// Longest wait for the final OTLP flush at shutdown.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -116,10 +119,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_addr {
         tokio::spawn(metrics::serve(addr, metrics));
     }
+    let stop_exporting = Arc::new(AtomicBool::new(false));
     let (otlp_tx, exporter) = match &cfg.otlp {
         Some(o) => {
             let (tx, rx) = mpsc::channel(cfg.batch.max_queue);
-            let exporter = OtlpExporter::new(o.clone(), cfg.batch, metrics)?;
+            let exporter =
+                OtlpExporter::new(o.clone(), cfg.batch, metrics, stop_exporting.clone())?;
             (Some(tx), Some(tokio::spawn(exporter.run(rx))))
         }
         None => (None, None),
@@ -135,12 +140,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         describe_selection(&selection)
     );
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = sigterm.recv() => {},
+    let shutdown = {
+        let stop_exporting = stop_exporting.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = sigterm.recv() => {},
+            }
+            info!("shutting down: flushing spans");
+            stop_exporting.store(true, Relaxed);
         }
-        info!("shutting down: flushing spans");
     };
     pipeline
         .run(maps.events, shutdown)
@@ -149,7 +158,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(probes);
     stop.store(true, Relaxed);
     if let Some(handle) = exporter {
-        let _ = handle.await;
+        // One attempt per queued batch, and never longer than this: a dead collector must not
+        // hold up a rolling update.
+        if tokio::time::timeout(SHUTDOWN_FLUSH, handle).await.is_err() {
+            warn!(
+                "the OTLP collector did not take the last spans within {}s; they are dropped",
+                SHUTDOWN_FLUSH.as_secs()
+            );
+        }
     }
     let _ = selector.join();
     Ok(())

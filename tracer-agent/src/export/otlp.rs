@@ -9,7 +9,10 @@
 use std::{
     borrow::Cow,
     collections::HashMap,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -66,6 +69,8 @@ pub struct OtlpExporter {
     scope: InstrumentationScope,
     last_warn: Option<Instant>,
     suppressed: u64,
+    /// Set at shutdown: queued batches get one attempt each, no retries.
+    stopping: Arc<AtomicBool>,
 }
 
 impl OtlpExporter {
@@ -74,6 +79,7 @@ impl OtlpExporter {
         config: OtlpConfig,
         batch: BatchConfig,
         metrics: &'static Metrics,
+        stopping: Arc<AtomicBool>,
     ) -> Result<Self, ExportError> {
         let transport = match config.protocol {
             OtlpProtocol::Grpc => {
@@ -96,6 +102,7 @@ impl OtlpExporter {
                 .build(),
             last_warn: None,
             suppressed: 0,
+            stopping,
         })
     }
 
@@ -206,7 +213,8 @@ impl OtlpExporter {
                 }
                 Err(e) => {
                     self.metrics.export_errors.fetch_add(1, Relaxed);
-                    let give_up = started.elapsed() + backoff > self.batch.export_timeout;
+                    let give_up = self.stopping.load(Relaxed)
+                        || started.elapsed() + backoff > self.batch.export_timeout;
                     if give_up {
                         self.metrics.spans_export_failed.fetch_add(count, Relaxed);
                         self.warn(&format!(

@@ -254,12 +254,21 @@ fn request_line_cut_by_capture() {
 }
 
 #[test]
-fn malformed_head_keeps_the_start_line() {
-    let (out, stats) = requests(&[chunk(b"GET /x HTTP/1.1\r\nBad Header Line\r\n\r\n", 1)]);
+fn malformed_head_keeps_the_start_line_and_good_headers() {
+    let (out, stats) = requests(&[chunk(
+        b"GET /x HTTP/1.1\r\nHost: h:81\r\nx-b3-traceid: 463ac35c9f6413ad\r\nBad Header Line\r\nx-b3-spanid: a2fb4a1d1a96d312\r\n\r\n",
+        1,
+    )]);
     let h = heads(&out);
     assert_eq!(h.len(), 1);
     assert!(h[0].malformed);
     assert_eq!(target(h[0]), "GET /x");
+    assert_eq!(h[0].host.as_deref(), Some("h:81"));
+    assert_eq!(
+        h[0].context.b3_trace_id.as_deref(),
+        Some("463ac35c9f6413ad")
+    );
+    assert_eq!(h[0].context.b3_span_id.as_deref(), Some("a2fb4a1d1a96d312"));
     assert_eq!(stats.malformed_heads, 1);
 }
 
