@@ -124,6 +124,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65536)]
     pub max_connections: usize,
 
+    /// Print the configuration resolved from flags and environment, then exit (needs no privileges)
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Kernel ring buffer size in MiB (a power of two)
     #[arg(long, value_name = "MIB", default_value_t = 8,
           value_parser = parse_power_of_two)]
@@ -289,6 +293,39 @@ impl Config {
             max_connections: cli.max_connections.max(16),
             ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
         })
+    }
+
+    /// The resolved settings, one per line, for `--check-config`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let otlp = self.otlp.as_ref().map_or_else(
+            || "off".to_owned(),
+            |o| {
+                let proto = match o.protocol {
+                    OtlpProtocol::Grpc => "grpc",
+                    OtlpProtocol::HttpProtobuf => "http/protobuf",
+                };
+                format!("{proto} {}", o.endpoint)
+            },
+        );
+        let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
+        format!(
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}",
+            self.stdout,
+            propagators.join(","),
+            self.sampler,
+            self.batch.schedule_delay,
+            self.batch.max_queue,
+            self.batch.max_batch,
+            self.batch.export_timeout,
+            self.pids,
+            self.exes,
+            self.ports,
+            self.exclude_exes,
+            self.capture_size,
+            self.metrics_addr
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        )
     }
 
     /// Whether processes are chosen by --pid/--exe/--port (otherwise: all but excluded ones).

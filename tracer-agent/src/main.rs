@@ -78,7 +78,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let check_only = cli.check_config;
     let cfg = Config::resolve(cli, &|k| std::env::var(k).ok()).context("invalid configuration")?;
+    if check_only {
+        println!("{}", cfg.describe());
+        return Ok(());
+    }
     let metrics: &'static Metrics = Box::leak(Box::default());
 
     let tracefs = loader::preflight()?;
