@@ -69,6 +69,19 @@ impl HttpConn {
         }
     }
 
+    /// The client's own port: what the server sees as the peer port.
+    ///
+    /// # Panics
+    /// If the socket has no local address (it always has once connected).
+    #[must_use]
+    pub fn local_port(&self) -> u16 {
+        self.reader
+            .get_ref()
+            .local_addr()
+            .expect("connected socket")
+            .port()
+    }
+
     /// The bytes of one request. `Host` and `User-Agent` are added unless given in `headers`;
     /// `Content-Length` is added when there is a body.
     #[must_use]

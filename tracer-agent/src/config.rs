@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::{
     context::{Propagator, parse_propagators},
+    plan::AttachMode,
     sampler::Sampler,
 };
 
@@ -124,6 +125,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65536)]
     pub max_connections: usize,
 
+    /// Socket-tuple probes: auto picks the best this kernel offers
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+
     /// Print the configuration resolved from flags and environment, then exit (needs no privileges)
     #[arg(long)]
     pub check_config: bool,
@@ -184,6 +189,7 @@ pub struct BatchConfig {
 
 #[derive(Debug)]
 pub struct Config {
+    pub attach: AttachMode,
     pub otlp: Option<OtlpConfig>,
     pub stdout: StdoutFormat,
     pub batch: BatchConfig,
@@ -276,6 +282,7 @@ impl Config {
             export_timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30000, env)?),
         };
         Ok(Self {
+            attach: cli.attach,
             otlp,
             stdout,
             batch,

@@ -1,9 +1,7 @@
 //! Loads the embedded eBPF object, sets its load-time globals and attaches the programs.
 //!
-//! The attach plan is decided here, in one place, from what the running kernel offers:
-//! every syscall tracepoint that exists is attached (read/write families are required), and
-//! `tcp:tcp_rcv_space_adjust` adds socket 4-tuples when its format can be read.
-//! Preflight checks turn the usual deployment mistakes (no privileges, tracefs not mounted)
+//! What the kernel offers (tracefs formats, BTF offsets) is read here and handed to `plan`,
+//! which decides the attach points. Preflight checks turn the usual deployment mistakes (no privileges, tracefs not mounted)
 //! into messages that say what to do.
 
 use std::{
@@ -15,10 +13,14 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
 };
 use tracer_common::{FILTER_ALL, FILTER_LISTED, TcpTpOffsets};
 use tracing::{debug, info, warn};
+
+use crate::{
+    btf::Btf,
+    plan::{self, AttachMode, AttachPlan, PlanError, TupleInputs},
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
 
@@ -26,6 +28,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 const BPFFS: &str = "/sys/fs/bpf";
 const TCP_TP_FORMAT: &str = "events/tcp/tcp_rcv_space_adjust/format";
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Capability numbers from linux/capability.h.
 const CAP_SYS_ADMIN: u32 = 21;
@@ -48,45 +51,14 @@ pub enum LoaderError {
         "loading the eBPF object failed: {0}. The kernel must support BPF ring buffers (Linux 5.8 or later)"
     )]
     Load(#[source] aya::EbpfError),
-    #[error("eBPF program `{program}` could not be loaded or attached: {source}")]
-    Program {
-        program: String,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    #[error("no {0} syscall tracepoint could be attached; see the warnings above")]
-    NoCapture(&'static str),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("eBPF map `{0}` is missing or of the wrong type: {1}")]
     Map(&'static str, String),
 }
 
-/// How each probe family is attached on this kernel; logged and exported as a metric.
-#[derive(Clone, Debug, Default)]
-pub struct AttachPlan {
-    pub syscalls: Vec<String>,
-    pub missing_syscalls: Vec<String>,
-    pub socket_tuple: Option<String>,
-}
-
-impl std::fmt::Display for AttachPlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "capture=syscall tracepoints ({} attached{}), socket tuple={}",
-            self.syscalls.len(),
-            if self.missing_syscalls.is_empty() {
-                String::new()
-            } else {
-                format!(", unavailable: {}", self.missing_syscalls.join(" "))
-            },
-            self.socket_tuple
-                .as_deref()
-                .unwrap_or("connect/accept arguments only")
-        )
-    }
-}
-
 pub struct LoadOptions {
+    pub attach: AttachMode,
     pub capture_size: u32,
     pub filter_listed: bool,
     pub ring_buffer_bytes: u32,
@@ -94,7 +66,8 @@ pub struct LoadOptions {
 
 /// The loaded object with its programs attached; dropping it detaches everything.
 pub struct Probes {
-    ebpf: Ebpf,
+    /// Owns the loaded programs: dropping it detaches them.
+    _ebpf: Ebpf,
     pub plan: AttachPlan,
 }
 
@@ -137,7 +110,7 @@ pub fn preflight() -> Result<PathBuf, LoaderError> {
     raise_memlock();
     let tracefs = ensure_tracefs()?;
     ensure_bpffs();
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+    if !Path::new(VMLINUX_BTF).exists() {
         warn!(
             "kernel BTF (/sys/kernel/btf/vmlinux) is absent: the syscall tracepoint path does not need it, BTF-based attach points will be unavailable"
         );
@@ -249,6 +222,15 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
         .ok()
         .and_then(|f| tcp_tp_offsets(&f));
+    let own_btf = match Btf::from_file(Path::new(VMLINUX_BTF)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            debug!("kernel BTF not usable: {e}");
+            None
+        }
+    };
+    let sock = own_btf.as_ref().and_then(Btf::sock_offsets);
+    let aya_btf = aya::Btf::from_sys_fs().ok();
     let self_tgid = std::process::id();
     let mode = if opts.filter_listed {
         FILTER_LISTED
@@ -256,64 +238,33 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         FILTER_ALL
     };
     let tcp_offsets = tcp.unwrap_or_default();
+    let sock_offsets = sock.unwrap_or_default();
     let mut ebpf = EbpfLoader::new()
+        .btf(aya_btf.as_ref())
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODE", &mode, true)
         .override_global("CAPTURE_SIZE", &opts.capture_size, true)
         .override_global("TCP_TP", &tcp_offsets, true)
+        .override_global("SOCK_OFF", &sock_offsets, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .load(OBJECT)
         .map_err(LoaderError::Load)?;
 
     let mut plan = AttachPlan::default();
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
-    for name in names {
-        let (category, wanted) = if name.starts_with("sys_") {
-            ("syscalls", true)
-        } else if name == "tcp_rcv_space_adjust" {
-            ("tcp", tcp.is_some())
-        } else {
-            warn!("eBPF program {name} has no attach rule; skipped");
-            continue;
-        };
-        if !wanted {
-            continue;
-        }
-        if !tracefs.join("events").join(category).join(&name).is_dir() {
-            plan.missing_syscalls.push(name);
-            continue;
-        }
-        let program: &mut TracePoint = ebpf
-            .program_mut(&name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| LoaderError::Map("program", format!("{name} is not a tracepoint")))?;
-        let result = program
-            .load()
-            .and_then(|()| program.attach(category, &name).map(|_| ()));
-        if let Err(source) = result {
-            return Err(LoaderError::Program {
-                program: name,
-                source,
-            });
-        }
-        if category == "tcp" {
-            plan.socket_tuple = Some(format!("tcp:{name}"));
-        } else {
-            plan.syscalls.push(name);
-        }
-    }
-    for (family, prefix) in [("read-side", "sys_exit_re"), ("write-side", "sys_exit_wr")] {
-        if !plan.syscalls.iter().any(|s| s.starts_with(prefix)) {
-            return Err(LoaderError::NoCapture(family));
-        }
-    }
+    plan::attach_syscalls(&mut ebpf, tracefs, &mut plan)?;
+    let inputs = TupleInputs {
+        sock_offsets: sock.is_some(),
+        tcp_tracepoint: tcp.is_some(),
+        btf: aya_btf.as_ref(),
+    };
+    plan::attach_tuple(&mut ebpf, opts.attach, &inputs, &mut plan)?;
 
     let maps = Maps {
         events: take_map(&mut ebpf, "EVENTS")?,
         procs: take_map(&mut ebpf, "PROCS")?,
         counters: take_map(&mut ebpf, "COUNTERS")?,
     };
-    Ok((Probes { ebpf, plan }, maps))
+    Ok((Probes { _ebpf: ebpf, plan }, maps))
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
@@ -324,14 +275,6 @@ where
         .take_map(name)
         .ok_or_else(|| LoaderError::Map(name, "not in the object".into()))?;
     T::try_from(map).map_err(|e| LoaderError::Map(name, e.to_string()))
-}
-
-impl Probes {
-    /// Number of programs loaded (for the self-metrics).
-    #[must_use]
-    pub fn program_count(&self) -> usize {
-        self.ebpf.programs().count()
-    }
 }
 
 #[cfg(test)]

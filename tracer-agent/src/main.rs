@@ -1,5 +1,6 @@
 //! tracer-agent: eBPF HTTP tracing for service meshes. `main` only wires the parts together.
 
+mod btf;
 mod clock;
 mod config;
 mod conn;
@@ -10,6 +11,7 @@ mod http;
 mod loader;
 mod metrics;
 mod pipeline;
+mod plan;
 mod process;
 mod procsel;
 mod sampler;
@@ -90,12 +92,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (probes, maps) = loader::load(
         &tracefs,
         &loader::LoadOptions {
+            attach: cfg.attach,
             capture_size: cfg.capture_size,
             filter_listed: cfg.selects_processes(),
             ring_buffer_bytes: cfg.ring_buffer_bytes,
         },
     )?;
     metrics.set_attach_plan(probes.plan.to_string());
+    for (family, reason) in &probes.plan.rejected {
+        info!("socket tuple via {family} passed over: {reason}");
+    }
 
     let selection = Selection {
         pids: cfg.pids.clone(),
@@ -140,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     metrics.ready.store(true, Relaxed);
     info!(
         "agent ready: {} programs attached; {}; tracing {} ({traced} processes selected, {excluded} excluded)",
-        probes.program_count(),
+        probes.plan.attached(),
         probes.plan,
         describe_selection(&selection)
     );

@@ -2,8 +2,9 @@
 //!
 //! - [`syscalls`]: syscall tracepoints (accept, connect, read/write families, close), the
 //!   baseline that works on every kernel from 5.10 on.
-//! - [`tcp`]: `tcp:tcp_rcv_space_adjust`, which fires inside a TCP receive in the reader's
-//!   context and gives the socket 4-tuple of the read in flight.
+//! - socket 4-tuple of the syscall in flight, one family chosen per kernel by the agent:
+//!   [`sock`] (fentry, kprobe or tp_btf on the TCP send/receive path, both directions) or
+//!   [`tcp`] (`tcp:tcp_rcv_space_adjust`, reads only, the fallback).
 //!
 //! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
 #![no_std]
@@ -11,6 +12,7 @@
 #![no_main]
 
 mod capture;
+mod sock;
 mod syscalls;
 mod tcp;
 
@@ -21,7 +23,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, PROC_EXCLUDE, PROC_TRACE,
-    TcpTpOffsets, counter,
+    SockOffsets, TcpTpOffsets, counter,
 };
 
 use crate::capture::{Scratch, SyscallArgs};
@@ -46,6 +48,19 @@ static TCP_TP: Global<TcpTpOffsets> = Global::new(TcpTpOffsets {
     saddr_v6: 0,
     daddr_v6: 0,
     pad: 0,
+});
+
+/// `struct sock_common` field offsets on the running kernel, for the [`sock`] programs.
+#[unsafe(no_mangle)]
+static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
+    valid: 0,
+    family: 0,
+    num: 0,
+    dport: 0,
+    rcv_saddr: 0,
+    daddr: 0,
+    v6_rcv_saddr: 0,
+    v6_daddr: 0,
 });
 
 /// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`.

@@ -198,8 +198,27 @@ pub struct TcpTpOffsets {
 }
 const _: () = assert!(size_of::<TcpTpOffsets>() == 32);
 
+/// Byte offsets of `struct sock_common` fields (the first member of `struct sock`) on the
+/// running kernel, read by the agent from its BTF. `valid` is 0 when they could not be found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub valid: u32,
+    pub family: u32,
+    /// `skc_num`: local port, host byte order.
+    pub num: u32,
+    /// `skc_dport`: remote port, network byte order.
+    pub dport: u32,
+    pub rcv_saddr: u32,
+    pub daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub v6_daddr: u32,
+}
+const _: () = assert!(size_of::<SockOffsets>() == 32);
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::SockOffsets {}
     // SAFETY: all of these are `#[repr(C)]`, made of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnInfo {}

@@ -1,0 +1,133 @@
+//! Root: every socket-tuple family of the attach plan (`--attach`) either produces correct spans
+//! on this kernel, with the peer's real port from the kernel's socket, or refuses to start with a
+//! message saying it is not available here. `auto` and `tracepoint` must work everywhere.
+//! The kernel matrix (`cargo xtask vm-test`) runs the same families on other kernels.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use tracer_tests::harness::{
+    Agent, HttpConn, Receiver, Service, agent_binary, free_port, random_hex, root_test,
+};
+
+const FAMILIES: [&str; 5] = ["auto", "fentry", "tp-btf", "kprobe", "tracepoint"];
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts the agent with `--attach family` and reports whether it got ready, or the error it
+/// exited with.
+fn probe(family: &str, pid: u32) -> Result<String, String> {
+    let mut child = Command::new(agent_binary())
+        .args([
+            "--attach",
+            family,
+            "--pid",
+            &pid.to_string(),
+            "--stdout",
+            "off",
+            "--metrics-addr",
+            "off",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tracer-agent");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("agent ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(line);
+        }
+    }
+    let status = child.wait().expect("agent exit status");
+    assert!(
+        !status.success(),
+        "--attach {family}: agent neither got ready nor failed:\n{log}"
+    );
+    Err(log)
+}
+
+#[test]
+fn every_attach_family_works_or_says_it_is_unavailable() {
+    let _serial = root_test();
+    let svc = Service::python(free_port(), None, &[]);
+    let mut worked = Vec::new();
+    for family in FAMILIES {
+        match probe(family, svc.pid()) {
+            Err(log) => {
+                assert!(
+                    family != "auto" && family != "tracepoint",
+                    "--attach {family} must work on every kernel:\n{log}"
+                );
+                assert!(
+                    log.contains(&format!(
+                        "--attach {family} is not available on this kernel"
+                    )),
+                    "--attach {family} failed without saying why:\n{log}"
+                );
+                println!("--attach {family}: not available here");
+            }
+            Ok(ready) => {
+                println!("--attach {family}: {ready}");
+                check_spans(family, &svc);
+                worked.push(family);
+            }
+        }
+    }
+    println!("families working on this kernel: {worked:?}");
+}
+
+/// Spans under `--attach family`: right ids and the peer port the client really used.
+fn check_spans(family: &str, svc: &Service) {
+    let rx = Receiver::start_blocking();
+    let _agent = Agent::start_for(&rx, "grpc", &[svc.pid()], &["--attach", family]);
+    let mut conn = HttpConn::connect(svc.port());
+    let (t, s) = (random_hex(16), random_hex(8));
+    let headers = [
+        ("x-b3-traceid", t.as_str()),
+        ("x-b3-spanid", s.as_str()),
+        ("x-b3-sampled", "1"),
+    ];
+    let r = conn.request("GET", "/hello", &headers, None);
+    assert_eq!(r.status, 200);
+    let spans = rx.wait_for_named(
+        &format!("--attach {family}: SERVER span of trace {t}"),
+        |spans| spans.iter().any(|x| x.kind == "SERVER" && x.trace_id == t),
+        WAIT,
+    );
+    let span = spans
+        .iter()
+        .find(|x| x.kind == "SERVER" && x.trace_id == t)
+        .expect("waited for it");
+    assert_eq!(span.parent_span_id, s, "--attach {family}: parent");
+    assert_eq!(
+        span.attr_str("url.path"),
+        Some("/hello"),
+        "--attach {family}"
+    );
+    assert_eq!(
+        span.attr_i64("network.peer.port"),
+        Some(i64::from(conn.local_port())),
+        "--attach {family}: the peer port must be the client's real port: {span:?}"
+    );
+    assert_eq!(
+        span.attr_str("network.peer.address"),
+        Some("127.0.0.1"),
+        "--attach {family}"
+    );
+}

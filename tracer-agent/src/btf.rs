@@ -1,0 +1,344 @@
+//! Just enough of a BTF reader to find struct field offsets and functions in the kernel's
+//! `/sys/kernel/btf/vmlinux`.
+//!
+//! Our kernel programs are Rust, which cannot emit CO-RE relocations, so the programs that read
+//! `struct sock` get its field offsets from here as load-time globals. Fields of `sock_common`
+//! sit inside anonymous unions and structs (`skc_addrpair`, `skc_portpair`), which are walked.
+
+use std::{collections::HashMap, path::Path};
+
+use tracer_common::SockOffsets;
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u8 = 1;
+const KIND_ARRAY: u8 = 3;
+const KIND_STRUCT: u8 = 4;
+const KIND_UNION: u8 = 5;
+const KIND_ENUM: u8 = 6;
+const KIND_TYPEDEF: u8 = 8;
+const KIND_VOLATILE: u8 = 9;
+const KIND_CONST: u8 = 10;
+const KIND_RESTRICT: u8 = 11;
+const KIND_FUNC: u8 = 12;
+const KIND_FUNC_PROTO: u8 = 13;
+const KIND_VAR: u8 = 14;
+const KIND_DATASEC: u8 = 15;
+const KIND_DECL_TAG: u8 = 17;
+const KIND_TYPE_TAG: u8 = 18;
+const KIND_ENUM64: u8 = 19;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("not BTF data (bad magic or header)")]
+    Header,
+    #[error("BTF type section is truncated at type {0}")]
+    Truncated(usize),
+    #[error("unknown BTF kind {0}")]
+    Kind(u8),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    name: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Type {
+    name: u32,
+    kind: u8,
+    /// Referenced type for typedef/const/volatile/ptr and friends.
+    target: u32,
+    members: Vec<Member>,
+}
+
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    by_name: HashMap<(u8, String), u32>,
+}
+
+fn u32_at(d: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(d.get(off..off + 4)?.try_into().ok()?))
+}
+
+impl Btf {
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let data =
+            std::fs::read(path).map_err(|e| BtfError::Read(path.display().to_string(), e))?;
+        Self::parse(&data)
+    }
+
+    pub fn parse(d: &[u8]) -> Result<Self, BtfError> {
+        let magic = u16::from_le_bytes(
+            d.get(0..2)
+                .ok_or(BtfError::Header)?
+                .try_into()
+                .map_err(|_| BtfError::Header)?,
+        );
+        if magic != MAGIC {
+            return Err(BtfError::Header);
+        }
+        let field = |off| u32_at(d, off).map(|v| v as usize).ok_or(BtfError::Header);
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
+        let types_data = d
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(BtfError::Header)?;
+        let strings = d
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Header)?
+            .to_vec();
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            target: 0,
+            members: Vec::new(),
+        }];
+        let mut pos = 0;
+        while pos < types_data.len() {
+            let id = types.len();
+            let at = |o: usize| u32_at(types_data, pos + o).ok_or(BtfError::Truncated(id));
+            let (name, info, target) = (at(0)?, at(4)?, at(8)?);
+            let kind = u8::try_from((info >> 24) & 0x1f).unwrap_or(0);
+            let kind_flag = info >> 31 == 1;
+            let vlen = (info & 0xffff) as usize;
+            pos += 12;
+            let mut members = Vec::new();
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = |o: usize| {
+                            u32_at(types_data, pos + i * 12 + o).ok_or(BtfError::Truncated(id))
+                        };
+                        let offset = m(8)?;
+                        members.push(Member {
+                            name: m(0)?,
+                            type_id: m(4)?,
+                            bit_offset: if kind_flag {
+                                offset & 0x00ff_ffff
+                            } else {
+                                offset
+                            },
+                        });
+                    }
+                    vlen * 12
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
+                | 16 | KIND_TYPE_TAG => 0,
+                other => return Err(BtfError::Kind(other)),
+            };
+            pos += extra;
+            types.push(Type {
+                name,
+                kind,
+                target,
+                members,
+            });
+        }
+        let mut btf = Self {
+            types,
+            strings,
+            by_name: HashMap::new(),
+        };
+        for (id, t) in btf.types.iter().enumerate().skip(1) {
+            if t.kind == KIND_STRUCT && t.name != 0 {
+                let name = btf.name(t.name).to_owned();
+                btf.by_name
+                    .entry((t.kind, name))
+                    .or_insert(u32::try_from(id).unwrap_or(0));
+            }
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let start = off as usize;
+        let rest = self.strings.get(start..).unwrap_or_default();
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or_default()
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let t = self.types.get(id as usize)?;
+            if matches!(
+                t.kind,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+            ) {
+                id = t.target;
+            } else {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Bit offset of `field` in a struct or union, looking inside anonymous members.
+    fn find_member(&self, t: &Type, field: &str, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for m in &t.members {
+            if m.name != 0 {
+                if self.name(m.name) == field {
+                    return Some(m.bit_offset);
+                }
+                continue;
+            }
+            let inner = self.resolve(m.type_id)?;
+            if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
+                if let Some(off) = self.find_member(inner, field, depth + 1) {
+                    return Some(m.bit_offset + off);
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `field` in `struct name`.
+    #[must_use]
+    pub fn field_offset(&self, name: &str, field: &str) -> Option<u32> {
+        let id = *self.by_name.get(&(KIND_STRUCT, name.to_owned()))?;
+        let bits = self.find_member(&self.types[id as usize], field, 0)?;
+        (bits % 8 == 0).then_some(bits / 8)
+    }
+
+    /// Offsets the socket-tuple programs need; `None` if any essential one is missing.
+    #[must_use]
+    pub fn sock_offsets(&self) -> Option<SockOffsets> {
+        let f = |field| self.field_offset("sock_common", field);
+        // `struct sock` starts with `struct sock_common __sk_common`.
+        if self.field_offset("sock", "__sk_common")? != 0 {
+            return None;
+        }
+        Some(SockOffsets {
+            valid: 1,
+            family: f("skc_family")?,
+            num: f("skc_num")?,
+            dport: f("skc_dport")?,
+            rcv_saddr: f("skc_rcv_saddr")?,
+            daddr: f("skc_daddr")?,
+            v6_rcv_saddr: f("skc_v6_rcv_saddr").unwrap_or(0),
+            v6_daddr: f("skc_v6_daddr").unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny BTF blob: `struct s { int a; union { int b; struct { int c; int d; }; }; }`.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0b\0c\0d\0f\0".to_vec();
+        let name = |n: &str| {
+            let pos = strings
+                .windows(n.len() + 2)
+                .position(|w| w[0] == 0 && &w[1..=n.len()] == n.as_bytes() && w[n.len() + 1] == 0)
+                .unwrap();
+            u32::try_from(pos + 1).unwrap()
+        };
+        let mut t = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| t.extend_from_slice(&w.to_le_bytes()))
+        };
+        // 1: int
+        push(&[name("int"), u32::from(KIND_INT) << 24, 4, 32]);
+        // 2: anonymous struct { int c; int d; }
+        push(&[
+            0,
+            (u32::from(KIND_STRUCT) << 24) | 2,
+            8,
+            name("c"),
+            1,
+            0,
+            name("d"),
+            1,
+            32,
+        ]);
+        // 3: anonymous union { int b; struct 2; }
+        push(&[
+            0,
+            (u32::from(KIND_UNION) << 24) | 2,
+            8,
+            name("b"),
+            1,
+            0,
+            0,
+            2,
+            0,
+        ]);
+        // 4: struct s { int a; union 3; }
+        push(&[
+            name("s"),
+            (u32::from(KIND_STRUCT) << 24) | 2,
+            12,
+            name("a"),
+            1,
+            0,
+            0,
+            3,
+            32,
+        ]);
+        // 5: func f
+        push(&[name("f"), u32::from(KIND_FUNC) << 24, 0]);
+        let mut d = Vec::new();
+        d.extend_from_slice(&MAGIC.to_le_bytes());
+        d.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            u32::try_from(t.len()).unwrap(),
+            u32::try_from(t.len()).unwrap(),
+            u32::try_from(strings.len()).unwrap(),
+        ] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&t);
+        d.extend_from_slice(&strings);
+        d
+    }
+
+    #[test]
+    fn finds_fields_inside_anonymous_members() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.field_offset("s", "a"), Some(0));
+        assert_eq!(btf.field_offset("s", "b"), Some(4));
+        assert_eq!(btf.field_offset("s", "c"), Some(4));
+        assert_eq!(btf.field_offset("s", "d"), Some(8));
+        assert_eq!(btf.field_offset("s", "e"), None);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Btf::parse(b"not btf at all, not even close").is_err());
+        let mut cut = sample();
+        cut.truncate(40);
+        assert!(Btf::parse(&cut).is_err());
+    }
+
+    #[test]
+    fn running_kernel_has_sock_common_offsets() {
+        // Every kernel this agent supports ships BTF (the matrix kernels and CI's host do).
+        let btf = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        let off = btf.sock_offsets().expect("sock_common fields");
+        // Layout since 2.6: skc_addrpair (8 bytes), skc_hash (4), skc_portpair (4), skc_family.
+        assert_eq!(
+            (off.daddr, off.rcv_saddr, off.dport, off.num, off.family),
+            (0, 4, 12, 14, 16)
+        );
+        assert!(off.v6_daddr > off.family);
+    }
+}

@@ -1,0 +1,111 @@
+//! Socket 4-tuple of the read or write in flight, from the kernel's socket send and receive
+//! paths, in both directions (the tracepoint fallback in `tcp.rs` only sees reads).
+//!
+//! Three families hand us the same `struct sock *` inside the syscall: fentry on
+//! `tcp_sendmsg`/`tcp_recvmsg` (cheapest; needs BTF and ftrace), kprobes on the same functions
+//! (any kernel with CONFIG_KPROBES), and the BTF tracepoints `sock_send_length`/
+//! `sock_recv_length` (6.x). The agent attaches one family per kernel and says which. Rust eBPF
+//! cannot emit CO-RE relocations, so the field offsets come from the kernel's BTF at load time
+//! (`SOCK_OFF`). As with `tcp.rs`, the tuple is only attached to the thread's `ARGS` entry.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
+use tracer_common::{AF_INET, AF_INET6, SockTuple};
+
+use crate::{ARGS, SOCK_OFF};
+
+#[fentry(function = "tcp_sendmsg")]
+pub fn fentry_tcp_sendmsg(ctx: FEntryContext) -> u32 {
+    record(ctx.arg::<u64>(0));
+    0
+}
+
+#[fentry(function = "tcp_recvmsg")]
+pub fn fentry_tcp_recvmsg(ctx: FEntryContext) -> u32 {
+    record(ctx.arg::<u64>(0));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_sendmsg(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        record(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        record(sk);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn tp_btf_sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    record(ctx.arg::<u64>(0));
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn tp_btf_sock_recv_length(ctx: BtfTracePointContext) -> u32 {
+    record(ctx.arg::<u64>(0));
+    0
+}
+
+#[inline(always)]
+fn read<T>(sk: u64, offset: u32) -> Option<T> {
+    // SAFETY: the helper checks the kernel address; offsets come from this kernel's BTF.
+    unsafe { bpf_probe_read_kernel((sk + u64::from(offset)) as *const T) }.ok()
+}
+
+#[inline(always)]
+fn record(sk: u64) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(args) = ARGS.get_ptr_mut(id) else {
+        return;
+    };
+    // SAFETY: this thread's own ARGS entry.
+    if sk == 0 || unsafe { (*args).has_tuple } != 0 {
+        return;
+    }
+    let off = SOCK_OFF.load();
+    if off.valid == 0 {
+        return;
+    }
+    let Some(tuple) = read_tuple(sk, &off) else {
+        return;
+    };
+    // SAFETY: as above.
+    unsafe {
+        (*args).tuple = tuple;
+        (*args).has_tuple = 1;
+    }
+}
+
+#[inline(always)]
+fn read_tuple(sk: u64, off: &tracer_common::SockOffsets) -> Option<SockTuple> {
+    let family: u16 = read(sk, off.family)?;
+    let mut tuple = SockTuple {
+        family,
+        sport: read(sk, off.num)?,
+        dport: u16::from_be(read(sk, off.dport)?),
+        ..SockTuple::default()
+    };
+    match family {
+        AF_INET => {
+            tuple.saddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.rcv_saddr)?);
+            tuple.daddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.daddr)?);
+        }
+        AF_INET6 if off.v6_daddr != 0 => {
+            tuple.saddr = read(sk, off.v6_rcv_saddr)?;
+            tuple.daddr = read(sk, off.v6_daddr)?;
+        }
+        _ => return None,
+    }
+    Some(tuple)
+}
