@@ -196,11 +196,10 @@ impl Btf {
                 continue;
             }
             let inner = self.resolve(m.type_id)?;
-            if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
-                if let Some(off) = self.find_member(inner, field, depth + 1) {
+            if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                && let Some(off) = self.find_member(inner, field, depth + 1) {
                     return Some(m.bit_offset + off);
                 }
-            }
         }
         None
     }
@@ -250,9 +249,9 @@ mod tests {
         };
         let mut t = Vec::new();
         let mut push = |words: &[u32]| {
-            words
-                .iter()
-                .for_each(|w| t.extend_from_slice(&w.to_le_bytes()))
+            for w in words {
+                t.extend_from_slice(&w.to_le_bytes());
+            }
         };
         // 1: int
         push(&[name("int"), u32::from(KIND_INT) << 24, 4, 32]);

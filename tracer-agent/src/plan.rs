@@ -285,6 +285,10 @@ fn unload(ebpf: &mut Ebpf, family: TupleFamily, name: &str) {
 }
 
 /// The first line of an aya error (verifier logs follow it), kept short for the plan.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as map_err(short), which hands over the error"
+)]
 fn short(e: ProgramError) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
