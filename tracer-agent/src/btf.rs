@@ -197,9 +197,10 @@ impl Btf {
             }
             let inner = self.resolve(m.type_id)?;
             if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
-                && let Some(off) = self.find_member(inner, field, depth + 1) {
-                    return Some(m.bit_offset + off);
-                }
+                && let Some(off) = self.find_member(inner, field, depth + 1)
+            {
+                return Some(m.bit_offset + off);
+            }
         }
         None
     }

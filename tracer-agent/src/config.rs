@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::{
     context::{Propagator, parse_propagators},
+    k8s::PodFilter,
     plan::AttachMode,
     sampler::Sampler,
 };
@@ -43,6 +44,13 @@ pub enum StdoutFormat {
     Off,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    Auto,
+    On,
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OtlpProtocol {
     Grpc,
@@ -71,27 +79,47 @@ pub struct Cli {
     pub otlp_protocol: Option<String>,
 
     /// Console output [default: tree with the console exporter, off with OTLP]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "TRACER_STDOUT")]
     pub stdout: Option<StdoutFormat>,
 
     /// Trace this process and its children (repeatable)
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(
+        long = "pid",
+        value_name = "PID",
+        env = "TRACER_PIDS",
+        value_delimiter = ','
+    )]
     pub pids: Vec<u32>,
 
     /// Trace processes whose executable or command name is NAME (repeatable)
-    #[arg(long = "exe", value_name = "NAME")]
+    #[arg(
+        long = "exe",
+        value_name = "NAME",
+        env = "TRACER_EXES",
+        value_delimiter = ','
+    )]
     pub exes: Vec<String>,
 
     /// Trace processes listening on this TCP port (repeatable)
-    #[arg(long = "port", value_name = "PORT")]
+    #[arg(
+        long = "port",
+        value_name = "PORT",
+        env = "TRACER_PORTS",
+        value_delimiter = ','
+    )]
     pub ports: Vec<u16>,
 
     /// Never trace processes with this executable or command name (repeatable)
-    #[arg(long = "exclude-exe", value_name = "NAME")]
+    #[arg(
+        long = "exclude-exe",
+        value_name = "NAME",
+        env = "TRACER_EXCLUDE_EXES",
+        value_delimiter = ','
+    )]
     pub exclude_exes: Vec<String>,
 
     /// Bytes captured per syscall (headers beyond are counted, not read)
-    #[arg(long, default_value_t = tracer_common::DEFAULT_CAPTURE,
+    #[arg(long, env = "TRACER_CAPTURE_SIZE", default_value_t = tracer_common::DEFAULT_CAPTURE,
           value_parser = clap::value_parser!(u32).range(64..=tracer_common::MAX_CAPTURE as i64))]
     pub capture_size: u32,
 
@@ -110,31 +138,87 @@ pub struct Cli {
     pub sampler_arg: Option<String>,
 
     /// Prometheus metrics (/metrics) and health (/healthz, /readyz) listen address, or "off"
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "TRACER_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
     pub metrics_addr: String,
 
     /// Seconds between self-metrics log lines (0: never)
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TRACER_STATS_INTERVAL",
+        default_value_t = 30
+    )]
     pub stats_interval: u64,
 
     /// Seconds without traffic after which a connection is flushed
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TRACER_IDLE_TIMEOUT",
+        default_value_t = 300
+    )]
     pub idle_timeout: u64,
 
     /// Most connections tracked at once
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TRACER_MAX_CONNECTIONS",
+        default_value_t = 65536
+    )]
     pub max_connections: usize,
 
     /// Socket-tuple probes: auto picks the best this kernel offers
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
+
+    /// Kubernetes pod metadata and selection: on when KUBERNETES_SERVICE_HOST is set (auto)
+    #[arg(long, value_enum, env = "TRACER_KUBERNETES", default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// This node's name (a DaemonSet sets it from spec.nodeName); only its pods are watched
+    #[arg(long, value_name = "NAME", env = "TRACER_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Trace only pods in these namespaces (default: all but the excluded ones)
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "TRACER_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+
+    /// Never trace pods in these namespaces
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "TRACER_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-public,kube-node-lease"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Trace only pods whose labels match, e.g. app=shop,tier!=batch,sidecar.istio.io/inject
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        env = "TRACER_POD_SELECTOR",
+        default_value = ""
+    )]
+    pub pod_selector: String,
 
     /// Print the configuration resolved from flags and environment, then exit (needs no privileges)
     #[arg(long)]
     pub check_config: bool,
 
     /// Kernel ring buffer size in MiB (a power of two)
-    #[arg(long, value_name = "MIB", default_value_t = 8,
+    #[arg(long, value_name = "MIB", env = "TRACER_RING_BUFFER_MIB", default_value_t = 8,
           value_parser = parse_power_of_two)]
     pub ring_buffer_mib: u32,
 }
@@ -168,6 +252,12 @@ pub enum ConfigError {
     NoEndpoint,
     #[error("--metrics-addr `{0}` is not an address:port or \"off\"")]
     MetricsAddr(String),
+    #[error("{0}")]
+    Selector(#[from] crate::k8s::SelectorError),
+    #[error(
+        "Kubernetes mode needs the node name: set TRACER_NODE_NAME from the downward API (spec.nodeName) or pass --node-name"
+    )]
+    NoNodeName,
     #[error("{name}=`{value}` is not a number")]
     Number { name: &'static str, value: String },
 }
@@ -187,9 +277,19 @@ pub struct BatchConfig {
     pub export_timeout: Duration,
 }
 
+/// Pod metadata and selection, when running in Kubernetes.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    pub node_name: String,
+    pub filter: PodFilter,
+    /// Whether `--kubernetes on` asked for it (a failure to reach the API is then an error).
+    pub required: bool,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub attach: AttachMode,
+    pub kubernetes: Option<KubernetesConfig>,
     pub otlp: Option<OtlpConfig>,
     pub stdout: StdoutFormat,
     pub batch: BatchConfig,
@@ -281,8 +381,26 @@ impl Config {
                 .max(1),
             export_timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30000, env)?),
         };
+        let kubernetes = match cli.kubernetes {
+            KubernetesMode::Off => None,
+            KubernetesMode::Auto if var("KUBERNETES_SERVICE_HOST", env).is_none() => None,
+            mode => Some(KubernetesConfig {
+                node_name: cli
+                    .node_name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or(ConfigError::NoNodeName)?,
+                filter: PodFilter::new(
+                    cli.namespaces.clone(),
+                    cli.exclude_namespaces.clone(),
+                    &cli.pod_selector,
+                )?,
+                required: mode == KubernetesMode::On,
+            }),
+        };
         Ok(Self {
             attach: cli.attach,
+            kubernetes,
             otlp,
             stdout,
             batch,
@@ -317,7 +435,7 @@ impl Config {
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
         format!(
-            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}",
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}",
             self.stdout,
             propagators.join(","),
             self.sampler,
@@ -332,13 +450,19 @@ impl Config {
             self.capture_size,
             self.metrics_addr
                 .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            self.kubernetes.as_ref().map_or_else(
+                || "off".to_owned(),
+                |k| format!("node {}, pods {:?}", k.node_name, k.filter)
+            ),
         )
     }
 
-    /// Whether processes are chosen by --pid/--exe/--port (otherwise: all but excluded ones).
+    /// Whether processes are chosen by --pid/--exe/--port or by pod (otherwise: all but the
+    /// excluded ones).
     #[must_use]
     pub fn selects_processes(&self) -> bool {
-        !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
+        self.kubernetes.is_some()
+            || !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
     }
 }
 
@@ -485,6 +609,50 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["tracer-agent", "--capture-size", "10"]).is_err());
         assert!(Cli::try_parse_from(["tracer-agent", "--ring-buffer-mib", "3"]).is_err());
+    }
+
+    #[test]
+    fn kubernetes_mode() {
+        assert!(
+            resolve(&[], &[]).unwrap().kubernetes.is_none(),
+            "off outside a cluster"
+        );
+        assert!(matches!(
+            resolve(&[], &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]),
+            Err(ConfigError::NoNodeName)
+        ));
+        let c = resolve(
+            &["--node-name", "n1"],
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+        )
+        .unwrap();
+        let k = c.kubernetes.as_ref().unwrap();
+        assert_eq!(k.node_name, "n1");
+        assert!(!k.required);
+        assert!(
+            c.selects_processes(),
+            "in a cluster only selected pods are traced"
+        );
+        let c = resolve(
+            &["--kubernetes", "off"],
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+        )
+        .unwrap();
+        assert!(c.kubernetes.is_none());
+        assert!(matches!(
+            resolve(
+                &[
+                    "--kubernetes",
+                    "on",
+                    "--node-name",
+                    "n",
+                    "--pod-selector",
+                    "a b"
+                ],
+                &[]
+            ),
+            Err(ConfigError::Selector(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod context;
 mod events;
 mod export;
 mod http;
+mod k8s;
 mod loader;
 mod metrics;
 mod pipeline;
@@ -39,8 +40,9 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::{
-    config::{Cli, Config},
+    config::{Cli, Config, KubernetesConfig},
     export::{Outputs, console::Console, otlp::OtlpExporter},
+    k8s::PodStore,
     metrics::Metrics,
     pipeline::Pipeline,
     procsel::{Selection, Selector},
@@ -103,11 +105,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         info!("socket tuple via {family} passed over: {reason}");
     }
 
+    let pods = match &cfg.kubernetes {
+        Some(k) => Some(start_pod_watch(k, metrics).await?),
+        None => None,
+    };
     let selection = Selection {
         pids: cfg.pids.clone(),
         exes: cfg.exes.clone(),
         ports: cfg.ports.clone(),
         exclude_exes: cfg.exclude_exes.clone(),
+        pods: pods
+            .clone()
+            .zip(cfg.kubernetes.as_ref().map(|k| k.filter.clone())),
         exclude_ports: cfg
             .otlp
             .as_ref()
@@ -141,7 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => (None, None),
     };
     let outputs = Outputs::new(Console::new(cfg.stdout), otlp_tx, metrics);
-    let pipeline = Pipeline::new(&cfg, outputs, maps.counters, metrics);
+    let pipeline = Pipeline::new(&cfg, pods, outputs, maps.counters, metrics);
 
     metrics.ready.store(true, Relaxed);
     info!(
@@ -182,6 +191,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the watch of this node's pods. The API server is never waited for: spans go out with
+/// what is known while it is slow or away. Only an unusable client configuration stops the
+/// agent, and only with `--kubernetes on`.
+async fn start_pod_watch(
+    k: &KubernetesConfig,
+    metrics: &'static Metrics,
+) -> anyhow::Result<Arc<PodStore>> {
+    let store = Arc::new(PodStore::default());
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            info!("kubernetes: watching the pods of node {}", k.node_name);
+            tokio::spawn(k8s::watch::run(
+                client,
+                k.node_name.clone(),
+                store.clone(),
+                metrics,
+            ));
+        }
+        Err(e) if k.required => {
+            return Err(anyhow::anyhow!(e)).context(
+                "no usable Kubernetes client configuration (in a pod: mount the service account token)",
+            );
+        }
+        Err(e) => warn!("kubernetes metadata off: no usable client configuration: {e}"),
+    }
+    Ok(store)
+}
+
 /// The port of an endpoint URL on this host, whose listener must not be traced.
 fn local_port(url: &str) -> Option<u16> {
     let rest = url.strip_prefix("http://")?;
@@ -210,6 +247,9 @@ fn describe_selection(sel: &Selection) -> String {
     }
     if !sel.ports.is_empty() {
         parts.push(format!("listeners on ports {:?}", sel.ports));
+    }
+    if let Some((_, filter)) = &sel.pods {
+        parts.push(format!("pods of this node matching {filter:?}"));
     }
     parts.join("; ")
 }

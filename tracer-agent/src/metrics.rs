@@ -73,6 +73,8 @@ pub struct Metrics {
     pub export_errors: AtomicU64,
     pub export_retries: AtomicU64,
     pub connections: AtomicU64,
+    pub k8s_watch_errors: AtomicU64,
+    pub k8s_pods: AtomicU64,
     pub inflight_server_requests: AtomicU64,
     conn: Mutex<ConnStats>,
     attach_plan: Mutex<String>,
@@ -235,6 +237,18 @@ impl Metrics {
         for (name, help, value) in self.user_counters() {
             metric(name, "counter", help, value);
         }
+        metric(
+            "tracer_k8s_watch_errors_total",
+            "counter",
+            "Failed Kubernetes pod list/watch calls (retried with backoff).",
+            self.k8s_watch_errors.load(Relaxed),
+        );
+        metric(
+            "tracer_k8s_pods",
+            "gauge",
+            "Pods of this node known to the agent.",
+            self.k8s_pods.load(Relaxed),
+        );
         metric(
             "tracer_connections",
             "gauge",

@@ -6,6 +6,7 @@
 use std::{
     future::Future,
     path::PathBuf,
+    sync::Arc,
     sync::atomic::Ordering::Relaxed,
     time::{Duration, Instant},
 };
@@ -21,6 +22,7 @@ use crate::{
     conn::{ConnTable, DataIn, SpanFactory, socket_addr},
     events::{self, Event},
     export::Outputs,
+    k8s::PodStore,
     metrics::Metrics,
     process::{ProcessCache, host_name},
     span::Span,
@@ -36,6 +38,7 @@ pub struct Pipeline {
     outputs: Outputs,
     metrics: &'static Metrics,
     counters: PerCpuArray<MapData, u64>,
+    pods: Option<Arc<PodStore>>,
     idle_timeout: Duration,
     stats_interval: Option<Duration>,
     spans: Vec<Span>,
@@ -45,6 +48,7 @@ impl Pipeline {
     #[must_use]
     pub fn new(
         cfg: &Config,
+        pods: Option<Arc<PodStore>>,
         outputs: Outputs,
         counters: PerCpuArray<MapData, u64>,
         metrics: &'static Metrics,
@@ -53,12 +57,13 @@ impl Pipeline {
             table: ConnTable::new(cfg.max_connections),
             factory: SpanFactory {
                 tracker: Tracker::new(cfg.propagators.clone(), cfg.sampler),
-                processes: ProcessCache::new(PathBuf::from("/proc"), host_name()),
+                processes: ProcessCache::new(PathBuf::from("/proc"), host_name(), pods.clone()),
                 clock: Clock::now(),
             },
             outputs,
             metrics,
             counters,
+            pods,
             idle_timeout: cfg.idle_timeout,
             stats_interval: cfg.stats_interval,
             spans: Vec::new(),
@@ -154,6 +159,9 @@ impl Pipeline {
         self.metrics
             .connections
             .store(self.table.len() as u64, Relaxed);
+        if let Some(pods) = &self.pods {
+            self.metrics.k8s_pods.store(pods.len() as u64, Relaxed);
+        }
         self.metrics
             .inflight_server_requests
             .store(self.factory.tracker.inflight_count() as u64, Relaxed);

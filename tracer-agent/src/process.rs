@@ -1,8 +1,9 @@
 //! Who a traced process is: the OpenTelemetry resource of its spans, read once from /proc.
 //!
 //! service.name comes from the process's own `OTEL_SERVICE_NAME`, else `service.name` in its
-//! `OTEL_RESOURCE_ATTRIBUTES`, else its executable name. Entries are revalidated against the
-//! process start time so a recycled pid gets a fresh resource.
+//! `OTEL_RESOURCE_ATTRIBUTES`, else its pod's `app.kubernetes.io/name` or `app` label, else its
+//! command name. Entries are revalidated against the process start time so a recycled pid gets
+//! a fresh resource, and rebuilt once the pod of a containerised process becomes known.
 
 use std::{
     collections::HashMap,
@@ -12,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::span::AttrValue;
+use crate::{
+    k8s::{PodMeta, PodStore, cgroup},
+    span::AttrValue,
+};
 
 const REVALIDATE: Duration = Duration::from_secs(10);
 const MAX_ENTRIES: usize = 8192;
@@ -29,28 +33,37 @@ struct Entry {
     start_time: Option<u64>,
     checked: Instant,
     resource: Arc<Resource>,
+    /// Set when the process is in a container whose pod was not known yet: the store
+    /// generation at build time, to rebuild once the store changes.
+    awaiting_pod: Option<u64>,
 }
 
 pub struct ProcessCache {
     proc_root: PathBuf,
     host_name: String,
     entries: HashMap<u32, Entry>,
+    pods: Option<Arc<PodStore>>,
 }
 
 impl ProcessCache {
     #[must_use]
-    pub fn new(proc_root: PathBuf, host_name: String) -> Self {
+    pub fn new(proc_root: PathBuf, host_name: String, pods: Option<Arc<PodStore>>) -> Self {
         Self {
             proc_root,
             host_name,
             entries: HashMap::new(),
+            pods,
         }
     }
 
     pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
         let now = Instant::now();
+        let generation = self.pods.as_ref().map(|p| p.generation());
         if let Some(entry) = self.entries.get_mut(&pid) {
-            if now.duration_since(entry.checked) < REVALIDATE {
+            let pod_news = entry.awaiting_pod.is_some() && entry.awaiting_pod != generation;
+            if pod_news {
+                // Fall through and rebuild: the pod may be known now.
+            } else if now.duration_since(entry.checked) < REVALIDATE {
                 return entry.resource.clone();
             }
             let start = start_time(&self.proc_root, pid);
@@ -64,13 +77,16 @@ impl ProcessCache {
             self.entries
                 .retain(|_, e| now.duration_since(e.checked) < REVALIDATE);
         }
-        let resource = Arc::new(read_resource(&self.proc_root, pid, &self.host_name));
+        let (resource, waiting) =
+            read_resource(&self.proc_root, pid, &self.host_name, self.pods.as_deref());
+        let resource = Arc::new(resource);
         self.entries.insert(
             pid,
             Entry {
                 start_time: start_time(&self.proc_root, pid),
                 checked: now,
                 resource: resource.clone(),
+                awaiting_pod: if waiting { generation } else { None },
             },
         );
         resource
@@ -84,18 +100,47 @@ fn start_time(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Reads comm and environ of `pid` and builds its resource.
-fn read_resource(proc_root: &std::path::Path, pid: u32, host_name: &str) -> Resource {
+/// Reads comm, environ and cgroup of `pid` and builds its resource. The flag says the process
+/// is in a container whose pod is not (yet) in the store.
+fn read_resource(
+    proc_root: &std::path::Path,
+    pid: u32,
+    host_name: &str,
+    pods: Option<&PodStore>,
+) -> (Resource, bool) {
     let dir = proc_root.join(pid.to_string());
     let comm = fs::read_to_string(dir.join("comm"))
         .map_or_else(|_| format!("pid-{pid}"), |s| s.trim_end().to_owned());
     let environ = fs::read(dir.join("environ")).unwrap_or_default();
-    build_resource(pid, &comm, &environ, host_name)
+    let cg = cgroup::of_process(proc_root, pid);
+    let pod = pods.and_then(|p| p.lookup(&cg));
+    let waiting = pods.is_some() && cg.container_id.is_some() && pod.is_none();
+    let container = Container {
+        id: cg.container_id.as_deref(),
+        pod: pod.as_deref(),
+    };
+    (
+        build_resource(pid, &comm, &environ, host_name, &container),
+        waiting,
+    )
+}
+
+/// Where a process runs, when it runs in a container.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Container<'a> {
+    pub id: Option<&'a str>,
+    pub pod: Option<&'a PodMeta>,
 }
 
 /// Builds a resource from the raw `/proc/PID/environ` contents (NUL-separated).
 #[must_use]
-pub fn build_resource(pid: u32, comm: &str, environ: &[u8], host_name: &str) -> Resource {
+pub fn build_resource(
+    pid: u32,
+    comm: &str,
+    environ: &[u8],
+    host_name: &str,
+    container: &Container<'_>,
+) -> Resource {
     let mut service_env = None;
     let mut attrs_env = None;
     for var in environ.split(|b| *b == 0) {
@@ -122,16 +167,33 @@ pub fn build_resource(pid: u32, comm: &str, environ: &[u8], host_name: &str) -> 
         .filter(|s| !s.is_empty())
         .or(service_from_attrs)
         .filter(|s| !s.is_empty())
+        .or_else(|| {
+            container
+                .pod
+                .and_then(PodMeta::service_name)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| comm.to_owned());
+    let mut platform: Vec<(String, AttrValue)> = Vec::new();
+    if let Some(id) = container.id {
+        platform.push(("container.id".to_owned(), AttrValue::Str(id.to_owned())));
+    }
+    if let Some(pod) = container.pod {
+        platform.extend(pod.attributes(container.id));
+    }
     let own = [
         ("service.name", AttrValue::Str(service_name.clone())),
         ("process.pid", AttrValue::Int(i64::from(pid))),
         ("process.executable.name", AttrValue::Str(comm.to_owned())),
         ("host.name", AttrValue::Str(host_name.to_owned())),
     ];
+    let own = own
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(platform);
     for (k, v) in own {
-        attributes.retain(|(existing, _)| existing != k);
-        attributes.push((k.to_owned(), v));
+        attributes.retain(|(existing, _)| *existing != k);
+        attributes.push((k, v));
     }
     Resource {
         service_name,
@@ -198,7 +260,7 @@ mod tests {
     #[test]
     fn service_name_precedence() {
         let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=service.name=from-attrs,deployment.environment=prod%20eu\0OTEL_SERVICE_NAME=from-env\0";
-        let r = build_resource(42, "python3", env, "node-1");
+        let r = build_resource(42, "python3", env, "node-1", &Container::default());
         assert_eq!(r.service_name, "from-env");
         assert_eq!(
             attr(&r, "service.name"),
@@ -219,9 +281,10 @@ mod tests {
             "node",
             b"OTEL_RESOURCE_ATTRIBUTES=service.name=svc-b\0",
             "h",
+            &Container::default(),
         );
         assert_eq!(r.service_name, "svc-b");
-        let r = build_resource(1, "server", b"HOME=/root\0", "h");
+        let r = build_resource(1, "server", b"HOME=/root\0", "h", &Container::default());
         assert_eq!(r.service_name, "server");
         assert_eq!(
             attr(&r, "process.executable.name"),
@@ -243,7 +306,7 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let mut cache = ProcessCache::new(PathBuf::from("/proc"), "h".into());
+        let mut cache = ProcessCache::new(PathBuf::from("/proc"), "h".into(), None);
         let r = cache.resource(std::process::id());
         assert_eq!(r.pid, std::process::id());
         assert!(!r.service_name.is_empty());

@@ -9,7 +9,10 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,7 +20,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use tracer_common::{PROC_EXCLUDE, PROC_TRACE};
 use tracing::{debug, warn};
 
-#[derive(Clone, Debug, Default)]
+use crate::k8s::{PodFilter, PodStore, cgroup};
+
+#[derive(Clone, Default)]
 pub struct Selection {
     pub pids: Vec<u32>,
     pub exes: Vec<String>,
@@ -25,12 +30,15 @@ pub struct Selection {
     pub exclude_exes: Vec<String>,
     /// Processes listening on these ports are never traced (the local OTLP collector).
     pub exclude_ports: Vec<u16>,
+    /// In Kubernetes: processes whose pod passes the filter are traced.
+    pub pods: Option<(Arc<PodStore>, PodFilter)>,
 }
 
 impl Selection {
     #[must_use]
     pub fn is_listed(&self) -> bool {
-        !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
+        self.pods.is_some()
+            || !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
     }
 }
 
@@ -136,6 +144,11 @@ pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
             if sel.pids.contains(pid)
                 || matches_name(info, &sel.exes)
                 || (!listed_inodes.is_empty() && owns_socket(root, *pid, &listed_inodes))
+                || sel.pods.as_ref().is_some_and(|(store, filter)| {
+                    store
+                        .lookup(&cgroup::of_process(root, *pid))
+                        .is_some_and(|pod| filter.matches(&pod))
+                })
             {
                 traced.insert(*pid);
             }
@@ -270,6 +283,7 @@ mod tests {
             ports: vec![8080, 8081],
             exclude_exes: vec!["envoy".into()],
             exclude_ports: vec![],
+            pods: None,
         };
         let v = scan(&d, &sel);
         for pid in [10, 11, 12, 20, 30] {
@@ -281,6 +295,55 @@ mod tests {
             "port 8081 is not listening, only connected"
         );
         assert_eq!(v.get(&50), Some(&PROC_EXCLUDE));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn kubernetes_selects_by_pod_namespace_and_labels() {
+        let d = tmp("pods");
+        let cid = |c: char| c.to_string().repeat(64);
+        fake_proc(&d, 10, 1, "cart", &[]);
+        fake_proc(&d, 20, 1, "coredns", &[]);
+        fake_proc(&d, 30, 1, "sshd", &[]);
+        fs::write(
+            d.join("10/cgroup"),
+            format!("0::/kubepods/pod1/{}\n", cid('a')),
+        )
+        .unwrap();
+        fs::write(
+            d.join("20/cgroup"),
+            format!("0::/kubepods/pod2/{}\n", cid('b')),
+        )
+        .unwrap();
+        fs::write(d.join("30/cgroup"), "0::/system.slice/ssh.service\n").unwrap();
+        let store = Arc::new(PodStore::default());
+        let pod = |name: &str, ns: &str, c: char| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": {"app": name}},
+                "spec": {"containers": [{"name": "main"}]},
+                "status": {"containerStatuses": [{"name": "main", "containerID": format!("containerd://{}", cid(c)),
+                    "image": "i", "imageID": "i", "ready": true, "restartCount": 0}]}
+            }))
+            .unwrap()
+        };
+        store.replace_all(&[pod("cart", "shop", 'a'), pod("coredns", "kube-system", 'b')]);
+        let filter = PodFilter::new(vec![], vec!["kube-system".into()], "").unwrap();
+        let sel = Selection {
+            pods: Some((store.clone(), filter)),
+            ..Selection::default()
+        };
+        let v = scan(&d, &sel);
+        assert_eq!(
+            v,
+            HashMap::from([(10, PROC_TRACE)]),
+            "only the shop pod; system pods and host processes are not traced"
+        );
+        let by_label = PodFilter::new(vec![], vec![], "app=coredns").unwrap();
+        let sel = Selection {
+            pods: Some((store, by_label)),
+            ..Selection::default()
+        };
+        assert_eq!(scan(&d, &sel), HashMap::from([(20, PROC_TRACE)]));
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -15,7 +15,7 @@ fn factory() -> SpanFactory {
             ],
             Sampler::AlwaysOn,
         ),
-        processes: ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into()),
+        processes: ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into(), None),
         clock: Clock::now(),
     }
 }

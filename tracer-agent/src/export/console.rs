@@ -225,6 +225,7 @@ mod tests {
                 "python3",
                 b"OTEL_SERVICE_NAME=svc-a\0",
                 "h",
+                &crate::process::Container::default(),
             )),
         }
     }
