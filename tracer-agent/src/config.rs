@@ -381,6 +381,13 @@ impl Config {
                 .max(1),
             export_timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30000, env)?),
         };
+        // "A,,B" or an empty variable means no item there, not an item named "".
+        let clean = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
         let kubernetes = match cli.kubernetes {
             KubernetesMode::Off => None,
             KubernetesMode::Auto if var("KUBERNETES_SERVICE_HOST", env).is_none() => None,
@@ -391,8 +398,8 @@ impl Config {
                     .filter(|n| !n.is_empty())
                     .ok_or(ConfigError::NoNodeName)?,
                 filter: PodFilter::new(
-                    cli.namespaces.clone(),
-                    cli.exclude_namespaces.clone(),
+                    clean(cli.namespaces.clone()),
+                    clean(cli.exclude_namespaces.clone()),
                     &cli.pod_selector,
                 )?,
                 required: mode == KubernetesMode::On,
@@ -405,9 +412,9 @@ impl Config {
             stdout,
             batch,
             pids: cli.pids,
-            exes: cli.exes,
+            exes: clean(cli.exes),
             ports: cli.ports,
-            exclude_exes: cli.exclude_exes,
+            exclude_exes: clean(cli.exclude_exes),
             capture_size: cli.capture_size,
             propagators: parse_propagators(&propagators)?,
             sampler: Sampler::parse(&sampler_name, sampler_arg.as_deref())?,
@@ -632,6 +639,23 @@ mod tests {
         assert!(
             c.selects_processes(),
             "in a cluster only selected pods are traced"
+        );
+        let c = resolve(
+            &[
+                "--node-name",
+                "n1",
+                "--exclude-namespaces",
+                "",
+                "--namespaces",
+                "a,,b",
+            ],
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.kubernetes.unwrap().filter,
+            PodFilter::new(vec!["a".into(), "b".into()], vec![], "").unwrap(),
+            "empty list items are no items"
         );
         let c = resolve(
             &["--kubernetes", "off"],

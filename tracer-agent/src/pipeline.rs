@@ -53,11 +53,16 @@ impl Pipeline {
         counters: PerCpuArray<MapData, u64>,
         metrics: &'static Metrics,
     ) -> Self {
+        // In a pod the agent's own host name is the pod's; the node's name is what users mean.
+        let host = cfg
+            .kubernetes
+            .as_ref()
+            .map_or_else(host_name, |k| k.node_name.clone());
         Self {
             table: ConnTable::new(cfg.max_connections),
             factory: SpanFactory {
                 tracker: Tracker::new(cfg.propagators.clone(), cfg.sampler),
-                processes: ProcessCache::new(PathBuf::from("/proc"), host_name(), pods.clone()),
+                processes: ProcessCache::new(PathBuf::from("/proc"), host, pods.clone()),
                 clock: Clock::now(),
             },
             outputs,

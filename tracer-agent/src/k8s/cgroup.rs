@@ -150,6 +150,18 @@ mod tests {
     }
 
     #[test]
+    fn paths_relative_to_the_agents_own_cgroup_namespace() {
+        // On cgroup v2 the agent's pod has its own cgroup namespace: other pods' paths start
+        // with "..".
+        let uid = UID.replace('-', "_");
+        check(
+            &format!("0::/../../kubepods-besteffort-pod{uid}.slice/cri-containerd-{ID}.scope\n"),
+            Some(ID),
+            Some(UID),
+        );
+    }
+
+    #[test]
     fn docker_and_podman_outside_kubernetes() {
         check(
             &format!("0::/system.slice/docker-{ID}.scope\n"),
