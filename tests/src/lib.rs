@@ -1,9 +1,15 @@
-//! Test support for the tracer: a real OTLP receiver ([`otlp`]) and helpers to start the demo
-//! services, the agent and a raw HTTP/1.1 client ([`harness`]). The root integration tests live in
-//! `tests/tests/`; the demo services (Go, Python, Node, no tracing library) in `tests/services/`.
+//! Test support for the tracer: a real OTLP receiver that also takes Zipkin ([`otlp`],
+//! [`zipkin`]), helpers to start the demo services, the agent and a raw HTTP/1.1 client
+//! ([`harness`]), and the mesh scenario with Envoy sidecars and an OTLP collector hop ([`mesh`],
+//! [`envoy`], [`tree`]). The root integration tests live in `tests/tests/`; the demo services (Go,
+//! Python, Node, no tracing library) in `tests/services/`.
 
+pub mod envoy;
 pub mod expect;
 pub mod harness;
 pub mod http;
+pub mod mesh;
 pub mod otlp;
 mod process;
+pub mod tree;
+pub mod zipkin;

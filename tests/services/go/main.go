@@ -6,12 +6,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // Trace-context headers a mesh expects the app to copy from the inbound to the outbound request.
@@ -37,6 +39,15 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, []byte("hello\n"))
+	})
+	// The request headers as a JSON object (lowercase names): shows what a sidecar passed to the app.
+	mux.HandleFunc("GET /headers", func(w http.ResponseWriter, r *http.Request) {
+		h := map[string]string{}
+		for k, v := range r.Header {
+			h[strings.ToLower(k)] = strings.Join(v, ",")
+		}
+		body, _ := json.Marshal(h)
+		reply(w, 200, body)
 	})
 	mux.HandleFunc("GET /status/{code}", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.PathValue("code"))

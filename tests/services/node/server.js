@@ -49,6 +49,8 @@ const server = http.createServer((req, res) => {
   req.resume(); // drain any body so keep-alive continues
   if (req.method !== 'GET') return reply(res, 404, 'not found\n');
   if (path === '/hello') return reply(res, 200, 'hello\n');
+  // What the caller (e.g. a sidecar) sent, as JSON; Node lowercases header names.
+  if (path === '/headers') return reply(res, 200, JSON.stringify(req.headers));
   if (path.startsWith('/status/')) {
     const code = Number(path.slice('/status/'.length));
     if (!Number.isInteger(code) || code < 200 || code > 599) return reply(res, 400, 'bad status code\n');

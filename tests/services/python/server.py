@@ -6,6 +6,7 @@ Like a mesh app, /call forwards the incoming B3/W3C headers unchanged to the dow
 """
 
 import http.client
+import json
 import os
 import sys
 import urllib.parse
@@ -55,6 +56,9 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/hello":
             self.reply(200, b"hello\n")
+        elif path == "/headers":
+            # What the caller (e.g. a sidecar) sent, as JSON with lowercase names.
+            self.reply(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
         elif path.startswith("/status/"):
             try:
                 code = int(path[len("/status/"):])

@@ -1,0 +1,348 @@
+//! The requests the guest sends and what the agent must report for each.
+//!
+//! Each case has its own trace id (or its own path when it carries no context), so a span is
+//! matched to its request without depending on order or timing.
+
+use serde_json::Value;
+use tracer_tests::http::HttpConn;
+
+/// Requests on the single keep-alive connection (the read-ahead/keep-alive assembly path).
+const KEEPALIVE_REQUESTS: u64 = 20;
+
+/// How a span's parent id must look.
+enum Parent {
+    /// Exactly this id (the span id the caller sent).
+    Is(String),
+    /// None: a new trace.
+    Empty,
+    /// The SERVER span of process `pid` in the same trace (CLIENT parent = SERVER span).
+    ServerOf(u32),
+    /// The id the caller sent, or the CLIENT span of `pid` in the same trace: the first while the
+    /// agent only reads headers, the second once it rewrites them. Either keeps one trace.
+    SentOrClientOf(String, u32),
+}
+
+/// One span the agent must export.
+pub struct Expect {
+    name: String,
+    kind: &'static str,
+    pid: u32,
+    /// The padded trace id, or None for a request without context (any valid new id).
+    trace_id: Option<String>,
+    parent: Parent,
+    path: &'static str,
+    query: Option<String>,
+    status: i64,
+    /// `tracer.context.source`.
+    source: &'static str,
+}
+
+/// Sends every request to the upstream service on `port`; returns the spans to expect.
+pub fn drive(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
+    let mut expected = Vec::new();
+    for (headers, e) in single_requests(up) {
+        let path = format!("{}?{}", e.path, e.query.as_deref().unwrap_or_default());
+        let path = path.trim_end_matches('?');
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let status = HttpConn::connect(port)
+            .request("GET", path, &headers, None)
+            .status;
+        println!("guest-suite: GET {path} -> {status}");
+        if i64::from(status) != e.status {
+            return Err(format!(
+                "GET {path} answered {status}, expected {}",
+                e.status
+            ));
+        }
+        expected.push(e);
+    }
+    expected.extend(keep_alive(port, up)?);
+    expected.extend(chain(port, up, down)?);
+    Ok(expected)
+}
+
+type Headers = Vec<(&'static str, String)>;
+
+fn b3_multi(trace: &str, span: &str) -> Headers {
+    vec![
+        ("x-b3-traceid", trace.to_owned()),
+        ("x-b3-spanid", span.to_owned()),
+        ("x-b3-sampled", "1".to_owned()),
+    ]
+}
+
+/// A SERVER span of the upstream service (`pid`) with status 200 and no query; callers adjust.
+fn server(
+    name: &str,
+    pid: u32,
+    trace: Option<String>,
+    parent: Parent,
+    path: &'static str,
+) -> Expect {
+    Expect {
+        name: name.to_owned(),
+        kind: "SERVER",
+        pid,
+        trace_id: trace,
+        parent,
+        path,
+        query: None,
+        status: 200,
+        source: "b3multi",
+    }
+}
+
+/// One request per context format, each on a new connection, with a distinct path or status.
+fn single_requests(up: u32) -> Vec<(Headers, Expect)> {
+    let (t64, s64) = ("463ac35c9f6413ad", "a2fb4a1d1a96d312");
+    let (t128, s128) = ("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1");
+    let (tb3, sb3) = ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174");
+    let (tw3c, sw3c) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let b3_128 = vec![
+        ("X-B3-TraceId", t128.to_owned()),
+        ("X-B3-SpanId", s128.to_owned()),
+        ("X-B3-Sampled", "1".to_owned()),
+    ];
+    vec![
+        (
+            b3_multi(t64, s64),
+            server(
+                "b3 multi 64-bit",
+                up,
+                Some(pad(t64)),
+                Parent::Is(s64.into()),
+                "/hello",
+            ),
+        ),
+        (
+            b3_128,
+            Expect {
+                status: 201,
+                ..server(
+                    "b3 multi 128-bit",
+                    up,
+                    Some(t128.into()),
+                    Parent::Is(s128.into()),
+                    "/status/201",
+                )
+            },
+        ),
+        (
+            vec![("b3", format!("{tb3}-{sb3}-1"))],
+            Expect {
+                status: 404,
+                source: "b3",
+                ..server(
+                    "b3 single",
+                    up,
+                    Some(tb3.into()),
+                    Parent::Is(sb3.into()),
+                    "/status/404",
+                )
+            },
+        ),
+        (
+            vec![("traceparent", format!("00-{tw3c}-{sw3c}-01"))],
+            Expect {
+                status: 503,
+                source: "tracecontext",
+                ..server(
+                    "traceparent",
+                    up,
+                    Some(tw3c.into()),
+                    Parent::Is(sw3c.into()),
+                    "/status/503",
+                )
+            },
+        ),
+        (
+            Vec::new(),
+            Expect {
+                status: 202,
+                source: "none",
+                ..server("no context", up, None, Parent::Empty, "/status/202")
+            },
+        ),
+    ]
+}
+
+/// Requests on one keep-alive connection, told apart by trace id and query.
+fn keep_alive(port: u16, up: u32) -> Result<Vec<Expect>, String> {
+    let mut conn = HttpConn::connect(port);
+    let mut expected = Vec::new();
+    for i in 0..KEEPALIVE_REQUESTS {
+        let trace = format!("{:016x}", 0x1000_0000_0000_0001 + i);
+        let span = format!("{:016x}", 0x2000_0000_0000_0001 + i);
+        let headers = b3_multi(&trace, &span);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let status = conn
+            .request("GET", &format!("/hello?ka={i}"), &headers, None)
+            .status;
+        if status != 200 {
+            return Err(format!("keep-alive request {i} answered {status}"));
+        }
+        let name = format!("keep-alive #{i}");
+        expected.push(Expect {
+            query: Some(format!("ka={i}")),
+            ..server(&name, up, Some(pad(&trace)), Parent::Is(span), "/hello")
+        });
+    }
+    println!("guest-suite: {KEEPALIVE_REQUESTS} requests on one keep-alive connection -> 200");
+    Ok(expected)
+}
+
+/// `/call/hello`: the upstream's SERVER span, its CLIENT call and the downstream's SERVER span.
+fn chain(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
+    let (trace, span) = ("6e0c63257de34c92", "bf9b5b8a9c3d1e27");
+    let headers = b3_multi(trace, span);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let status = HttpConn::connect(port)
+        .request("GET", "/call/hello", &headers, None)
+        .status;
+    println!("guest-suite: GET /call/hello -> {status}");
+    if status != 200 {
+        return Err(format!("GET /call/hello answered {status}"));
+    }
+    let t = || Some(pad(trace));
+    Ok(vec![
+        server(
+            "chain: upstream SERVER",
+            up,
+            t(),
+            Parent::Is(span.into()),
+            "/call/hello",
+        ),
+        Expect {
+            kind: "CLIENT",
+            ..server(
+                "chain: upstream CLIENT",
+                up,
+                t(),
+                Parent::ServerOf(up),
+                "/hello",
+            )
+        },
+        server(
+            "chain: downstream SERVER",
+            down,
+            t(),
+            Parent::SentOrClientOf(span.into(), up),
+            "/hello",
+        ),
+    ])
+}
+
+/// 64-bit B3 ids are left-padded with zeros to 128 bits (what a Zipkin receiver does).
+fn pad(id: &str) -> String {
+    format!("{id:0>32}")
+}
+
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+fn text<'a>(span: &'a Value, key: &str) -> &'a str {
+    span[key].as_str().unwrap_or_default()
+}
+
+impl Expect {
+    /// The spans this expectation is about: same process, kind, trace (if known) and target.
+    fn matches<'a>(&self, spans: &'a [Value]) -> Vec<&'a Value> {
+        spans
+            .iter()
+            .filter(|s| {
+                text(s, "kind") == self.kind
+                    && s["resource"]["process.pid"].as_u64() == Some(u64::from(self.pid))
+                    && self
+                        .trace_id
+                        .as_deref()
+                        .is_none_or(|t| text(s, "trace_id") == t)
+                    && attr(s, "url.path").as_str() == Some(self.path)
+                    && attr(s, "url.query").as_str() == self.query.as_deref()
+            })
+            .collect()
+    }
+
+    pub fn found(&self, spans: &[Value]) -> bool {
+        !self.matches(spans).is_empty()
+    }
+
+    /// Prints the check's line; returns the failure, if any.
+    pub fn check(&self, spans: &[Value]) -> Option<String> {
+        let result = self.verify(spans);
+        match &result {
+            Ok(detail) => println!("check ok   {}: {detail}", self.name),
+            Err(why) => println!("check FAIL {}: {why}", self.name),
+        }
+        result.err().map(|why| format!("{}: {why}", self.name))
+    }
+
+    fn verify(&self, spans: &[Value]) -> Result<String, String> {
+        let found = self.matches(spans);
+        let span = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(format!(
+                    "no {} span of pid {} for {}",
+                    self.kind, self.pid, self.path
+                ));
+            }
+            many => return Err(format!("{} spans instead of one", many.len())),
+        };
+        let trace = text(span, "trace_id");
+        if trace.len() != 32
+            || !trace.bytes().all(|b| b.is_ascii_hexdigit())
+            || trace.bytes().all(|b| b == b'0')
+        {
+            return Err(format!("invalid trace id {trace:?}"));
+        }
+        let parent = text(span, "parent_span_id");
+        let in_trace = |kind: &str, pid: u32| {
+            spans.iter().find(|s| {
+                text(s, "kind") == kind
+                    && text(s, "trace_id") == trace
+                    && s["resource"]["process.pid"].as_u64() == Some(u64::from(pid))
+            })
+        };
+        let parent_ok = match &self.parent {
+            Parent::Is(id) => parent == id,
+            Parent::Empty => parent.is_empty(),
+            Parent::ServerOf(pid) => {
+                in_trace("SERVER", *pid).is_some_and(|s| text(s, "span_id") == parent)
+            }
+            Parent::SentOrClientOf(sent, pid) => {
+                parent == sent
+                    || in_trace("CLIENT", *pid).is_some_and(|s| text(s, "span_id") == parent)
+            }
+        };
+        if !parent_ok {
+            return Err(format!("parent {parent:?} is wrong (trace {trace})"));
+        }
+        let status = attr(span, "http.response.status_code").as_i64();
+        if status != Some(self.status) {
+            return Err(format!("status {status:?}, expected {}", self.status));
+        }
+        if text(span, "name") != "GET" || attr(span, "http.request.method").as_str() != Some("GET")
+        {
+            return Err(format!(
+                "name/method {:?}, expected GET",
+                text(span, "name")
+            ));
+        }
+        let source = attr(span, "tracer.context.source")
+            .as_str()
+            .unwrap_or_default();
+        // A CLIENT span's context is the one the app forwarded: only SERVER spans name a source.
+        if self.kind == "SERVER" && source != self.source {
+            return Err(format!(
+                "tracer.context.source {source:?}, expected {:?}",
+                self.source
+            ));
+        }
+        Ok(format!(
+            "trace {trace} parent {} status {}",
+            if parent.is_empty() { "-" } else { parent },
+            self.status
+        ))
+    }
+}

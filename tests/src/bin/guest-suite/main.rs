@@ -1,0 +1,131 @@
+//! The test program `cargo xtask vm-test` runs inside each QEMU guest (and that runs on the host
+//! as well, as root, to tell a kernel problem from a test problem):
+//!
+//! ```text
+//! guest-suite [--agent PATH] [--server PATH] [-- AGENT_ARGS...]
+//! ```
+//!
+//! It starts two instances of the static Go demo service on loopback (the second is the first's
+//! DOWNSTREAM), starts the agent with `--stdout json --metrics-addr off --pid A --pid B` plus
+//! `AGENT_ARGS` (e.g. `--attach kprobe`), waits for its `agent ready` line, drives the requests of
+//! [`cases`], reads the spans from the agent's stdout and checks them. It prints one line per
+//! check and ends with the marker the host looks for: `GUEST-RESULT PASS` or
+//! `GUEST-RESULT FAIL <reason>`.
+//!
+//! Only std, libc, `serde_json` and the crate's raw HTTP client: the guest has no network, no
+//! Python and no collector, just this binary, the agent and the Go service.
+
+mod cases;
+mod procs;
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use procs::{Agent, Service};
+
+/// Generous: a TCG guest runs several times slower than the host, and the verifier is CPU-bound.
+const READY_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long to wait for the spans after the last request.
+const SPANS_TIMEOUT: Duration = Duration::from_secs(40);
+
+struct Options {
+    agent: PathBuf,
+    server: PathBuf,
+    agent_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let result = parse_args().and_then(|opts| run(&opts));
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            println!("guest-suite: passed in {secs:.1}s");
+            println!("GUEST-RESULT PASS");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            println!("guest-suite: failed after {secs:.1}s");
+            // One line: the host puts the reason into its table.
+            println!("GUEST-RESULT FAIL {}", reason.replace('\n', " | "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args() -> Result<Options, String> {
+    // The guest's /init puts everything in /bin; on the host, pass the paths.
+    let mut opts = Options {
+        agent: PathBuf::from("/bin/tracer-agent"),
+        server: PathBuf::from("/bin/go-demo-svc"),
+        agent_args: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agent" => opts.agent = args.next().ok_or("--agent needs a path")?.into(),
+            "--server" => opts.server = args.next().ok_or("--server needs a path")?.into(),
+            "--" => opts.agent_args.extend(args.by_ref()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: guest-suite [--agent PATH] [--server PATH] [-- AGENT_ARGS...]"
+                ));
+            }
+        }
+    }
+    Ok(opts)
+}
+
+fn run(opts: &Options) -> Result<(), String> {
+    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        println!("guest-suite: kernel {}", release.trim());
+    }
+    let [up_port, down_port] = free_ports()?;
+    let down = Service::start(&opts.server, down_port, None)?;
+    let up = Service::start(
+        &opts.server,
+        up_port,
+        Some(&format!("http://127.0.0.1:{down_port}")),
+    )?;
+
+    let mut cmd = Command::new(&opts.agent);
+    cmd.args(["--stdout", "json", "--metrics-addr", "off"]);
+    for pid in [up.pid(), down.pid()] {
+        cmd.arg("--pid").arg(pid.to_string());
+    }
+    cmd.args(&opts.agent_args);
+    let mut agent = Agent::start(cmd, READY_TIMEOUT)?;
+
+    let expected = cases::drive(up_port, up.pid(), down.pid())?;
+    let spans = agent.collect_spans(SPANS_TIMEOUT, |spans| {
+        expected.iter().all(|e| e.found(spans))
+    });
+    println!("guest-suite: {} spans received", spans.len());
+    let failed: Vec<String> = expected.iter().filter_map(|e| e.check(&spans)).collect();
+    agent.stop()?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        for span in &spans {
+            println!("span: {span}");
+        }
+        Err(format!(
+            "{} of {} checks failed, first: {}",
+            failed.len(),
+            expected.len(),
+            failed[0]
+        ))
+    }
+}
+
+/// Two distinct free loopback ports (both held while choosing, so they differ).
+fn free_ports() -> Result<[u16; 2], String> {
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding a port: {e}"));
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string());
+    Ok([port(&a)?, port(&b)?])
+}

@@ -1,0 +1,492 @@
+//! No root: the container image recipe (deploy/Dockerfile) and the systemd unit
+//! (deploy/systemd/) agree with how the project builds and runs the agent.
+//!
+//! There is no container engine on these machines, so the Dockerfile is checked statically: its
+//! stages, that the builder installs what `cargo xtask setup` installs and runs the release
+//! build, and that the runtime stage holds only the binary. The unit is parsed as INI and must
+//! grant exactly the capabilities of the Kubernetes `DaemonSet`; its example environment file is
+//! fed to the real agent with `--check-config`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+    process::Command,
+};
+
+use tracer_tests::harness::{agent_binary, workspace_root};
+
+fn read(relative: &str) -> String {
+    let path = workspace_root().join(relative);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The capabilities the unprivileged `DaemonSet` adds, with the `CAP_` prefix systemd uses.
+fn daemonset_capabilities() -> BTreeSet<String> {
+    let ds: serde_yaml::Value = serde_yaml::from_str(&read("deploy/kubernetes/05-daemonset.yaml"))
+        .expect("05-daemonset.yaml is YAML");
+    let add =
+        &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"];
+    let caps: BTreeSet<String> = add
+        .as_sequence()
+        .unwrap_or_else(|| panic!("no capabilities.add in the DaemonSet: {add:?}"))
+        .iter()
+        .map(|c| format!("CAP_{}", c.as_str().expect("capability name")))
+        .collect();
+    assert!(caps.contains("CAP_BPF") && caps.contains("CAP_PERFMON"));
+    caps
+}
+
+/// `KEY=value` lines (comments and blank lines skipped), as systemd's `EnvironmentFile=` reads them.
+fn env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=value: {l}"));
+            (k.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfile
+
+/// One Dockerfile instruction: keyword (upper case) and its arguments, continuations joined.
+#[derive(Debug)]
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+/// A build stage: its `FROM` line and the instructions after it.
+#[derive(Debug)]
+struct Stage {
+    base: String,
+    name: String,
+    body: Vec<Instruction>,
+}
+
+impl Stage {
+    fn runs(&self) -> String {
+        self.body
+            .iter()
+            .filter(|i| i.keyword == "RUN")
+            .map(|i| i.args.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn all(&self, keyword: &str) -> Vec<&str> {
+        self.body
+            .iter()
+            .filter(|i| i.keyword == keyword)
+            .map(|i| i.args.as_str())
+            .collect()
+    }
+
+    /// The default of `ARG NAME=default` in this stage.
+    fn arg(&self, name: &str) -> Option<String> {
+        self.all("ARG")
+            .into_iter()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_owned))
+    }
+}
+
+/// Splits a Dockerfile into global `ARG` defaults and stages (`${VAR}` in `FROM` resolved).
+fn parse_dockerfile(text: &str) -> (BTreeMap<String, String>, Vec<Stage>) {
+    let mut instructions = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        if let Some(cont) = trimmed.strip_suffix('\\') {
+            pending.push_str(cont);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(trimmed);
+        let (keyword, args) = pending.split_once(' ').unwrap_or((&pending, ""));
+        instructions.push(Instruction {
+            keyword: keyword.to_ascii_uppercase(),
+            args: args.split_whitespace().collect::<Vec<_>>().join(" "),
+        });
+        pending.clear();
+    }
+    let mut globals: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for ins in instructions {
+        if ins.keyword == "FROM" {
+            let mut base = ins
+                .args
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            for (k, v) in &globals {
+                base = base.replace(&format!("${{{k}}}"), v);
+            }
+            let name = ins
+                .args
+                .split_once(" AS ")
+                .map(|(_, n)| n.trim().to_owned())
+                .unwrap_or_default();
+            stages.push(Stage {
+                base,
+                name,
+                body: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.body.push(ins);
+        } else if ins.keyword == "ARG"
+            && let Some((k, v)) = ins.args.split_once('=')
+        {
+            globals.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    (globals, stages)
+}
+
+/// A quoted string constant of xtask/src/setup.rs, e.g. `const BPF_LINKER_VERSION: &str = "0.13.0";`
+/// (or every string of a `&[&str]` constant).
+fn setup_const(name: &str) -> Vec<String> {
+    let setup = read("xtask/src/setup.rs");
+    let line = setup
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("const {name}:")))
+        .unwrap_or_else(|| panic!("xtask/src/setup.rs has no const {name}"));
+    let value = line.split_once('=').expect("const with a value").1;
+    value
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn dockerfile_builder_does_what_setup_and_build_do() {
+    let (globals, stages) = parse_dockerfile(&read("deploy/Dockerfile"));
+    assert_eq!(
+        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["builder", "runtime"],
+        "two stages: {stages:#?}"
+    );
+    assert_eq!(
+        globals.get("DEBIAN_RELEASE").map(String::as_str),
+        Some("bookworm")
+    );
+    let builder = &stages[0];
+    assert_eq!(
+        builder.base, "debian:bookworm",
+        "the same Debian 12 as the hosts"
+    );
+    let runs = builder.runs();
+
+    // Debian's Rust for the eBPF crate, and the LLVM dev packages of its LLVM major.
+    for pkg in setup_const("RUST_WEB") {
+        assert!(runs.contains(&pkg), "builder does not install {pkg}");
+    }
+    for pkg in [
+        "llvm-$LLVM-dev",
+        "libpolly-$LLVM-dev",
+        "zlib1g-dev",
+        "libzstd-dev",
+    ] {
+        assert!(runs.contains(pkg), "builder does not install {pkg}");
+    }
+    assert!(
+        runs.contains("rustc -vV") && runs.contains("LLVM version"),
+        "the LLVM major must come from rustc, as in setup"
+    );
+
+    // bpf-linker: the version setup installs, against that LLVM.
+    let linker = setup_const("BPF_LINKER_VERSION");
+    assert_eq!(
+        builder.arg("BPF_LINKER_VERSION").as_deref(),
+        linker.first().map(String::as_str)
+    );
+    assert!(
+        runs.contains("cargo install --locked \"bpf-linker@$BPF_LINKER_VERSION\"")
+            && runs.contains("--features \"llvm-$LLVM\"")
+            && runs.contains("LLVM_PREFIX=\"/usr/lib/llvm-$LLVM\""),
+        "bpf-linker install differs from setup's:\n{runs}"
+    );
+
+    // rustup's toolchain for the userspace crates: at least the workspace's rust-version.
+    let manifest = read("Cargo.toml");
+    let rust_version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("workspace rust-version")
+        .trim_matches('"');
+    let toolchain = builder.arg("RUST_TOOLCHAIN").expect("ARG RUST_TOOLCHAIN");
+    assert!(
+        toolchain.starts_with(rust_version),
+        "toolchain {toolchain} vs rust-version {rust_version}"
+    );
+    assert!(
+        runs.contains("sh.rustup.rs") && runs.contains("--default-toolchain \"$RUST_TOOLCHAIN\"")
+    );
+
+    // The toolchain name tracer-agent's build.rs runs the eBPF build with.
+    let build_rs = read("tracer-agent/build.rs");
+    assert!(build_rs.contains("unwrap_or_else(|_| \"rust-web\".to_owned())"));
+    assert!(runs.contains("rustup toolchain link rust-web /usr"));
+
+    // The release build of the agent, exactly Cargo.lock, from the whole workspace.
+    assert!(
+        builder.all("COPY").contains(&". ."),
+        "{:?}",
+        builder.all("COPY")
+    );
+    assert!(
+        runs.contains("cargo build --release -p tracer-agent --locked"),
+        "{runs}"
+    );
+    assert!(runs.contains("install -D -m 0755 target/release/tracer-agent /out/tracer-agent"));
+
+    // target/ and .git/ stay out of the build context (BuildKit reads Dockerfile.dockerignore).
+    let ignore = read("deploy/Dockerfile.dockerignore");
+    for entry in ["target", ".git"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == entry),
+            "{entry} not ignored"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_runtime_stage_is_only_the_binary() {
+    let (_, stages) = parse_dockerfile(&read("deploy/Dockerfile"));
+    let runtime = stages.last().expect("a runtime stage");
+    assert_eq!(runtime.base, "debian:bookworm-slim");
+    // Nothing installed or run: the image is the slim base plus one file.
+    assert!(runtime.all("RUN").is_empty(), "{:?}", runtime.all("RUN"));
+    assert_eq!(
+        runtime.all("COPY"),
+        ["--from=builder /out/tracer-agent /usr/local/bin/tracer-agent"]
+    );
+    assert_eq!(
+        runtime.all("ENTRYPOINT"),
+        ["[\"/usr/local/bin/tracer-agent\"]"],
+        "exec form, so the agent is PID 1 of the container and gets SIGTERM"
+    );
+    // Root on purpose (capabilities); the DaemonSet sets runAsUser 0 as well.
+    assert_eq!(runtime.all("USER"), ["0:0"]);
+    assert_eq!(runtime.all("EXPOSE"), ["9464"]);
+    assert!(
+        !runtime
+            .all("COPY")
+            .iter()
+            .chain(&runtime.all("ADD"))
+            .any(|c| c.contains("ca-certificates")),
+        "no TLS client, no CA bundle"
+    );
+    // The binary links only what bookworm-slim has.
+    let ldd = Command::new("ldd")
+        .arg(agent_binary())
+        .output()
+        .expect("run ldd");
+    let libs = String::from_utf8_lossy(&ldd.stdout);
+    for line in libs.lines() {
+        let lib = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            [
+                "linux-vdso",
+                "libgcc_s",
+                "libm.",
+                "libc.",
+                "/lib64/ld-linux",
+                "libpthread",
+                "libdl",
+            ]
+            .iter()
+            .any(|ok| lib.contains(ok)),
+            "tracer-agent links {lib}, which debian:bookworm-slim may lack:\n{libs}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+
+/// `[Section]` -> `Key` -> values (a key may repeat, e.g. `After=`).
+type Unit = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+fn parse_unit(text: &str) -> Unit {
+    let mut unit = Unit::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            name.clone_into(&mut section);
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "no continuation lines expected: {line}"
+        );
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not Key=value: {line}"));
+        assert!(!section.is_empty(), "{k} outside a section");
+        unit.entry(section.clone())
+            .or_default()
+            .entry(k.trim().to_owned())
+            .or_default()
+            .push(v.trim().to_owned());
+    }
+    unit
+}
+
+fn unit() -> Unit {
+    parse_unit(&read("deploy/systemd/tracer-agent.service"))
+}
+
+/// The single value of `key` in `section`.
+fn value<'a>(unit: &'a Unit, section: &str, key: &str) -> &'a str {
+    let values = unit
+        .get(section)
+        .and_then(|s| s.get(key))
+        .unwrap_or_else(|| panic!("[{section}] has no {key}="));
+    assert_eq!(values.len(), 1, "[{section}] {key}= set more than once");
+    &values[0]
+}
+
+#[test]
+fn unit_grants_exactly_the_daemonset_capabilities() {
+    let unit = unit();
+    let caps = daemonset_capabilities();
+    for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+        let set: BTreeSet<String> = value(&unit, "Service", key)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(set, caps, "{key} differs from the DaemonSet's capabilities");
+    }
+    assert_eq!(value(&unit, "Service", "NoNewPrivileges"), "yes");
+    // eBPF maps are charged to RLIMIT_MEMLOCK before kernel 5.11.
+    assert_eq!(value(&unit, "Service", "LimitMEMLOCK"), "infinity");
+}
+
+#[test]
+fn unit_runs_the_installed_binary_with_its_environment_file() {
+    let unit = unit();
+    assert_eq!(value(&unit, "Service", "Type"), "simple");
+    assert_eq!(
+        value(&unit, "Service", "ExecStart"),
+        "/usr/local/bin/tracer-agent"
+    );
+    // Optional ("-"): without it the agent runs with its defaults.
+    assert_eq!(
+        value(&unit, "Service", "EnvironmentFile"),
+        "-/etc/tracer-agent/tracer-agent.env"
+    );
+    assert_eq!(value(&unit, "Service", "Restart"), "on-failure");
+    assert!(value(&unit, "Service", "RestartSec").ends_with('s'));
+    assert_eq!(value(&unit, "Service", "ProtectSystem"), "strict");
+    assert_eq!(value(&unit, "Service", "ProtectHome"), "yes");
+    assert_eq!(value(&unit, "Install", "WantedBy"), "multi-user.target");
+    // Nothing that would hide the host's processes or drop the capabilities.
+    let service = &unit["Service"];
+    for hiding in [
+        "PrivateUsers",
+        "ProtectProc",
+        "ProcSubset",
+        "PrivateNetwork",
+        "User",
+        "DynamicUser",
+    ] {
+        assert!(
+            !service.contains_key(hiding),
+            "{hiding}= would break the agent"
+        );
+    }
+}
+
+#[test]
+fn unit_environment_file_is_accepted_by_the_agent() {
+    let env = env_file(&read("deploy/systemd/tracer-agent.env"));
+    let out = Command::new(agent_binary())
+        .arg("--check-config")
+        .env_clear()
+        .envs(&env)
+        .output()
+        .expect("run tracer-agent --check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "--check-config rejects deploy/systemd/tracer-agent.env: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "otlp: grpc http://127.0.0.1:4317",
+        "propagators: b3multi,b3,tracecontext",
+        "metrics: 127.0.0.1:9464",
+        "kubernetes: off",
+    ] {
+        assert!(stdout.contains(wanted), "lacks `{wanted}`:\n{stdout}");
+    }
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify_where_systemd_is_installed() {
+    // systemd is not part of a bare Debian 12 image and setup does not install it, so this
+    // check runs where `systemd-analyze` exists (it does on the development machines) and the
+    // INI checks above stand alone elsewhere. It catches misspelt directives, which systemd
+    // would only log and ignore.
+    let Ok(which) = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+    else {
+        return;
+    };
+    if !which.status.success() {
+        eprintln!("systemd-analyze not installed: `verify` not run");
+        return;
+    }
+    // verify needs ExecStart to exist: point it at the built binary, in a copy of the unit.
+    let dir = std::env::temp_dir().join(format!("tracer-unit-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let copy = dir.join("tracer-agent.service");
+    let text = read("deploy/systemd/tracer-agent.service").replace(
+        "ExecStart=/usr/local/bin/tracer-agent",
+        &format!("ExecStart={}", agent_binary().display()),
+    );
+    fs::write(&copy, text).expect("write unit copy");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze verify");
+    let _ = fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+#[test]
+fn unit_install_steps_put_files_where_it_reads_them() {
+    // The install commands in the unit's header comment put the files where the unit reads them.
+    let text = read("deploy/systemd/tracer-agent.service");
+    for path in [
+        "/usr/local/bin/tracer-agent",
+        "/etc/tracer-agent/tracer-agent.env",
+        "/etc/systemd/system/",
+    ] {
+        assert!(
+            text.contains(&format!(" {path}")),
+            "install step for {path}"
+        );
+    }
+    assert!(Path::new(&workspace_root().join("deploy/systemd/tracer-agent.env")).is_file());
+}

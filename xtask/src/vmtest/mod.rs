@@ -1,0 +1,200 @@
+//! `cargo xtask vm-test`: the agent's tests on other kernels, each booted in QEMU.
+//!
+//! Users run many kernels, this machine only one. So: fetch Debian's cloud kernels (5.10, 6.1,
+//! 6.12, 7.x), QEMU 10 and busybox into `target/vm/` (once; see [`fetch`]); build the agent, the
+//! guest suite and a static Go service into one initramfs ([`payload`]); boot each kernel with it
+//! in software emulation, where the suite loads the real programs and drives real HTTP on the
+//! guest's loopback ([`boot`]); print a kernel x attach plan x result table and write it to
+//! `target/vm/results.md` ([`report`]). Any failure, crash or hang makes the command fail.
+
+mod apt;
+mod boot;
+mod cpio;
+mod fetch;
+mod payload;
+mod report;
+
+use std::{
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, Outcome, Step};
+use report::KernelResult;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Kernels to boot, comma-separated: 5.10 (bullseye-security), 6.1 (bookworm-security),
+    /// 6.12 (trixie-security), 7 (sid).
+    #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12,7")]
+    kernels: Vec<String>,
+    /// Run the guest suite once per attach family, with `--attach FAMILY` for the agent
+    /// (comma-separated, e.g. tracepoint,kprobe,fentry,auto). Default: one run, the agent's choice.
+    #[arg(long, value_delimiter = ',')]
+    attach: Vec<String>,
+    /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds each suite run may take before the guest counts as hung. A TCG guest boots in
+    /// seconds, but loading and verifying the programs is several times slower than on the host.
+    #[arg(long, value_name = "SECS", default_value_t = 240)]
+    timeout: u64,
+    /// Resolve and download the kernels and QEMU again (security updates rename the kernels).
+    #[arg(long)]
+    refresh: bool,
+    /// Extra arguments for the agent in every run, after `--`.
+    #[arg(last = true, value_name = "AGENT_ARGS")]
+    agent_args: Vec<String>,
+}
+
+pub fn vm_test(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    let specs = selected(&opts.kernels)?;
+    let runs = runs(opts);
+    let vm = util::target_dir().join("vm");
+
+    let qemu = fetch::qemu(&vm, opts.refresh)?;
+    let kernels = specs
+        .iter()
+        .map(|spec| fetch::kernel(&vm, spec, opts.refresh))
+        .collect::<Result<Vec<_>>>()?;
+    let bins = payload::build(&vm)?;
+    let run_dir = vm.join("run");
+    let logs = vm.join("logs");
+    for dir in [&run_dir, &logs] {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let initramfs = run_dir.join("initramfs.cpio");
+    payload::initramfs(&qemu, &bins, &runs, &initramfs)?;
+
+    let guest = Guest {
+        qemu: &qemu,
+        initramfs: &initramfs,
+        expected: runs.iter().map(|r| r.join(" ")).collect(),
+        timeout: Duration::from_secs(opts.timeout) * u32::try_from(runs.len()).unwrap_or(1),
+    };
+    let mut results = Vec::new();
+    for (spec, kernel) in specs.iter().zip(&kernels) {
+        let log = logs.join(format!("{}.log", spec.label));
+        results.push(guest.boot(spec, kernel, &log)?);
+    }
+    if !opts.keep {
+        let _ = fs::remove_dir_all(&run_dir);
+    }
+
+    report::print(&results);
+    let md = vm.join("results.md");
+    report::write_markdown(&results, &qemu.version()?, &md)?;
+    println!(
+        "[vm-test] table written to {}; downloads cached in {}: {}",
+        md.display(),
+        vm.join("debs").display(),
+        fetch::cached_downloads(&vm)
+    );
+    let failed = results
+        .iter()
+        .flat_map(|k| &k.runs)
+        .filter(|r| r.result.is_err())
+        .count();
+    let total = results.iter().map(|k| k.runs.len()).sum::<usize>();
+    println!(
+        "[vm-test] {} of {total} runs passed ({:.1}s)",
+        total - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        bail!(
+            "{failed} of {total} guest runs failed: the table and their console output are above"
+        );
+    }
+    Ok(())
+}
+
+/// The `--kernels` labels as specs (`7.x` is accepted for `7`).
+fn selected(labels: &[String]) -> Result<Vec<&'static fetch::KernelSpec>> {
+    labels
+        .iter()
+        .map(|label| {
+            let label = label.trim().trim_end_matches(".x");
+            fetch::KERNELS
+                .iter()
+                .find(|k| k.label == label)
+                .with_context(|| {
+                    let known: Vec<&str> = fetch::KERNELS.iter().map(|k| k.label).collect();
+                    format!(
+                        "unknown kernel {label:?} in --kernels; known: {}",
+                        known.join(",")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// What every boot shares: QEMU, the initramfs and the runs /init will do.
+struct Guest<'a> {
+    qemu: &'a fetch::Qemu,
+    initramfs: &'a Path,
+    expected: Vec<String>,
+    timeout: Duration,
+}
+
+impl Guest<'_> {
+    fn boot(
+        &self,
+        spec: &fetch::KernelSpec,
+        kernel: &fetch::Kernel,
+        log: &Path,
+    ) -> Result<KernelResult> {
+        let mut boot = None;
+        Step::start(
+            "vm-test",
+            format!("boot {} ({})", spec.label, kernel.package),
+        )
+        .run(|s| {
+            let b = boot::boot(
+                self.qemu,
+                &kernel.vmlinuz,
+                self.initramfs,
+                &self.expected,
+                self.timeout,
+                log,
+                s,
+            )?;
+            let failed = b.runs.iter().filter(|r| r.result.is_err()).count();
+            let outcome = if failed == 0 {
+                "PASS".to_owned()
+            } else {
+                format!("FAIL ({failed} of {} runs)", b.runs.len())
+            };
+            boot = Some(b);
+            Ok(Outcome::Info(outcome))
+        })?;
+        let boot = boot.context("the boot step returned no result")?;
+        Ok(KernelResult {
+            label: spec.label.to_owned(),
+            suite: spec.suite.to_owned(),
+            package: kernel.package.clone(),
+            runs: boot.runs,
+            boot_secs: boot.secs,
+            log: log.display().to_string(),
+        })
+    }
+}
+
+/// The agent arguments of each suite run: one per `--attach` family, each plus `AGENT_ARGS`.
+fn runs(opts: &Options) -> Vec<Vec<String>> {
+    if opts.attach.is_empty() {
+        return vec![opts.agent_args.clone()];
+    }
+    opts.attach
+        .iter()
+        .map(|family| {
+            let mut args = vec!["--attach".to_owned(), family.clone()];
+            args.extend(opts.agent_args.iter().cloned());
+            args
+        })
+        .collect()
+}

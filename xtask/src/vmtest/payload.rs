@@ -1,0 +1,176 @@
+//! What runs inside the guests: the agent, the guest suite (tests/src/bin/guest-suite) and the
+//! static Go demo service, with busybox and an /init script, packed into one initramfs that
+//! every kernel boots.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{cpio::Archive, fetch::Qemu};
+use crate::{
+    build,
+    util::{self, Outcome, Step},
+};
+
+const GO: &str = "/usr/lib/go-1.23/bin/go";
+
+/// PID 1 of the guests. The markers (`GUEST-RUN`, `GUEST-RESULT` from the suite, `GUEST-DONE`)
+/// are what the host reads on the serial console; `poweroff -f` ends QEMU (with -no-reboot).
+/// If the shell itself dies the kernel panics, which `panic=-1` also turns into QEMU's exit.
+const INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+[ -e /dev/console ] || mknod /dev/console c 5 1
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+echo "GUEST-KERNEL $(uname -r)"
+n=0
+while IFS= read -r line; do
+    n=$((n + 1))
+    echo "GUEST-RUN $n $line"
+    # Each line holds the agent arguments of one run, single-quoted by the host.
+    eval "set -- $line"
+    /bin/guest-suite -- "$@" </dev/null
+done </etc/vmtest-runs
+echo GUEST-DONE
+poweroff -f
+"#;
+
+pub struct Binaries {
+    agent: PathBuf,
+    suite: PathBuf,
+    server: PathBuf,
+}
+
+/// Builds the agent (with setup, as `cargo xtask build`), the guest suite and the Go service.
+pub fn build(vm: &Path) -> Result<Binaries> {
+    let agent = build::build()?;
+    let suite = util::target_dir().join("release/guest-suite");
+    Step::start("vm-test", "guest suite (tests/src/bin/guest-suite)").run(|s| {
+        s.break_line();
+        util::run(
+            util::cargo()
+                .current_dir(util::workspace_root())
+                .args(["build", "--release", "--locked", "-p", "tracer-tests"])
+                .args(["--bin", "guest-suite"]),
+        )?;
+        Ok(Outcome::Info(suite.display().to_string()))
+    })?;
+    let server = vm.join("payload/go-demo-svc");
+    Step::start("vm-test", "static Go demo service").run(|_| {
+        let dir = vm.join("payload");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // CGO_ENABLED=0: a static binary that needs nothing from the guest. The caches stay
+        // under target/ so the build writes nothing into the home directory.
+        util::output(
+            Command::new(GO)
+                .current_dir(util::workspace_root().join("tests/services/go"))
+                .args(["build", "-trimpath", "-o"])
+                .arg(&server)
+                .arg(".")
+                .env("CGO_ENABLED", "0")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOCACHE", vm.join("go/cache"))
+                .env("GOPATH", vm.join("go/path")),
+        )
+        .context("go build of tests/services/go failed (is golang-1.23-go installed? `cargo xtask setup`)")?;
+        Ok(Outcome::Info(server.display().to_string()))
+    })?;
+    Ok(Binaries {
+        agent,
+        suite,
+        server,
+    })
+}
+
+/// Writes the initramfs to `out`; `runs` are the agent arguments of each suite run.
+pub fn initramfs(qemu: &Qemu, bins: &Binaries, runs: &[Vec<String>], out: &Path) -> Result<()> {
+    Step::start("vm-test", "initramfs").run(|_| {
+        let mut a = Archive::default();
+        a.file("init", INIT.as_bytes().to_vec(), true);
+        for dir in ["proc", "sys", "tmp", "root"] {
+            a.dir(dir);
+        }
+        // The kernel opens /dev/console for PID 1's stdio before /init can mount devtmpfs.
+        a.char_dev("dev/console", 5, 1);
+        a.copy("bin/busybox", &qemu.busybox())?;
+        let applets = util::output(Command::new(qemu.busybox()).arg("--list"))?;
+        for applet in applets.lines().filter(|l| !l.is_empty() && *l != "busybox") {
+            a.symlink(&format!("bin/{applet}"), "busybox");
+        }
+        a.copy("bin/go-demo-svc", &bins.server)?;
+        for (name, bin) in [("tracer-agent", &bins.agent), ("guest-suite", &bins.suite)] {
+            a.copy(&format!("bin/{name}"), bin)?;
+            // Both are dynamically linked (glibc): the same libraries go to the same paths.
+            for lib in shared_libraries(bin)? {
+                a.copy(&lib, Path::new(&lib))?;
+            }
+        }
+        let lines: Vec<String> = runs.iter().map(|args| shell_words(args)).collect();
+        a.file(
+            "etc/vmtest-runs",
+            format!("{}\n", lines.join("\n")).into_bytes(),
+            false,
+        );
+        // Not compressed: QEMU copies the file into guest memory as is, while gunzip of ~30 MB
+        // inside a TCG guest costs seconds per boot.
+        let size = a.write(out)?;
+        Ok(Outcome::Info(format!(
+            "{} ({})",
+            out.display(),
+            super::fetch::mib(size)
+        )))
+    })
+}
+
+/// The absolute paths `ldd` lists for `bin` (libraries and the dynamic loader).
+fn shared_libraries(bin: &Path) -> Result<Vec<String>> {
+    let out = util::output(Command::new("ldd").arg(bin))?;
+    let mut libs = Vec::new();
+    for line in out.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)`
+        // or `linux-vdso.so.1 (0x...)` (in the kernel, nothing to copy).
+        if line.contains("not found") {
+            bail!("{}: a library is missing: {}", bin.display(), line.trim());
+        }
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next());
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.push(path.to_owned());
+        }
+    }
+    Ok(libs)
+}
+
+/// Single-quotes each argument for `eval` in /init.
+fn shell_words(args: &[String]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    quoted.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        let args = ["--attach".to_owned(), "it's".to_owned()];
+        assert_eq!(shell_words(&args), r"'--attach' 'it'\''s'");
+        assert_eq!(shell_words(&[]), "");
+    }
+}
