@@ -48,7 +48,7 @@ pub enum LoaderError {
     )]
     NoTracefs(io::Error),
     #[error(
-        "loading the eBPF object failed: {0}. The kernel must support BPF ring buffers (Linux 5.8 or later)"
+        "loading the eBPF object failed: {0}. The agent needs Linux 5.8 or later (BPF ring buffers, CAP_BPF)"
     )]
     Load(#[source] aya::EbpfError),
     #[error(transparent)]

@@ -42,12 +42,13 @@ pub struct SyscallArgs {
     pub tuple: SockTuple,
 }
 
-/// A data event being assembled: the header and room for the payload. The payload area is twice
-/// the capture bound so that `offset + length` is provably in bounds for the verifier.
+/// A data event being assembled: the header and room for the payload. The payload area is four
+/// times the capture bound so that `offset + length`, each masked below twice the bound, is
+/// provably in bounds for the verifier.
 #[repr(C)]
 pub struct Scratch {
     pub event: DataEvent,
-    pub data: [u8; 2 * MAX_CAPTURE],
+    pub data: [u8; 4 * MAX_CAPTURE],
 }
 
 #[repr(C)]
@@ -208,19 +209,22 @@ fn is_http_start(b: &[u8; 8]) -> bool {
     }
 }
 
-/// `min(v, MAX_CAPTURE)`, computed in assembly so that LLVM cannot drop it as redundant: the
-/// verifier needs to see the bound on the very register passed to a helper, and it cannot
-/// follow the reasoning that made LLVM consider the check useless.
+/// Bit mask that leaves every real offset and length (all at most `MAX_CAPTURE`) unchanged.
+const BOUND_MASK: u64 = (2 * MAX_CAPTURE as u64) - 1;
+
+/// `v & BOUND_MASK`, computed in assembly so that LLVM cannot drop it as redundant: the
+/// verifier needs to see the bound on the very register passed to a helper. A mask rather than
+/// a compare-and-clamp, because a clamp the verifier already knows to be true leaves an
+/// impossible branch that older verifiers (5.10, 6.1) walk with contradictory bounds.
 #[inline(always)]
 fn bounded(v: u64) -> u64 {
     let mut v = v;
     // SAFETY: pure register arithmetic.
     unsafe {
         core::arch::asm!(
-            "if {v} <= {max} goto +1",
-            "{v} = {max}",
+            "{v} &= {mask}",
             v = inout(reg) v,
-            max = const MAX_CAPTURE,
+            mask = const BOUND_MASK,
         );
     }
     v
@@ -229,13 +233,13 @@ fn bounded(v: u64) -> u64 {
 /// Copies `len` user bytes from `src` to `data[offset..]`; returns the bytes copied.
 #[inline(always)]
 fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
-    // offset <= MAX and len <= MAX, and the buffer holds 2 * MAX.
+    // The verifier sees offset and len each below 2 * MAX; the buffer holds 4 * MAX.
     let offset = bounded(offset);
     let len = bounded(len);
     if len == 0 {
         return 0;
     }
-    // SAFETY: data points at a 2 * MAX_CAPTURE buffer and offset + len stays inside it.
+    // SAFETY: data points at a 4 * MAX_CAPTURE buffer and offset + len stays inside it.
     let ret = unsafe {
         probe_read_user_raw(
             data.add(offset as usize).cast::<c_void>(),

@@ -7,7 +7,7 @@
 
 /// Upper bound, fixed at compile time, of the bytes copied from one syscall's buffer.
 /// The effective limit is the `CAPTURE_SIZE` global set by the agent at load time (`--capture-size`).
-pub const MAX_CAPTURE: usize = 8192;
+pub const MAX_CAPTURE: usize = 4096;
 /// Default for `CAPTURE_SIZE`: a request line plus the dozen headers a mesh sidecar adds fit easily.
 pub const DEFAULT_CAPTURE: u32 = 2048;
 /// Bytes copied from the end of a message whose middle was not captured (chunked-body terminator).
