@@ -213,6 +213,11 @@ pub struct Cli {
     )]
     pub pod_selector: String,
 
+    /// Log filter, e.g. info or tracer_agent=debug (tracer_agent::pipeline=trace prints every
+    /// captured syscall)
+    #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+
     /// Print the configuration resolved from flags and environment, then exit (needs no privileges)
     #[arg(long)]
     pub check_config: bool,

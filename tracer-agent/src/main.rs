@@ -9,6 +9,7 @@ mod events;
 mod export;
 mod http;
 mod k8s;
+mod kstats;
 mod loader;
 mod metrics;
 mod pipeline;
@@ -57,9 +58,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(color)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_new(&cli.log_level).unwrap_or_else(|e| {
+            eprintln!(
+                "--log-level {:?} is not a valid filter ({e}); using info",
+                cli.log_level
+            );
+            EnvFilter::new("info")
+        }))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

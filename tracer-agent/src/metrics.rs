@@ -74,6 +74,9 @@ pub struct Metrics {
     pub export_retries: AtomicU64,
     pub connections: AtomicU64,
     pub k8s_watch_errors: AtomicU64,
+    /// Runs of our programs the kernel skipped because another BPF program was running on
+    /// that CPU (fdinfo `recursion_misses`): events lost without our counters seeing them.
+    pub kernel_skipped: AtomicU64,
     pub k8s_pods: AtomicU64,
     pub inflight_server_requests: AtomicU64,
     conn: Mutex<ConnStats>,
@@ -112,8 +115,9 @@ impl Metrics {
     #[must_use]
     pub fn summary(&self) -> String {
         let conn = *self.conn.lock().expect("metrics lock");
+        let kernel = |c: u32| self.kernel[c as usize].load(Relaxed);
         format!(
-            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={}",
+            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} skipped_bytes={} malformed_heads={} lost_sync={}",
             self.records.load(Relaxed),
             self.kernel_drops(),
             self.user_drops(),
@@ -125,7 +129,12 @@ impl Metrics {
             conn.unsampled,
             self.export_errors.load(Relaxed),
             self.connections.load(Relaxed),
-            self.kernel[counter::TRUNCATED as usize].load(Relaxed),
+            kernel(counter::TRUNCATED),
+            kernel(counter::READ_FAULT),
+            conn.orphan_responses,
+            conn.streams.skipped_bytes,
+            conn.streams.malformed_heads,
+            conn.streams.lost_sync,
         )
     }
 
@@ -237,6 +246,12 @@ impl Metrics {
         for (name, help, value) in self.user_counters() {
             metric(name, "counter", help, value);
         }
+        metric(
+            "tracer_kernel_dropped_skipped_total",
+            "counter",
+            "Program runs the kernel skipped because another BPF program was running on that CPU.",
+            self.kernel_skipped.load(Relaxed),
+        );
         metric(
             "tracer_k8s_watch_errors_total",
             "counter",

@@ -14,7 +14,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{DIR_INGRESS, FLAG_HAS_TUPLE, counter};
-use tracing::{debug, info, trace};
+use tracing::{debug, info, trace, warn};
 
 use crate::{
     clock::Clock,
@@ -23,12 +23,15 @@ use crate::{
     events::{self, Event},
     export::Outputs,
     k8s::PodStore,
+    kstats,
     metrics::Metrics,
     process::{ProcessCache, host_name},
     span::Span,
     tracker::Tracker,
 };
 
+/// How often the ring buffer is drained when the kernel did not wake us.
+const DRAIN: Duration = Duration::from_millis(10);
 const TICK: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -160,6 +163,11 @@ impl Pipeline {
                 self.metrics.kernel[i as usize].store(values.iter().sum(), Relaxed);
             }
         }
+        let skipped: u64 = kstats::own_programs()
+            .iter()
+            .map(|p| p.recursion_misses)
+            .sum();
+        self.metrics.kernel_skipped.store(skipped, Relaxed);
         self.metrics.set_conn_stats(self.table.stats);
         self.metrics
             .connections
@@ -172,6 +180,14 @@ impl Pipeline {
             .store(self.factory.tracker.inflight_count() as u64, Relaxed);
     }
 
+    /// Handles every record waiting in the ring buffer.
+    fn drain(&mut self, rb: &mut RingBuf<MapData>) {
+        while let Some(item) = rb.next() {
+            self.handle(&item);
+        }
+        self.flush_spans();
+    }
+
     /// Runs until `shutdown` resolves, then flushes every connection and the outputs.
     pub async fn run(
         mut self,
@@ -180,7 +196,10 @@ impl Pipeline {
     ) -> std::io::Result<()> {
         // SAFETY: the ring buffer map owns its fd and keeps it open while the AsyncFd lives.
         let mut ring = unsafe { AsyncFd::register(ring)? };
-        let mut tick = tokio::time::interval(TICK);
+        // The kernel side only wakes us when the buffer fills up; otherwise it is drained here.
+        let mut drain = tokio::time::interval(DRAIN);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_tick = Instant::now();
         let mut last_housekeeping = Instant::now();
         let mut last_stats = Instant::now();
         tokio::pin!(shutdown);
@@ -188,38 +207,43 @@ impl Pipeline {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    let rb = guard.get_inner_mut();
-                    while let Some(item) = rb.next() {
-                        self.handle(&item);
-                    }
+                    self.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    self.flush_spans();
                 }
-                _ = tick.tick() => {
-                    self.outputs.tick();
+                _ = drain.tick() => {
+                    self.drain(ring.get_mut());
+                    if last_tick.elapsed() >= TICK {
+                        last_tick = Instant::now();
+                        self.outputs.tick();
+                    }
                     if last_housekeeping.elapsed() >= HOUSEKEEPING {
                         last_housekeeping = Instant::now();
                         self.housekeeping();
                     }
-                    if let Some(every) = self.stats_interval
-                        && last_stats.elapsed() >= every {
+                    if let Some(every) = self.stats_interval {
+                        if last_stats.elapsed() >= every {
                             last_stats = Instant::now();
                             info!("stats: {}", self.metrics.summary());
                         }
+                    }
                 }
                 () = &mut shutdown => break,
             }
         }
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            let record = item.to_vec();
-            drop(item);
-            self.handle(&record);
-        }
+        self.drain(ring.get_mut());
         self.table.drain(&mut self.factory, &mut self.spans);
         self.flush_spans();
         self.housekeeping();
         self.outputs.close();
+        for p in kstats::own_programs()
+            .iter()
+            .filter(|p| p.recursion_misses > 0)
+        {
+            warn!(
+                "the kernel skipped {} runs of {} (another BPF program was running on that CPU)",
+                p.recursion_misses, p.name
+            );
+        }
         info!("final stats: {}", self.metrics.summary());
         Ok(())
     }

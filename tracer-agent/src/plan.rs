@@ -3,10 +3,9 @@
 //!
 //! - capture (the bytes of reads and writes): syscall tracepoints on every kernel; they are the
 //!   only hooks that see user buffers without CO-RE.
-//! - socket tuple (both ends of the socket of the read or write in flight): fentry on
-//!   `tcp_sendmsg`/`tcp_recvmsg` where ftrace allows it, else the BTF tracepoints
-//!   `sock_send_length`/`sock_recv_length`, else kprobes, else `tcp:tcp_rcv_space_adjust` (reads
-//!   only). `--attach` forces one of them, for tests and for kernels where auto-detection lies.
+//! - socket tuple (both ends of the socket of the read or write in flight): the BTF tracepoints
+//!   `sock_send_length`/`sock_recv_length` (6.x), else fentry on `tcp_sendmsg`/`tcp_recvmsg`
+//!   where ftrace allows it, else kprobes, else `tcp:tcp_rcv_space_adjust` (reads only). `--attach` forces one of them, for tests and for kernels where auto-detection lies.
 
 use std::{fmt, path::Path};
 
@@ -29,7 +28,11 @@ pub enum TupleFamily {
 }
 
 impl TupleFamily {
-    const AUTO_ORDER: [Self; 4] = [Self::Fentry, Self::TpBtf, Self::Kprobe, Self::Tracepoint];
+    /// tp_btf first: like fentry it only costs a direct call, and its recursion guard is per
+    /// program. A kprobe, and (seen on 7.2) fentry on the send path, can make the kernel skip a
+    /// syscall tracepoint that shares the per-CPU guard of classic tracing programs, which
+    /// loses that syscall's data.
+    const AUTO_ORDER: [Self; 4] = [Self::TpBtf, Self::Fentry, Self::Kprobe, Self::Tracepoint];
 
     /// The `--attach` value naming this family.
     #[must_use]

@@ -7,6 +7,7 @@
 //! protocol once; sockets that are not HTTP cost a map lookup from then on.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -316,7 +317,7 @@ fn emit_data(
     // SAFETY: size <= HDR_LEN + MAX_CAPTURE <= size_of::<Scratch>().
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     } else {
         count(counter::EVENTS);
@@ -412,9 +413,24 @@ pub fn on_exit_conn(ret: i64, role: u32) -> Option<()> {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         addr,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(counter::CONN_EVENTS);
     Some(())
+}
+
+/// Bytes waiting in the ring buffer above which the agent is woken at once.
+const WAKEUP_THRESHOLD: u64 = 256 * 1024;
+
+/// Ring-buffer submit flags. Waking the agent for every event costs an interrupt and a
+/// context switch per event (measured: half the events raised one, 7-12 us each); instead the
+/// agent drains the buffer on a short timer, and is only woken early when the buffer fills.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) > WAKEUP_THRESHOLD {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 /// Family, port (host order) and address of a user `sockaddr_in`/`sockaddr_in6`, zeros if absent.
@@ -465,7 +481,7 @@ pub fn on_close(fd: u64) -> Option<()> {
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(counter::CONN_EVENTS);
     Some(())
 }

@@ -11,10 +11,13 @@
 //!   a few requests, each trace printed as a tree; everything stopped at the end or on Ctrl-C.
 //! - `vm-test [--kernels ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on Debian kernels
 //!   5.10 to 7.x booted in QEMU (fetched into target/vm/), with a result table.
+//! - `bench [--quick] [--rounds N] [--duration SECS]`: the agent's overhead (throughput, latency,
+//!   CPU, memory, eBPF time, drops) against Go and Python services, with the budgets met or not.
 //!
 //! Everything a fresh machine needs goes through `setup`, so CI (`.ci/run`) and a newcomer run
-//! the same steps. Dependencies are only anyhow and clap, to keep this crate quick to build.
+//! the same steps. Dependencies are only anyhow, clap and libc, to keep this crate quick to build.
 
+mod bench;
 mod build;
 mod demo;
 mod helm;
@@ -90,6 +93,16 @@ enum Verb {
     ///
     /// Example: sudo -E cargo xtask vm-test --kernels 5.10,7 --attach tracepoint,auto
     VmTest(vmtest::Options),
+    /// Setup, build the agent, then measure what it costs: throughput, latency, CPU, memory,
+    /// eBPF time, drops (needs root; about 10 minutes, `--quick` about 2).
+    ///
+    /// Go and Python "hello" services on loopback, keep-alive and a new connection per request,
+    /// at saturation (wrk) and at 1k and 5k requests/s, each without then with the agent, round
+    /// after round. Prints the tables and which budgets are met; writes target/bench/results.md,
+    /// latency.svg and runs.tsv. Fails only on a broken run, never on a missed budget.
+    ///
+    /// Example: sudo -E cargo xtask bench --quick
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +113,7 @@ fn main() -> ExitCode {
         Verb::Test { args } => test::test(&args),
         Verb::Demo => demo::demo(),
         Verb::VmTest(opts) => vmtest::vm_test(&opts),
+        Verb::Bench(opts) => bench::bench(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.

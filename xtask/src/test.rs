@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, util};
+use crate::{build, util, vmtest};
 
 pub fn test(args: &[String]) -> Result<()> {
     // The integration tests load eBPF programs. Without root they would have to be skipped, and a
@@ -80,7 +80,16 @@ pub fn test(args: &[String]) -> Result<()> {
              `sudo -E cargo xtask test -- NAME_FILTER`"
         );
     }
-    Ok(())
+    if !args.is_empty() {
+        println!("[test] kernel matrix skipped: a test filter was given");
+        return Ok(());
+    }
+    // The same suite on other kernels: the oldest supported and the newest, every attach
+    // family. `cargo xtask vm-test` runs all four kernels.
+    println!("[test] kernel matrix subset: 5.10 and the newest kernel, every attach family");
+    vmtest::vm_test(&vmtest::Options::ci()).context(
+        "the kernel matrix failed; rerun it with `sudo -E cargo xtask vm-test --kernels 5.10,7`",
+    )
 }
 
 /// Sums of libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.

@@ -27,6 +27,8 @@ pub struct Run {
     /// The agent's ready line without its prefix and selection: the attach plan.
     pub plan: Option<String>,
     pub result: Result<(), String>,
+    /// Set when the run's forced attach family does not exist on this kernel (not a failure).
+    pub unsupported: Option<String>,
     pub secs: f64,
     /// The console lines of the run (or the end of the console if it never started).
     pub output: Vec<String>,
@@ -60,6 +62,7 @@ impl Console {
                 args,
                 plan: None,
                 result: Ok(()),
+                unsupported: None,
                 secs: 0.0,
                 output: Vec::new(),
             };
@@ -75,6 +78,9 @@ impl Console {
                     Some(reason) => Err(reason.trim().to_owned()),
                     None => Ok(()),
                 };
+                run.unsupported = result
+                    .strip_prefix("UNSUPPORTED")
+                    .map(|reason| reason.trim().to_owned());
                 run.secs = at.duration_since(*start).as_secs_f64();
                 *done = true;
             }
@@ -113,6 +119,7 @@ impl Console {
                 args: args.clone(),
                 plan: None,
                 result: Err(cause.to_owned()),
+                unsupported: None,
                 secs: 0.0,
                 output: tail.clone(),
             });

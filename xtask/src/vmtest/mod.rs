@@ -32,8 +32,12 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12,7")]
     kernels: Vec<String>,
     /// Run the guest suite once per attach family, with `--attach FAMILY` for the agent
-    /// (comma-separated, e.g. tracepoint,kprobe,fentry,auto). Default: one run, the agent's choice.
-    #[arg(long, value_delimiter = ',')]
+    /// (comma-separated). Default: every family; one the kernel lacks shows as n/a.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "auto,tracepoint,tp-btf,kprobe,fentry"
+    )]
     attach: Vec<String>,
     /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
     #[arg(long)]
@@ -48,6 +52,25 @@ pub struct Options {
     /// Extra arguments for the agent in every run, after `--`.
     #[arg(last = true, value_name = "AGENT_ARGS")]
     agent_args: Vec<String>,
+}
+
+/// Every attach family the agent knows; each runs on every kernel (a family the kernel lacks
+/// shows as n/a).
+pub const ALL_FAMILIES: [&str; 5] = ["auto", "tracepoint", "tp-btf", "kprobe", "fentry"];
+
+impl Options {
+    /// What CI runs after the tests: the oldest and the newest kernel, every attach family.
+    #[must_use]
+    pub fn ci() -> Self {
+        Self {
+            kernels: vec!["5.10".to_owned(), "7".to_owned()],
+            attach: ALL_FAMILIES.map(str::to_owned).to_vec(),
+            keep: false,
+            timeout: 240,
+            refresh: false,
+            agent_args: Vec::new(),
+        }
+    }
 }
 
 pub fn vm_test(opts: &Options) -> Result<()> {

@@ -40,9 +40,10 @@ fn rows(results: &[KernelResult], cut_result: Option<usize>) -> Vec<Vec<String>>
     let mut rows = vec![HEADER.map(str::to_owned).to_vec()];
     for k in results {
         for run in &k.runs {
-            let result = match &run.result {
-                Ok(()) => "PASS".to_owned(),
-                Err(reason) => format!("FAIL: {reason}"),
+            let result = match (&run.result, &run.unsupported) {
+                (Ok(()), Some(reason)) => format!("n/a: {}", unsupported_reason(reason)),
+                (Ok(()), None) => "PASS".to_owned(),
+                (Err(reason), _) => format!("FAIL: {reason}"),
             };
             let result = match cut_result {
                 Some(max) if result.chars().count() > max => {
@@ -136,4 +137,11 @@ pub fn write_markdown(results: &[KernelResult], qemu: &str, path: &Path) -> Resu
          \"suite\" is the guest suite's run time, \"VM\" the whole boot-to-poweroff time."
     );
     fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The part of the agent's refusal that says what the kernel lacks.
+fn unsupported_reason(reason: &str) -> &str {
+    reason
+        .split_once("not available on this kernel: ")
+        .map_or(reason, |(_, why)| why)
 }
