@@ -5,7 +5,7 @@
 //! `struct sock` get its field offsets from here as load-time globals. Fields of `sock_common`
 //! sit inside anonymous unions and structs (`skc_addrpair`, `skc_portpair`), which are walked.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use tracer_common::SockOffsets;
 
@@ -40,137 +40,135 @@ pub enum BtfError {
     Kind(u8),
 }
 
+/// One type record, decoded on demand from the raw section.
 #[derive(Clone, Copy, Debug)]
-struct Member {
-    name: u32,
-    type_id: u32,
-    bit_offset: u32,
-}
-
-#[derive(Clone, Debug)]
 struct Type {
     name: u32,
     kind: u8,
+    kind_flag: bool,
+    vlen: usize,
     /// Referenced type for typedef/const/volatile/ptr and friends.
     target: u32,
-    members: Vec<Member>,
+    /// Where the record's trailing data (struct members) starts in the type section.
+    extra: usize,
 }
 
+/// The kernel's BTF kept as it is on disk plus the position of each type: a few MB, where a
+/// decoded copy of every type costs several times that at start-up (peak RSS counts).
 pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    by_name: HashMap<(u8, String), u32>,
+    data: Vec<u8>,
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Position of type `id` (index) in the type section; index 0 is void.
+    positions: Vec<u32>,
 }
 
 fn u32_at(d: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(off..off + 4)?.try_into().ok()?))
 }
 
+/// Bytes of trailing data after a type record of `kind` with `vlen` entries.
+fn extra_len(kind: u8, vlen: usize) -> Result<usize, BtfError> {
+    Ok(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+        KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+        2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC | 16
+        | KIND_TYPE_TAG => 0,
+        other => return Err(BtfError::Kind(other)),
+    })
+}
+
 impl Btf {
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
         let data =
             std::fs::read(path).map_err(|e| BtfError::Read(path.display().to_string(), e))?;
-        Self::parse(&data)
+        Self::parse(data)
     }
 
-    pub fn parse(d: &[u8]) -> Result<Self, BtfError> {
-        let magic = u16::from_le_bytes(
-            d.get(0..2)
-                .ok_or(BtfError::Header)?
-                .try_into()
-                .map_err(|_| BtfError::Header)?,
-        );
-        if magic != MAGIC {
+    pub fn parse(data: Vec<u8>) -> Result<Self, BtfError> {
+        let d = &data;
+        let magic = d.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        if magic != Some(MAGIC) {
             return Err(BtfError::Header);
         }
         let field = |off| u32_at(d, off).map(|v| v as usize).ok_or(BtfError::Header);
         let (hdr_len, type_off, type_len, str_off, str_len) =
             (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
-        let types_data = d
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Header)?;
-        let strings = d
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Header)?
-            .to_vec();
-        let mut types = vec![Type {
-            name: 0,
-            kind: 0,
-            target: 0,
-            members: Vec::new(),
-        }];
-        let mut pos = 0;
-        while pos < types_data.len() {
-            let id = types.len();
-            let at = |o: usize| u32_at(types_data, pos + o).ok_or(BtfError::Truncated(id));
-            let (name, info, target) = (at(0)?, at(4)?, at(8)?);
-            let kind = u8::try_from((info >> 24) & 0x1f).unwrap_or(0);
-            let kind_flag = info >> 31 == 1;
-            let vlen = (info & 0xffff) as usize;
-            pos += 12;
-            let mut members = Vec::new();
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = |o: usize| {
-                            u32_at(types_data, pos + i * 12 + o).ok_or(BtfError::Truncated(id))
-                        };
-                        let offset = m(8)?;
-                        members.push(Member {
-                            name: m(0)?,
-                            type_id: m(4)?,
-                            bit_offset: if kind_flag {
-                                offset & 0x00ff_ffff
-                            } else {
-                                offset
-                            },
-                        });
-                    }
-                    vlen * 12
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
-                | 16 | KIND_TYPE_TAG => 0,
-                other => return Err(BtfError::Kind(other)),
-            };
-            pos += extra;
-            types.push(Type {
-                name,
-                kind,
-                target,
-                members,
-            });
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if d.get(types.clone()).is_none() || d.get(strings.clone()).is_none() {
+            return Err(BtfError::Header);
         }
-        let mut btf = Self {
-            types,
-            strings,
-            by_name: HashMap::new(),
-        };
-        for (id, t) in btf.types.iter().enumerate().skip(1) {
-            if t.kind == KIND_STRUCT && t.name != 0 {
-                let name = btf.name(t.name).to_owned();
-                btf.by_name
-                    .entry((t.kind, name))
-                    .or_insert(u32::try_from(id).unwrap_or(0));
+        let section = &d[types.clone()];
+        let mut positions = vec![0u32];
+        let mut pos = 0;
+        while pos < section.len() {
+            let id = positions.len();
+            let info = u32_at(section, pos + 4).ok_or(BtfError::Truncated(id))?;
+            let kind = u8::try_from((info >> 24) & 0x1f).unwrap_or(0);
+            let vlen = (info & 0xffff) as usize;
+            positions.push(u32::try_from(pos).map_err(|_| BtfError::Truncated(id))?);
+            pos += 12 + extra_len(kind, vlen)?;
+            if pos > section.len() {
+                return Err(BtfError::Truncated(id));
             }
         }
-        Ok(btf)
+        Ok(Self {
+            data,
+            types,
+            strings,
+            positions,
+        })
+    }
+
+    fn ty(&self, id: u32) -> Option<Type> {
+        let pos = *self.positions.get(id as usize)? as usize;
+        if id == 0 {
+            return None;
+        }
+        let section = &self.data[self.types.clone()];
+        let info = u32_at(section, pos + 4)?;
+        Some(Type {
+            name: u32_at(section, pos)?,
+            kind: u8::try_from((info >> 24) & 0x1f).ok()?,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            target: u32_at(section, pos + 8)?,
+            extra: pos + 12,
+        })
+    }
+
+    /// Members of a struct or union: (name, type id, bit offset).
+    fn members(&self, t: Type) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        let section = &self.data[self.types.clone()];
+        (0..t.vlen).filter_map(move |i| {
+            let at = t.extra + i * 12;
+            let offset = u32_at(section, at + 8)?;
+            Some((
+                u32_at(section, at)?,
+                u32_at(section, at + 4)?,
+                if t.kind_flag {
+                    offset & 0x00ff_ffff
+                } else {
+                    offset
+                },
+            ))
+        })
     }
 
     fn name(&self, off: u32) -> &str {
-        let start = off as usize;
-        let rest = self.strings.get(start..).unwrap_or_default();
+        let strings = &self.data[self.strings.clone()];
+        let rest = strings.get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or_default()
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         for _ in 0..32 {
-            let t = self.types.get(id as usize)?;
+            let t = self.ty(id)?;
             if matches!(
                 t.kind,
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
@@ -184,32 +182,38 @@ impl Btf {
     }
 
     /// Bit offset of `field` in a struct or union, looking inside anonymous members.
-    fn find_member(&self, t: &Type, field: &str, depth: u32) -> Option<u32> {
+    fn find_member(&self, t: Type, field: &str, depth: u32) -> Option<u32> {
         if depth > 8 {
             return None;
         }
-        for m in &t.members {
-            if m.name != 0 {
-                if self.name(m.name) == field {
-                    return Some(m.bit_offset);
+        for (name, type_id, bit_offset) in self.members(t) {
+            if name != 0 {
+                if self.name(name) == field {
+                    return Some(bit_offset);
                 }
                 continue;
             }
-            let inner = self.resolve(m.type_id)?;
+            let inner = self.resolve(type_id)?;
             if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
                 && let Some(off) = self.find_member(inner, field, depth + 1)
             {
-                return Some(m.bit_offset + off);
+                return Some(bit_offset + off);
             }
         }
         None
     }
 
+    /// The first struct called `name` (vmlinux has exactly one of each).
+    fn find_struct(&self, name: &str) -> Option<Type> {
+        (1..u32::try_from(self.positions.len()).ok()?)
+            .filter_map(|id| self.ty(id))
+            .find(|t| t.kind == KIND_STRUCT && t.name != 0 && self.name(t.name) == name)
+    }
+
     /// Byte offset of `field` in `struct name`.
     #[must_use]
     pub fn field_offset(&self, name: &str, field: &str) -> Option<u32> {
-        let id = *self.by_name.get(&(KIND_STRUCT, name.to_owned()))?;
-        let bits = self.find_member(&self.types[id as usize], field, 0)?;
+        let bits = self.find_member(self.find_struct(name)?, field, 0)?;
         (bits % 8 == 0).then_some(bits / 8)
     }
 
@@ -313,7 +317,7 @@ mod tests {
 
     #[test]
     fn finds_fields_inside_anonymous_members() {
-        let btf = Btf::parse(&sample()).unwrap();
+        let btf = Btf::parse(sample()).unwrap();
         assert_eq!(btf.field_offset("s", "a"), Some(0));
         assert_eq!(btf.field_offset("s", "b"), Some(4));
         assert_eq!(btf.field_offset("s", "c"), Some(4));
@@ -323,10 +327,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(Btf::parse(b"not btf at all, not even close").is_err());
+        assert!(Btf::parse(b"not btf at all, not even close".to_vec()).is_err());
         let mut cut = sample();
         cut.truncate(40);
-        assert!(Btf::parse(&cut).is_err());
+        assert!(Btf::parse(cut).is_err());
     }
 
     #[test]

@@ -223,7 +223,7 @@ pub struct Cli {
     pub check_config: bool,
 
     /// Kernel ring buffer size in MiB (a power of two)
-    #[arg(long, value_name = "MIB", env = "TRACER_RING_BUFFER_MIB", default_value_t = 8,
+    #[arg(long, value_name = "MIB", env = "TRACER_RING_BUFFER_MIB", default_value_t = 2,
           value_parser = parse_power_of_two)]
     pub ring_buffer_mib: u32,
 }

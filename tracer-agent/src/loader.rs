@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use tracer_common::{FILTER_ALL, FILTER_LISTED, TcpTpOffsets};
 use tracing::{debug, info, warn};
@@ -73,7 +73,7 @@ pub struct Probes {
 
 pub struct Maps {
     pub events: RingBuf<MapData>,
-    pub procs: BpfHashMap<MapData, u32, u32>,
+    pub proc_bits: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -222,15 +222,14 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
         .ok()
         .and_then(|f| tcp_tp_offsets(&f));
-    let own_btf = match Btf::from_file(Path::new(VMLINUX_BTF)) {
-        Ok(b) => Some(b),
+    // Our reader is dropped before aya parses the same BTF: start-up is the memory peak.
+    let sock = match Btf::from_file(Path::new(VMLINUX_BTF)) {
+        Ok(b) => b.sock_offsets(),
         Err(e) => {
             debug!("kernel BTF not usable: {e}");
             None
         }
     };
-    let sock = own_btf.as_ref().and_then(Btf::sock_offsets);
-    let aya_btf = aya::Btf::from_sys_fs().ok();
     let self_tgid = std::process::id();
     let mode = if opts.filter_listed {
         FILTER_LISTED
@@ -239,19 +238,31 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     };
     let tcp_offsets = tcp.unwrap_or_default();
     let sock_offsets = sock.unwrap_or_default();
+    // No BTF for the object itself: it has no CO-RE relocations, and parsing the kernel's BTF
+    // here would hold it in memory through the whole load.
     let mut ebpf = EbpfLoader::new()
-        .btf(aya_btf.as_ref())
+        .btf(None)
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODE", &mode, true)
         .override_global("CAPTURE_SIZE", &opts.capture_size, true)
         .override_global("TCP_TP", &tcp_offsets, true)
         .override_global("SOCK_OFF", &sock_offsets, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .map_max_entries("PROC_BITS", pid_bitmap_words())
         .load(OBJECT)
         .map_err(LoaderError::Load)?;
 
     let mut plan = AttachPlan::default();
     plan::attach_syscalls(&mut ebpf, tracefs, &mut plan)?;
+    // Only the fentry and tp_btf families need aya's parse of the kernel BTF.
+    let aya_btf = if sock.is_some()
+        && opts.attach != AttachMode::Tracepoint
+        && opts.attach != AttachMode::Kprobe
+    {
+        aya::Btf::from_sys_fs().ok()
+    } else {
+        None
+    };
     let inputs = TupleInputs {
         sock_offsets: sock.is_some(),
         tcp_tracepoint: tcp.is_some(),
@@ -261,10 +272,20 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
 
     let maps = Maps {
         events: take_map(&mut ebpf, "EVENTS")?,
-        procs: take_map(&mut ebpf, "PROCS")?,
+        proc_bits: take_map(&mut ebpf, "PROC_BITS")?,
         counters: take_map(&mut ebpf, "COUNTERS")?,
     };
     Ok((Probes { _ebpf: ebpf, plan }, maps))
+}
+
+/// One bit per possible process id: `pid_max` / 64 words (the kernel default is 4194304 on
+/// 64-bit machines, a 512 KiB array).
+fn pid_bitmap_words() -> u32 {
+    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304);
+    pid_max.div_ceil(64).max(1)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>

@@ -22,6 +22,7 @@ mod span;
 mod tracker;
 
 use std::{
+    future::Future,
     io::IsTerminal as _,
     path::PathBuf,
     process::ExitCode,
@@ -106,6 +107,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     )?;
     metrics.set_attach_plan(probes.plan.to_string());
+    // Loading parsed the kernel's BTF and the object: hand that memory back now.
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     for (family, reason) in &probes.plan.rejected {
         info!("socket tuple via {family} passed over: {reason}");
     }
@@ -114,23 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(k) => Some(start_pod_watch(k, metrics).await?),
         None => None,
     };
-    let selection = Selection {
-        pids: cfg.pids.clone(),
-        exes: cfg.exes.clone(),
-        ports: cfg.ports.clone(),
-        exclude_exes: cfg.exclude_exes.clone(),
-        pods: pods
-            .clone()
-            .zip(cfg.kubernetes.as_ref().map(|k| k.filter.clone())),
-        exclude_ports: cfg
-            .otlp
-            .as_ref()
-            .and_then(|o| local_port(&o.endpoint))
-            .into_iter()
-            .collect(),
-    };
+    let selection = selection(&cfg, pods.clone());
     // The first scan is applied before "ready": a request sent right after must be seen.
-    let mut selector = Selector::new(maps.procs, selection.clone(), PathBuf::from("/proc"));
+    let mut selector = Selector::new(maps.proc_bits, selection.clone(), PathBuf::from("/proc"));
     let (traced, excluded) = selector.apply();
     let stop = Arc::new(AtomicBool::new(false));
     let selector = {
@@ -145,15 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(addr, metrics));
     }
     let stop_exporting = Arc::new(AtomicBool::new(false));
-    let (otlp_tx, exporter) = match &cfg.otlp {
-        Some(o) => {
-            let (tx, rx) = mpsc::channel(cfg.batch.max_queue);
-            let exporter =
-                OtlpExporter::new(o.clone(), cfg.batch, metrics, stop_exporting.clone())?;
-            (Some(tx), Some(tokio::spawn(exporter.run(rx))))
-        }
-        None => (None, None),
-    };
+    let (otlp_tx, exporter) = start_exporter(&cfg, metrics, &stop_exporting)?;
     let outputs = Outputs::new(Console::new(cfg.stdout), otlp_tx, metrics);
     let pipeline = Pipeline::new(&cfg, pods, outputs, maps.counters, metrics);
 
@@ -164,18 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         probes.plan,
         describe_selection(&selection)
     );
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let shutdown = {
-        let stop_exporting = stop_exporting.clone();
-        async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = sigterm.recv() => {},
-            }
-            info!("shutting down: flushing spans");
-            stop_exporting.store(true, Relaxed);
-        }
-    };
+    let shutdown = shutdown_signal(stop_exporting)?;
     pipeline
         .run(maps.events, shutdown)
         .await
@@ -194,6 +165,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let _ = selector.join();
     Ok(())
+}
+
+/// What the kernel programs follow: the flags' processes, the selected pods, and never the
+/// process listening on a local OTLP endpoint.
+fn selection(cfg: &Config, pods: Option<Arc<PodStore>>) -> Selection {
+    Selection {
+        pids: cfg.pids.clone(),
+        exes: cfg.exes.clone(),
+        ports: cfg.ports.clone(),
+        exclude_exes: cfg.exclude_exes.clone(),
+        pods: pods.zip(cfg.kubernetes.as_ref().map(|k| k.filter.clone())),
+        exclude_ports: cfg
+            .otlp
+            .as_ref()
+            .and_then(|o| local_port(&o.endpoint))
+            .into_iter()
+            .collect(),
+    }
+}
+
+type ExporterTask = tokio::task::JoinHandle<()>;
+
+/// The OTLP exporter task and the queue feeding it, when OTLP is on.
+fn start_exporter(
+    cfg: &Config,
+    metrics: &'static Metrics,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(Option<mpsc::Sender<span::Span>>, Option<ExporterTask>)> {
+    let Some(o) = &cfg.otlp else {
+        return Ok((None, None));
+    };
+    let (tx, rx) = mpsc::channel(cfg.batch.max_queue);
+    let exporter = OtlpExporter::new(o.clone(), cfg.batch, metrics, stop.clone())?;
+    Ok((Some(tx), Some(tokio::spawn(exporter.run(rx)))))
+}
+
+/// Resolves on SIGINT or SIGTERM, after telling the exporter to stop retrying.
+fn shutdown_signal(stop_exporting: Arc<AtomicBool>) -> anyhow::Result<impl Future<Output = ()>> {
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = sigterm.recv() => {},
+        }
+        info!("shutting down: flushing spans");
+        stop_exporting.store(true, Relaxed);
+    })
 }
 
 /// Starts the watch of this node's pods. The API server is never waited for: spans go out with

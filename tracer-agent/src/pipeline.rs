@@ -220,12 +220,11 @@ impl Pipeline {
                         last_housekeeping = Instant::now();
                         self.housekeeping();
                     }
-                    if let Some(every) = self.stats_interval {
-                        if last_stats.elapsed() >= every {
+                    if let Some(every) = self.stats_interval
+                        && last_stats.elapsed() >= every {
                             last_stats = Instant::now();
                             info!("stats: {}", self.metrics.summary());
                         }
-                    }
                 }
                 () = &mut shutdown => break,
             }

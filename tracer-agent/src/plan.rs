@@ -28,7 +28,7 @@ pub enum TupleFamily {
 }
 
 impl TupleFamily {
-    /// tp_btf first: like fentry it only costs a direct call, and its recursion guard is per
+    /// `tp_btf` first: like fentry it only costs a direct call, and its recursion guard is per
     /// program. A kprobe, and (seen on 7.2) fentry on the send path, can make the kernel skip a
     /// syscall tracepoint that shares the per-CPU guard of classic tracing programs, which
     /// loses that syscall's data.

@@ -1,6 +1,6 @@
 //! Which processes the kernel programs follow.
 //!
-//! The kernel side looks up one verdict per process in the `PROCS` map. This module turns the
+//! The kernel side looks up one bit per process in the `PROC_BITS` array. This module turns the
 //! user's selection (`--pid` and their children, `--exe`, `--port` listeners, `--exclude-exe`,
 //! and the local collector's listener so the agent never traces its own exports) into those
 //! verdicts, rescanning /proc once a second so new processes are picked up.
@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, MapData};
 use tracer_common::{PROC_EXCLUDE, PROC_TRACE};
 use tracing::{debug, warn};
 
@@ -177,56 +177,81 @@ pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
     verdicts
 }
 
-/// Keeps the kernel's `PROCS` map equal to the latest scan of /proc.
+/// Keeps the kernel's `PROC_BITS` bitmap equal to the latest scan of /proc.
 pub struct Selector {
-    procs: BpfHashMap<MapData, u32, u32>,
+    bits: Array<MapData, u64>,
     sel: Selection,
     proc_root: PathBuf,
-    current: HashMap<u32, u32>,
+    /// Bitmap words as last written (absent: zero).
+    words: HashMap<u32, u64>,
+}
+
+/// The bitmap words marking `pids`: word `pid / 64`, bit `pid % 64`.
+fn words_of(pids: impl Iterator<Item = u32>) -> HashMap<u32, u64> {
+    let mut words = HashMap::new();
+    for pid in pids {
+        *words.entry(pid >> 6).or_insert(0) |= 1u64 << (pid & 63);
+    }
+    words
 }
 
 impl Selector {
     #[must_use]
-    pub fn new(procs: BpfHashMap<MapData, u32, u32>, sel: Selection, proc_root: PathBuf) -> Self {
+    pub fn new(bits: Array<MapData, u64>, sel: Selection, proc_root: PathBuf) -> Self {
         Self {
-            procs,
+            bits,
             sel,
             proc_root,
-            current: HashMap::new(),
+            words: HashMap::new(),
         }
     }
 
-    /// One scan, applied to the kernel map. Returns (traced, excluded) counts.
+    /// One scan, applied to the kernel bitmap. Returns (traced, excluded) counts.
     pub fn apply(&mut self) -> (usize, usize) {
-        let next = scan(&self.proc_root, &self.sel);
-        for (pid, verdict) in &next {
-            if self.current.get(pid) != Some(verdict)
-                && let Err(e) = self.procs.insert(pid, verdict, 0)
-            {
-                warn!("could not add process {pid} to the selection map: {e}");
+        let verdicts = scan(&self.proc_root, &self.sel);
+        // Listed mode marks the traced processes, all-but mode marks the excluded ones.
+        let marked = if self.sel.is_listed() {
+            PROC_TRACE
+        } else {
+            PROC_EXCLUDE
+        };
+        let next = words_of(
+            verdicts
+                .iter()
+                .filter(|(_, v)| **v == marked)
+                .map(|(p, _)| *p),
+        );
+        let stale: Vec<u32> = self
+            .words
+            .keys()
+            .filter(|w| !next.contains_key(w))
+            .copied()
+            .collect();
+        for word in stale {
+            self.write(word, 0);
+        }
+        for (word, value) in &next {
+            if self.words.get(word) != Some(value) {
+                self.write(*word, *value);
             }
         }
-        for pid in self.current.keys().filter(|p| !next.contains_key(p)) {
-            let _ = self.procs.remove(pid);
+        self.words = next;
+        let traced = verdicts.values().filter(|v| **v == PROC_TRACE).count();
+        (traced, verdicts.len() - traced)
+    }
+
+    fn write(&mut self, word: u32, value: u64) {
+        if let Err(e) = self.bits.set(word, value, 0) {
+            warn!("could not update the process selection (pid word {word}): {e}");
         }
-        let changed = next.len() != self.current.len();
-        self.current = next;
-        let traced = self.current.values().filter(|v| **v == PROC_TRACE).count();
-        let counts = (traced, self.current.len() - traced);
-        if changed {
-            debug!(
-                "process selection: {} traced, {} excluded",
-                counts.0, counts.1
-            );
-        }
-        counts
     }
 
     /// Rescans once a second until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_secs(1));
-            self.apply();
+            let (traced, excluded) = self.apply();
+            debug!("process selection: {traced} traced, {excluded} excluded");
         }
     }
 }

@@ -102,6 +102,10 @@ fn take_args(id: u64) -> Option<SyscallArgs> {
 #[inline(always)]
 pub fn on_exit_data(ret: i64, direction: u32, syscall: u32) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
+    // Cheaper than the ARGS lookup that would miss for every process we do not trace.
+    if !is_traced((id >> 32) as u32) {
+        return None;
+    }
     let mut args = take_args(id)?;
     args.syscall = syscall;
     if ret <= 0 {

@@ -19,11 +19,11 @@ mod tcp;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, PROC_EXCLUDE, PROC_TRACE,
-    SockOffsets, TcpTpOffsets, counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
+    counter,
 };
 
 use crate::capture::{Scratch, SyscallArgs};
@@ -31,7 +31,7 @@ use crate::capture::{Scratch, SyscallArgs};
 /// The agent's own process id: never traced.
 #[unsafe(no_mangle)]
 static SELF_TGID: Global<u32> = Global::new(0);
-/// `FILTER_ALL` or `FILTER_LISTED` (see `PROCS`).
+/// `FILTER_ALL` or `FILTER_LISTED` (see `PROC_BITS`).
 #[unsafe(no_mangle)]
 static FILTER_MODE: Global<u32> = Global::new(FILTER_ALL);
 /// Bytes copied per syscall, at most `MAX_CAPTURE`.
@@ -77,9 +77,12 @@ static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per-process verdict maintained by the agent: `PROC_TRACE` or `PROC_EXCLUDE`.
+/// One bit per process id, maintained by the agent: with `FILTER_LISTED` a set bit means
+/// traced, with `FILTER_ALL` it means excluded. An array, not a hash: the verifier inlines
+/// array lookups, and this check runs on every read and write of every process on the node.
+/// The agent sizes it to pid_max / 64 words at load time.
 #[map]
-static PROCS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+static PROC_BITS: Array<u64> = Array::with_max_entries(65536, 0);
 
 /// Per-CPU buffer where an event is assembled before it is copied to the ring buffer;
 /// far too big for the 512-byte stack.
@@ -104,13 +107,10 @@ fn is_traced(tgid: u32) -> bool {
     if tgid == SELF_TGID.load() {
         return false;
     }
-    // SAFETY: the value is a plain u32 copied out at once.
-    let verdict = unsafe { PROCS.get(tgid) }.copied().unwrap_or(0);
-    if FILTER_MODE.load() == FILTER_LISTED {
-        verdict == PROC_TRACE
-    } else {
-        verdict != PROC_EXCLUDE
-    }
+    let marked = PROC_BITS
+        .get(tgid >> 6)
+        .is_some_and(|word| (*word >> (tgid & 63)) & 1 == 1);
+    marked == (FILTER_MODE.load() == FILTER_LISTED)
 }
 
 #[cfg(not(test))]

@@ -155,11 +155,12 @@ pub struct ConnInfo {
 }
 const _: () = assert!(size_of::<ConnInfo>() == 8);
 
-/// Value of the `PROCS` map: what to do with a process.
+/// A process's verdict, as the agent decides it; the kernel keeps one bit of it (`PROC_BITS`).
 pub const PROC_TRACE: u32 = 1;
 pub const PROC_EXCLUDE: u32 = 2;
 
-/// `FILTER_MODE` global: trace every process but the excluded ones, or only the listed ones.
+/// `FILTER_MODE` global: trace every process but the excluded ones (bits mark the excluded),
+/// or only the listed ones (bits mark the traced).
 pub const FILTER_ALL: u32 = 0;
 pub const FILTER_LISTED: u32 = 1;
 
