@@ -419,3 +419,29 @@ fn find_go() -> Option<PathBuf> {
         );
     candidates.into_iter().find(|p| p.is_file())
 }
+
+/// Runs the real agent with `--check-config` in exactly the environment `env` (nothing
+/// inherited) and returns what it printed; panics, naming `origin`, if it rejects the settings.
+///
+/// # Panics
+/// If the agent cannot be run or exits non-zero.
+pub fn check_config<I, K, V>(env: I, origin: &str) -> String
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let out = Command::new(agent_binary())
+        .arg("--check-config")
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("run tracer-agent --check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{origin}: the agent rejects these settings: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -2,10 +2,10 @@
 //! the agent send (Zipkin from sidecars, OTLP from the agent) in one traces pipeline, and the
 //! agent settings next to it are accepted by the real agent binary and point at that receiver.
 
-use std::{collections::HashMap, fs, process::Command};
+use std::{collections::HashMap, fs};
 
 use serde_yaml::Value;
-use tracer_tests::harness::{agent_binary, workspace_root};
+use tracer_tests::harness::{check_config, workspace_root};
 
 fn load_collector() -> Value {
     let path = workspace_root().join("deploy/collector/otel-collector.yaml");
@@ -105,18 +105,7 @@ fn agent_settings_point_at_the_collector_and_are_accepted() {
     );
 
     // The real binary resolves these settings (no privileges needed for --check-config).
-    let out = Command::new(agent_binary())
-        .arg("--check-config")
-        .env_clear()
-        .envs(&env)
-        .output()
-        .expect("run tracer-agent --check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "--check-config failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_config(&env, "deploy/collector/agent.env");
     assert!(
         stdout.contains(&format!("otlp: grpc {endpoint}")),
         "resolved: {stdout}"

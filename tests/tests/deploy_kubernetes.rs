@@ -31,7 +31,7 @@ use k8s_openapi::{
     serde::{Deserialize as _, Serialize, de::DeserializeOwned},
 };
 use serde_json::Value as Json;
-use tracer_tests::harness::{agent_binary, target_dir, workspace_root};
+use tracer_tests::harness::{self, agent_binary, target_dir, workspace_root};
 
 /// The capabilities of the unprivileged `DaemonSet`, as Kubernetes spells them (no `CAP_`).
 const CAPABILITIES: [&str; 5] = [
@@ -720,22 +720,16 @@ fn check_rbac(objs: &Objects) {
 /// Runs the real agent with `--check-config` in the environment a pod gets from `env` (plus what
 /// the kubelet and the downward API add); returns what it printed.
 fn check_config(env: &BTreeMap<String, String>, origin: &str) -> String {
-    let out = Command::new(agent_binary())
-        .arg("--check-config")
-        .env_clear()
-        .envs(env)
-        .env("TRACER_NODE_NAME", "node-1")
-        .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-        .env("KUBERNETES_SERVICE_PORT", "443")
-        .output()
-        .expect("run tracer-agent --check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{origin}: the agent rejects these settings: {}\n{stdout}\nsettings: {env:#?}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let kubelet = [
+        ("TRACER_NODE_NAME", "node-1"),
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+    let pod_env = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(kubelet);
+    harness::check_config(pod_env, origin)
 }
 
 fn assert_resolved(stdout: &str, wanted: &[&str], origin: &str) {

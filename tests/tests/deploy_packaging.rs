@@ -14,7 +14,7 @@ use std::{
     process::Command,
 };
 
-use tracer_tests::harness::{agent_binary, workspace_root};
+use tracer_tests::harness::{agent_binary, check_config, workspace_root};
 
 fn read(relative: &str) -> String {
     let path = workspace_root().join(relative);
@@ -414,18 +414,7 @@ fn unit_runs_the_installed_binary_with_its_environment_file() {
 #[test]
 fn unit_environment_file_is_accepted_by_the_agent() {
     let env = env_file(&read("deploy/systemd/tracer-agent.env"));
-    let out = Command::new(agent_binary())
-        .arg("--check-config")
-        .env_clear()
-        .envs(&env)
-        .output()
-        .expect("run tracer-agent --check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "--check-config rejects deploy/systemd/tracer-agent.env: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_config(&env, "deploy/systemd/tracer-agent.env");
     for wanted in [
         "otlp: grpc http://127.0.0.1:4317",
         "propagators: b3multi,b3,tracecontext",
