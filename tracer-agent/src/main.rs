@@ -10,6 +10,7 @@ mod export;
 mod http;
 mod k8s;
 mod kstats;
+mod listeners;
 mod loader;
 mod metrics;
 mod pipeline;

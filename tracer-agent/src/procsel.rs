@@ -20,7 +20,10 @@ use aya::maps::{Array, MapData};
 use tracer_common::{PROC_EXCLUDE, PROC_TRACE};
 use tracing::{debug, warn};
 
-use crate::k8s::{PodFilter, PodStore, cgroup};
+use crate::{
+    k8s::{PodFilter, PodStore, cgroup},
+    listeners,
+};
 
 #[derive(Clone, Default)]
 pub struct Selection {
@@ -42,62 +45,33 @@ impl Selection {
     }
 }
 
+#[derive(Clone)]
 struct ProcInfo {
     parent_pid: u32,
+    /// Clock ticks after boot; with `comm`, tells a reused pid or an exec from the process we
+    /// cached.
+    start_time: u64,
     comm: String,
     exe: Option<String>,
 }
 
-fn read_proc(root: &Path, pid: u32) -> Option<ProcInfo> {
-    let dir = root.join(pid.to_string());
+/// Parent, start time and command name from /proc/PID/stat (one read per process and scan).
+fn read_stat(dir: &Path) -> Option<(u32, u64, String)> {
     let stat = fs::read_to_string(dir.join("stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let parent_pid = after.split(' ').nth(1)?.parse().ok()?;
-    let comm = fs::read_to_string(dir.join("comm"))
-        .ok()?
-        .trim_end()
-        .to_owned();
-    let exe = fs::read_link(dir.join("exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    Some(ProcInfo {
-        parent_pid,
-        comm,
-        exe,
-    })
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut fields = stat.get(close + 2..)?.split(' ');
+    // state, ppid, ... starttime is the 20th field after the command name.
+    let parent_pid = fields.nth(1)?.parse().ok()?;
+    let start_time = fields.nth(17).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some((parent_pid, start_time, comm))
 }
 
 fn matches_name(info: &ProcInfo, names: &[String]) -> bool {
     names
         .iter()
         .any(|n| *n == info.comm || info.exe.as_deref() == Some(n.as_str()))
-}
-
-/// Socket inodes of TCP listeners on `ports`, from /proc/net/tcp and tcp6.
-fn listening_inodes(root: &Path, ports: &[u16]) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
-    for file in ["net/tcp", "net/tcp6"] {
-        let Ok(table) = fs::read_to_string(root.join(file)) else {
-            continue;
-        };
-        for line in table.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
-            if cols.len() < 10 || cols[3] != "0A" {
-                continue;
-            }
-            let port = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| ports.contains(&p))
-                && let Ok(inode) = cols[9].parse()
-            {
-                inodes.insert(inode);
-            }
-        }
-    }
-    inodes
 }
 
 fn owns_socket(root: &Path, pid: u32, inodes: &HashSet<u64>) -> bool {
@@ -114,74 +88,163 @@ fn owns_socket(root: &Path, pid: u32, inodes: &HashSet<u64>) -> bool {
     })
 }
 
-/// One pass over /proc: the verdict of every process that needs one.
-#[must_use]
-pub fn scan(root: &Path, sel: &Selection) -> HashMap<u32, u32> {
-    let mut procs: HashMap<u32, ProcInfo> = HashMap::new();
-    if let Ok(entries) = fs::read_dir(root) {
-        for e in entries.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
-                && let Some(info) = read_proc(root, pid)
-            {
-                procs.insert(pid, info);
-            }
+/// Which processes own one of a set of listening sockets. Scanning a process's descriptors is
+/// the expensive part of a pass over /proc, so the answer per process is kept until the set of
+/// listeners changes (a process that opens a new listener changes the set).
+#[derive(Default)]
+struct Owners {
+    inodes: HashSet<u64>,
+    known: HashMap<u32, (u64, bool)>,
+}
+
+impl Owners {
+    fn refresh(&mut self, inodes: HashSet<u64>, procs: &HashMap<u32, ProcInfo>) {
+        if inodes != self.inodes {
+            self.inodes = inodes;
+            self.known.clear();
+        }
+        self.known.retain(|pid, (start, _)| {
+            procs.get(pid).is_some_and(|p| p.start_time == *start)
+        });
+    }
+
+    fn owns(&mut self, root: &Path, pid: u32, start_time: u64) -> bool {
+        if self.inodes.is_empty() {
+            return false;
+        }
+        let inodes = &self.inodes;
+        self.known
+            .entry(pid)
+            .or_insert_with(|| (start_time, owns_socket(root, pid, inodes)))
+            .1
+    }
+}
+
+/// Passes over /proc that remember what does not change between them: executable names (one
+/// readlink per new process, not per pass) and socket ownership.
+pub struct Scanner {
+    root: PathBuf,
+    /// Listeners from netlink (the live /proc of the agent's namespace) or from /proc/net files.
+    netlink: bool,
+    procs: HashMap<u32, ProcInfo>,
+    listed: Owners,
+    excluded: Owners,
+}
+
+impl Scanner {
+    #[must_use]
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            netlink: root == Path::new("/proc"),
+            root,
+            procs: HashMap::new(),
+            listed: Owners::default(),
+            excluded: Owners::default(),
         }
     }
-    let listed_inodes = if sel.ports.is_empty() {
-        HashSet::new()
-    } else {
-        listening_inodes(root, &sel.ports)
-    };
-    let excluded_inodes = if sel.exclude_ports.is_empty() {
-        HashSet::new()
-    } else {
-        listening_inodes(root, &sel.exclude_ports)
-    };
 
-    let mut traced: HashSet<u32> = HashSet::new();
-    if sel.is_listed() {
-        for (pid, info) in &procs {
-            if sel.pids.contains(pid)
-                || matches_name(info, &sel.exes)
-                || (!listed_inodes.is_empty() && owns_socket(root, *pid, &listed_inodes))
-                || sel.pods.as_ref().is_some_and(|(store, filter)| {
-                    store
-                        .lookup(&cgroup::of_process(root, *pid))
-                        .is_some_and(|pod| filter.matches(&pod))
-                })
-            {
-                traced.insert(*pid);
+    fn listeners(&mut self, ports: &[u16]) -> HashSet<u64> {
+        if ports.is_empty() {
+            return HashSet::new();
+        }
+        if self.netlink {
+            match listeners::by_netlink(ports) {
+                Ok(inodes) => return inodes,
+                Err(e) => {
+                    warn!("sock_diag netlink query failed ({e}); reading /proc/net/tcp from now on");
+                    self.netlink = false;
+                }
             }
         }
-        // Children of traced processes (pre-fork servers, worker pools) are traced too.
-        loop {
-            let before = traced.len();
-            for (pid, info) in &procs {
-                if traced.contains(&info.parent_pid) {
+        listeners::by_proc_files(&self.root, ports)
+    }
+
+    fn read_procs(&mut self) {
+        let mut next = HashMap::with_capacity(self.procs.len());
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let dir = self.root.join(pid.to_string());
+                let Some((parent_pid, start_time, comm)) = read_stat(&dir) else {
+                    continue;
+                };
+                let info = match self.procs.remove(&pid) {
+                    Some(old) if old.start_time == start_time && old.comm == comm => ProcInfo {
+                        parent_pid,
+                        ..old
+                    },
+                    _ => ProcInfo {
+                        parent_pid,
+                        start_time,
+                        exe: fs::read_link(dir.join("exe")).ok().and_then(|p| {
+                            p.file_name().map(|n| n.to_string_lossy().into_owned())
+                        }),
+                        comm,
+                    },
+                };
+                next.insert(pid, info);
+            }
+        }
+        self.procs = next;
+    }
+
+    /// One pass over /proc: the verdict of every process that needs one.
+    pub fn scan(&mut self, sel: &Selection) -> HashMap<u32, u32> {
+        self.read_procs();
+        let listed = self.listeners(&sel.ports);
+        let excluded = self.listeners(&sel.exclude_ports);
+        self.listed.refresh(listed, &self.procs);
+        self.excluded.refresh(excluded, &self.procs);
+        let root = &self.root;
+
+        let mut traced: HashSet<u32> = HashSet::new();
+        if sel.is_listed() {
+            for (pid, info) in &self.procs {
+                if sel.pids.contains(pid)
+                    || matches_name(info, &sel.exes)
+                    || self.listed.owns(root, *pid, info.start_time)
+                    || sel.pods.as_ref().is_some_and(|(store, filter)| {
+                        store
+                            .lookup(&cgroup::of_process(root, *pid))
+                            .is_some_and(|pod| filter.matches(&pod))
+                    })
+                {
                     traced.insert(*pid);
                 }
             }
-            if traced.len() == before {
-                break;
+            // Children of traced processes (pre-fork servers, worker pools) are traced too.
+            loop {
+                let before = traced.len();
+                for (pid, info) in &self.procs {
+                    if traced.contains(&info.parent_pid) {
+                        traced.insert(*pid);
+                    }
+                }
+                if traced.len() == before {
+                    break;
+                }
             }
         }
-    }
-    let mut verdicts: HashMap<u32, u32> = traced.into_iter().map(|p| (p, PROC_TRACE)).collect();
-    for (pid, info) in &procs {
-        if matches_name(info, &sel.exclude_exes)
-            || (!excluded_inodes.is_empty() && owns_socket(root, *pid, &excluded_inodes))
-        {
-            verdicts.insert(*pid, PROC_EXCLUDE);
+        let mut verdicts: HashMap<u32, u32> =
+            traced.into_iter().map(|p| (p, PROC_TRACE)).collect();
+        for (pid, info) in &self.procs {
+            if matches_name(info, &sel.exclude_exes)
+                || self.excluded.owns(root, *pid, info.start_time)
+            {
+                verdicts.insert(*pid, PROC_EXCLUDE);
+            }
         }
+        verdicts
     }
-    verdicts
 }
 
 /// Keeps the kernel's `PROC_BITS` bitmap equal to the latest scan of /proc.
 pub struct Selector {
     bits: Array<MapData, u64>,
     sel: Selection,
-    proc_root: PathBuf,
+    scanner: Scanner,
     /// Bitmap words as last written (absent: zero).
     words: HashMap<u32, u64>,
 }
@@ -201,14 +264,14 @@ impl Selector {
         Self {
             bits,
             sel,
-            proc_root,
+            scanner: Scanner::new(proc_root),
             words: HashMap::new(),
         }
     }
 
     /// One scan, applied to the kernel bitmap. Returns (traced, excluded) counts.
     pub fn apply(&mut self) -> (usize, usize) {
-        let verdicts = scan(&self.proc_root, &self.sel);
+        let verdicts = self.scanner.scan(&self.sel);
         // Listed mode marks the traced processes, all-but mode marks the excluded ones.
         let marked = if self.sel.is_listed() {
             PROC_TRACE
@@ -310,7 +373,7 @@ mod tests {
             exclude_ports: vec![],
             pods: None,
         };
-        let v = scan(&d, &sel);
+        let v = Scanner::new(d.clone()).scan(&sel);
         for pid in [10, 11, 12, 20, 30] {
             assert_eq!(v.get(&pid), Some(&PROC_TRACE), "pid {pid}: {v:?}");
         }
@@ -357,7 +420,7 @@ mod tests {
             pods: Some((store.clone(), filter)),
             ..Selection::default()
         };
-        let v = scan(&d, &sel);
+        let v = Scanner::new(d.clone()).scan(&sel);
         assert_eq!(
             v,
             HashMap::from([(10, PROC_TRACE)]),
@@ -368,7 +431,48 @@ mod tests {
             pods: Some((store, by_label)),
             ..Selection::default()
         };
-        assert_eq!(scan(&d, &sel), HashMap::from([(20, PROC_TRACE)]));
+        assert_eq!(Scanner::new(d.clone()).scan(&sel), HashMap::from([(20, PROC_TRACE)]));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn later_passes_see_new_listeners_exec_and_pid_reuse() {
+        let d = tmp("cache");
+        let tcp = |inode: u64| {
+            format!(
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
+            )
+        };
+        fake_proc(&d, 30, 1, "server", &[555]);
+        fake_proc(&d, 40, 1, "sh", &[]);
+        fs::write(d.join("net/tcp"), tcp(999)).unwrap();
+        let sel = Selection {
+            ports: vec![8080],
+            exes: vec!["app".into()],
+            ..Selection::default()
+        };
+        let mut scanner = Scanner::new(d.clone());
+        assert!(scanner.scan(&sel).is_empty(), "no process owns inode 999");
+        // The server opens the listener: the set of listeners changed, ownership is rechecked.
+        fs::write(d.join("net/tcp"), tcp(555)).unwrap();
+        assert_eq!(scanner.scan(&sel), HashMap::from([(30, PROC_TRACE)]));
+        // pid 40 execs the app (same pid and start time, new comm): its executable is read again.
+        fs::remove_dir_all(d.join("40")).unwrap();
+        fake_proc(&d, 40, 1, "app", &[]);
+        assert_eq!(
+            scanner.scan(&sel),
+            HashMap::from([(30, PROC_TRACE), (40, PROC_TRACE)])
+        );
+        // pid 30 exits and the pid is reused by a process without the socket.
+        fs::remove_dir_all(d.join("30")).unwrap();
+        fake_proc(&d, 30, 1, "server", &[]);
+        let stat = fs::read_to_string(d.join("30/stat")).unwrap();
+        fs::write(
+            d.join("30/stat"),
+            format!("{stat} 0 0 0 0 0 0 0 0 0 0 0 0 0 777"),
+        )
+        .unwrap();
+        assert_eq!(scanner.scan(&sel), HashMap::from([(40, PROC_TRACE)]));
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -386,7 +490,7 @@ mod tests {
             exclude_ports: vec![4310],
             ..Selection::default()
         };
-        let v = scan(&d, &sel);
+        let v = Scanner::new(d.clone()).scan(&sel);
         assert_eq!(v, HashMap::from([(20, PROC_EXCLUDE)]));
         let _ = fs::remove_dir_all(&d);
     }

@@ -178,30 +178,31 @@ impl OtlpExporter {
     }
 
     async fn export(&mut self, batch: Vec<Span>) {
-        let mut groups: HashMap<usize, (Arc<Resource>, Vec<SpanData>)> = HashMap::new();
+        let mut groups: HashMap<usize, (Arc<Resource>, Vec<Span>)> = HashMap::new();
         for s in batch {
             let key = Arc::as_ptr(&s.resource) as usize;
-            let data = span_data(&s, &self.scope);
             groups
                 .entry(key)
                 .or_insert_with(|| (s.resource.clone(), Vec::new()))
                 .1
-                .push(data);
+                .push(s);
         }
         for (_, (resource, spans)) in groups {
-            self.export_group(&resource, spans).await;
+            self.export_group(&resource, &spans).await;
         }
     }
 
-    async fn export_group(&mut self, resource: &Arc<Resource>, spans: Vec<SpanData>) {
+    /// Converted to the SDK's form once per attempt: the success path copies nothing.
+    async fn export_group(&mut self, resource: &Arc<Resource>, spans: &[Span]) {
         let count = spans.len() as u64;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         loop {
+            let data: Vec<SpanData> = spans.iter().map(|s| span_data(s, &self.scope)).collect();
             let result = match self.exporter_for(resource) {
                 Ok(exporter) => exporter
-                    .export(spans.clone())
+                    .export(data)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
