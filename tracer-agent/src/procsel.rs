@@ -103,9 +103,8 @@ impl Owners {
             self.inodes = inodes;
             self.known.clear();
         }
-        self.known.retain(|pid, (start, _)| {
-            procs.get(pid).is_some_and(|p| p.start_time == *start)
-        });
+        self.known
+            .retain(|pid, (start, _)| procs.get(pid).is_some_and(|p| p.start_time == *start));
     }
 
     fn owns(&mut self, root: &Path, pid: u32, start_time: u64) -> bool {
@@ -151,7 +150,9 @@ impl Scanner {
             match listeners::by_netlink(ports) {
                 Ok(inodes) => return inodes,
                 Err(e) => {
-                    warn!("sock_diag netlink query failed ({e}); reading /proc/net/tcp from now on");
+                    warn!(
+                        "sock_diag netlink query failed ({e}); reading /proc/net/tcp from now on"
+                    );
                     self.netlink = false;
                 }
             }
@@ -171,16 +172,15 @@ impl Scanner {
                     continue;
                 };
                 let info = match self.procs.remove(&pid) {
-                    Some(old) if old.start_time == start_time && old.comm == comm => ProcInfo {
-                        parent_pid,
-                        ..old
-                    },
+                    Some(old) if old.start_time == start_time && old.comm == comm => {
+                        ProcInfo { parent_pid, ..old }
+                    }
                     _ => ProcInfo {
                         parent_pid,
                         start_time,
-                        exe: fs::read_link(dir.join("exe")).ok().and_then(|p| {
-                            p.file_name().map(|n| n.to_string_lossy().into_owned())
-                        }),
+                        exe: fs::read_link(dir.join("exe"))
+                            .ok()
+                            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
                         comm,
                     },
                 };
@@ -227,8 +227,7 @@ impl Scanner {
                 }
             }
         }
-        let mut verdicts: HashMap<u32, u32> =
-            traced.into_iter().map(|p| (p, PROC_TRACE)).collect();
+        let mut verdicts: HashMap<u32, u32> = traced.into_iter().map(|p| (p, PROC_TRACE)).collect();
         for (pid, info) in &self.procs {
             if matches_name(info, &sel.exclude_exes)
                 || self.excluded.owns(root, *pid, info.start_time)
@@ -431,7 +430,10 @@ mod tests {
             pods: Some((store, by_label)),
             ..Selection::default()
         };
-        assert_eq!(Scanner::new(d.clone()).scan(&sel), HashMap::from([(20, PROC_TRACE)]));
+        assert_eq!(
+            Scanner::new(d.clone()).scan(&sel),
+            HashMap::from([(20, PROC_TRACE)])
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -201,10 +201,7 @@ impl OtlpExporter {
         loop {
             let data: Vec<SpanData> = spans.iter().map(|s| span_data(s, &self.scope)).collect();
             let result = match self.exporter_for(resource) {
-                Ok(exporter) => exporter
-                    .export(data)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(exporter) => exporter.export(data).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {
