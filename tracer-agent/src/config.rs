@@ -222,6 +222,18 @@ pub struct Cli {
     #[arg(long)]
     pub check_config: bool,
 
+    /// Scheduling of the agent's threads: "batch" (SCHED_BATCH: same CPU share, but waking up
+    /// never preempts a running application thread; events wait in the ring buffer instead) or
+    /// "normal"
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "TRACER_CPU_POLICY",
+        default_value = "batch",
+        value_parser = ["batch", "normal"]
+    )]
+    pub cpu_policy: String,
+
     /// Kernel ring buffer size in MiB (a power of two)
     #[arg(long, value_name = "MIB", env = "TRACER_RING_BUFFER_MIB", default_value_t = 2,
           value_parser = parse_power_of_two)]
