@@ -97,7 +97,9 @@ enum Source {
 }
 
 #[inline(always)]
-pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
+/// `timed`: the entry time is kept only where the agent uses it (writes: the bytes left when
+/// the syscall began); a read's data arrived when it returned, stamped at exit.
+pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64, timed: bool) {
     let id = bpf_get_current_pid_tgid();
     if !is_traced((id >> 32) as u32) {
         return;
@@ -108,7 +110,11 @@ pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
         buf,
         count: count_arg,
         // SAFETY: helper without preconditions.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
+        enter_ns: if timed {
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        },
         has_tuple: 0,
         pad: 0,
         tuple: SockTuple::default(),

@@ -38,7 +38,13 @@ macro_rules! data_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
+            on_enter(
+                arg(&ctx, 0),
+                $sys,
+                arg(&ctx, 1),
+                arg(&ctx, 2),
+                $dir == DIR_EGRESS,
+            );
             0
         }
 
@@ -73,7 +79,7 @@ macro_rules! conn_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $role:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0, false);
             0
         }
 
