@@ -592,10 +592,18 @@ fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
+    // Most heads fit the array on the stack; only a head with more headers pays for the heap.
+    let mut small = [httparse::EMPTY_HEADER; 64];
+    let mut large = Vec::new();
     for capacity in [64, 512] {
-        let mut headers = vec![httparse::EMPTY_HEADER; capacity];
+        let headers: &mut [httparse::Header<'_>] = if capacity == small.len() {
+            &mut small
+        } else {
+            large.resize(capacity, httparse::EMPTY_HEADER);
+            &mut large
+        };
         let parsed = if bytes.starts_with(b"HTTP/") {
-            let mut res = httparse::Response::new(&mut headers);
+            let mut res = httparse::Response::new(headers);
             match res.parse(bytes) {
                 Ok(httparse::Status::Complete(_)) => Some(build_head(
                     StartLine::Response { status: res.code? },
@@ -606,7 +614,7 @@ fn parse_with_httparse(bytes: &[u8]) -> Option<Head> {
                 _ => None,
             }
         } else {
-            let mut req = httparse::Request::new(&mut headers);
+            let mut req = httparse::Request::new(headers);
             match req.parse(bytes) {
                 Ok(httparse::Status::Complete(_)) => Some(build_head(
                     StartLine::Request {

@@ -1,10 +1,17 @@
 //! TCP listening sockets of the agent's network namespace, by port, as socket inodes.
 //!
 //! The kernel answers a `sock_diag` netlink dump restricted to the LISTEN state by walking only
-//! its listening hash, so the cost does not grow with the node's established and TIME_WAIT
+//! its listening hash, so the cost does not grow with the node's established and `TIME_WAIT`
 //! connections the way reading /proc/net/tcp does (that file lists every socket). When netlink
 //! is not available, or for a /proc tree other than the live one (tests), the /proc/net files
 //! are read instead.
+
+// The netlink wire format has fixed-width fields; the constants and lengths cast here fit them.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 use std::{collections::HashSet, fs, io, path::Path};
 

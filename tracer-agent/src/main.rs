@@ -54,7 +54,7 @@ use crate::{
 /// Longest wait for the final OTLP flush at shutdown.
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// SCHED_BATCH for this thread and every thread it starts later (they inherit it): the agent
+/// `SCHED_BATCH` for this thread and every thread it starts later (they inherit it): the agent
 /// keeps its fair share of CPU, but its wake-ups (the ring-buffer drain, the exporter) do not
 /// preempt the application threads it observes, which shows in their tail latency.
 fn batch_scheduling() {

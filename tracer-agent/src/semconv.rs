@@ -98,10 +98,11 @@ fn endpoint_attributes(x: &Exchange, target: &str, attrs: &mut Attrs) {
         _ => {}
     }
     if let Some(peer) = x.peer {
+        let ip = peer.ip().to_string();
         if x.kind == SpanKind::Server {
-            attrs.push(("client.address", peer.ip().to_string().into()));
+            attrs.push(("client.address", ip.clone().into()));
         }
-        attrs.push(("network.peer.address", peer.ip().to_string().into()));
+        attrs.push(("network.peer.address", ip.into()));
         attrs.push(("network.peer.port", i64::from(peer.port()).into()));
     }
     if x.kind == SpanKind::Client {
