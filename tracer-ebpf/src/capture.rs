@@ -51,7 +51,7 @@ pub struct SyscallArgs {
 /// Slots of the in-flight table (a power of two: the index is the thread id masked).
 pub const ARGS_SLOTS: u32 = 32768;
 
-/// One thread's syscall in flight. `id` is the owner's pid_tgid, 0 when the slot is free.
+/// One thread's syscall in flight. `id` is the owner's `pid_tgid`, 0 when the slot is free.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ArgsSlot {
