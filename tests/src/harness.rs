@@ -4,7 +4,7 @@
 //! fails (the thread is panicking), dropping the process prints that output, so a red test shows
 //! what the agent and the services said.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -236,12 +236,32 @@ impl Agent {
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(agent_binary());
+        cmd.args(args).envs(env.iter().copied());
+        Self::start_command(cmd)
+    }
+
+    /// Starts the agent from a prepared command (e.g. the binary inside a container image's
+    /// root filesystem), with the same environment and wait as [`Agent::start`]; variables the
+    /// command already sets win.
+    ///
+    /// # Panics
+    /// As [`Agent::start`].
+    #[must_use]
+    pub fn start_command(mut cmd: Command) -> Self {
+        let preset: Vec<(OsString, Option<OsString>)> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(OsStr::to_owned)))
+            .collect();
         clear_otel_env(&mut cmd);
         // NO_COLOR: logs go to a pipe and then into failure messages, escape codes only hurt there.
-        cmd.args(args)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied());
+        cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("NO_COLOR", "1");
+        for (key, value) in preset {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
         proc.wait_line("agent ready", Duration::from_secs(30));
         Self { proc }

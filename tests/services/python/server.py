@@ -109,10 +109,16 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(resp.status, body)
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections overflows it and the
+    # kernel drops SYNs, which clients retry only after a second. Real servers use far more.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main():
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ["PORT"])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), Handler)
     print(f"listening on {port}", flush=True)
     server.serve_forever()
 
