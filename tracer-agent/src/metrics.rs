@@ -58,6 +58,11 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_kernel_conn_events_total",
         "Connect, accept and close events written.",
     ),
+    (
+        counter::PREEMPTED,
+        "tracer_kernel_dropped_preempted_total",
+        "Events dropped because another program run reused the per-CPU buffer while this one was preempted.",
+    ),
 ];
 
 #[derive(Default)]
@@ -99,6 +104,7 @@ impl Metrics {
             counter::RINGBUF_FULL,
             counter::ARGS_FULL,
             counter::CONNS_FULL,
+            counter::PREEMPTED,
         ]
         .iter()
         .map(|c| self.kernel[*c as usize].load(Relaxed))

@@ -80,6 +80,11 @@ pub fn args_of(id: u64) -> Option<*mut SyscallArgs> {
 pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 4 * MAX_CAPTURE],
+    /// `pid_tgid` of the program run assembling the event. Newer kernels run syscall tracepoint
+    /// programs preemptibly: another task's run on this CPU can take the buffer meanwhile, and
+    /// the preempted run then finds someone else's id here and drops its event, counted,
+    /// instead of sending a mix of two.
+    pub owner: u64,
 }
 
 #[repr(C)]
@@ -331,8 +336,10 @@ fn emit_data(
     mut flags: u32,
 ) -> Option<()> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, not shared with any other running program on this CPU.
+    // SAFETY: per-CPU scratch; a run that preempts this one may reuse it, which `owner` detects.
     let scratch = unsafe { &mut *scratch };
+    // SAFETY: plain store into the map value.
+    unsafe { write_volatile(&raw mut scratch.owner, id) };
     let limit = {
         let configured = u64::from(CAPTURE_SIZE.load());
         if configured > MAX_CAPTURE as u64 {
@@ -379,6 +386,11 @@ fn emit_data(
     ev.syscall = args.syscall;
     ev.tuple = args.tuple;
 
+    // SAFETY: plain load from the map value.
+    if unsafe { read_volatile(&raw const scratch.owner) } != id {
+        count(counter::PREEMPTED);
+        return None;
+    }
     let size = HDR_LEN + bounded(captured) as usize;
     // SAFETY: size <= HDR_LEN + MAX_CAPTURE <= size_of::<Scratch>().
     let bytes =

@@ -181,7 +181,11 @@ pub mod counter {
     pub const READ_FAULT: u32 = 5;
     /// Connection (accept/connect) and close events written.
     pub const CONN_EVENTS: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Data events dropped because, while this program run was preempted, another run on the
+    /// same CPU reused the per-CPU buffer the event was being assembled in (kernels whose
+    /// syscall tracepoints run preemptibly).
+    pub const PREEMPTED: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the

@@ -156,14 +156,16 @@ impl Agent {
         spans
     }
 
-    /// After `stop`: program runs the agent reports the kernel skipped (its shutdown warning
-    /// `the kernel skipped N runs of PROGRAM`), i.e. events it counted as lost.
-    pub fn kernel_skipped_runs(&self) -> u64 {
+    /// After `stop`: the events the agent counted as lost in the kernel: program runs the kernel
+    /// skipped (its shutdown warnings `the kernel skipped N runs of PROGRAM`) plus its own
+    /// kernel-side drop counters (`kernel_drops=N` in its final stats line).
+    pub fn counted_kernel_losses(&self) -> u64 {
         self.lines
             .try_iter()
             .filter_map(|l| match l {
                 Line::Log(line) => line
                     .split_once("the kernel skipped ")
+                    .or_else(|| line.split_once("kernel_drops="))
                     .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok()),
                 Line::Span(_) => None,
             })
