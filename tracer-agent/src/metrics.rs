@@ -41,7 +41,7 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
     (
         counter::ARGS_FULL,
         "tracer_kernel_dropped_args_full_total",
-        "Syscalls not followed because another thread with the same thread id modulo 32768 took their in-flight slot.",
+        "Syscalls not followed because the in-flight map was full.",
     ),
     (
         counter::CONNS_FULL,
@@ -57,11 +57,6 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         counter::CONN_EVENTS,
         "tracer_kernel_conn_events_total",
         "Connect, accept and close events written.",
-    ),
-    (
-        counter::PREEMPTED,
-        "tracer_kernel_dropped_preempted_total",
-        "Events dropped because another program run reused the per-CPU buffer while this one was preempted.",
     ),
 ];
 
@@ -104,7 +99,6 @@ impl Metrics {
             counter::RINGBUF_FULL,
             counter::ARGS_FULL,
             counter::CONNS_FULL,
-            counter::PREEMPTED,
         ]
         .iter()
         .map(|c| self.kernel[*c as usize].load(Relaxed))

@@ -19,14 +19,14 @@ mod tcp;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
     counter,
 };
 
-use crate::capture::{ARGS_SLOTS, ArgsSlot, Scratch};
+use crate::capture::{Scratch, SyscallArgs};
 
 /// The agent's own process id: never traced.
 #[unsafe(no_mangle)]
@@ -68,12 +68,9 @@ static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Syscalls in flight: the arguments seen at entry, used at exit, in the slot of the thread id
-/// modulo the size, tagged with the full pid_tgid. An array, not a hash: saving and taking the
-/// arguments are plain stores, where a hash map takes a bucket lock for every insert and
-/// delete, twice per traced syscall.
+/// Syscalls in flight, by pid_tgid: the arguments seen at entry, used at exit.
 #[map]
-static ARGS: Array<ArgsSlot> = Array::with_max_entries(ARGS_SLOTS, 0);
+static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
 
 /// Sockets seen by accept/connect or classified from their first bytes, by (tgid, fd).
 /// LRU so that a missed close can never fill it.

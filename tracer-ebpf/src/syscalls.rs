@@ -38,13 +38,7 @@ macro_rules! data_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(
-                arg(&ctx, 0),
-                $sys,
-                arg(&ctx, 1),
-                arg(&ctx, 2),
-                $dir == DIR_EGRESS,
-            );
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
             0
         }
 
@@ -79,7 +73,7 @@ macro_rules! conn_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $role:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0, false);
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
             0
         }
 

@@ -172,8 +172,7 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 1;
     /// Messages longer than the capture size (the rest is counted by length only).
     pub const TRUNCATED: u32 = 2;
-    /// Syscalls not followed because another thread took their in-flight slot (same thread id
-    /// modulo the table size, both in a syscall).
+    /// Syscalls not followed because the in-flight syscall map was full.
     pub const ARGS_FULL: u32 = 3;
     /// Connections not tracked because the connection map was full.
     pub const CONNS_FULL: u32 = 4;
@@ -181,11 +180,7 @@ pub mod counter {
     pub const READ_FAULT: u32 = 5;
     /// Connection (accept/connect) and close events written.
     pub const CONN_EVENTS: u32 = 6;
-    /// Data events dropped because, while this program run was preempted, another run on the
-    /// same CPU reused the per-CPU buffer the event was being assembled in (kernels whose
-    /// syscall tracepoints run preemptibly).
-    pub const PREEMPTED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 7;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the

@@ -132,11 +132,11 @@ fn run(opts: &Options) -> Result<(), String> {
     println!("guest-suite: {} spans received", spans.len());
     let failed: Vec<String> = expected.iter().filter_map(|e| e.check(&spans)).collect();
     agent.stop()?;
-    // Kernels whose syscall tracepoints run preemptibly (seen on 7.2) skip a program run when
-    // the same program is preempted on that CPU, and a preempted run can find the per-CPU event
-    // buffer taken. The agent counts both as kernel drops; a span missing for that reason was
-    // lost and said so, and is reported here rather than failed. Anything else missing, or more
-    // than was counted, still fails.
+    // Some kernels (seen on 7.2) skip a tracing program when another BPF program holds the
+    // per-CPU guard, e.g. one preempted in a syscall tracepoint. The agent counts each skipped
+    // run, like its other kernel drops; a span missing for that reason was lost and said so,
+    // and is reported here rather than failed. Anything else missing, or more than was counted,
+    // still fails.
     let skipped = agent.counted_kernel_losses();
     let only_missing = failed.iter().all(|f| {
         f.contains("no SERVER span") || f.contains("no CLIENT span") || f.contains("status None")
