@@ -29,7 +29,9 @@ pub fn image() -> Result<(PathBuf, PathBuf)> {
     let bin = build::build()?;
     let out = util::target_dir().join("image");
     let archive = out.join(format!("tracer-agent-{VERSION}-oci.tar"));
-    Step::start("image", format!("OCI image {}", archive.display())).run(|_| {
+    Step::start("image", format!("OCI image {}", archive.display())).run(|s| {
+        // The tar and gzip command lines are printed as they run.
+        s.break_line();
         let digest = assemble(&bin, &out, &archive)?;
         Ok(Outcome::Info(format!(
             "tracer-agent:{VERSION}, manifest {digest}"
