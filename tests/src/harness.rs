@@ -4,7 +4,7 @@
 //! fails (the thread is panicking), dropping the process prints that output, so a red test shows
 //! what the agent and the services said.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -235,33 +235,18 @@ impl Agent {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(agent_binary());
+        let mut cmd = agent_command(agent_binary());
         cmd.args(args).envs(env.iter().copied());
         Self::start_command(cmd)
     }
 
-    /// Starts the agent from a prepared command (e.g. the binary inside a container image's
-    /// root filesystem), with the same environment and wait as [`Agent::start`]; variables the
-    /// command already sets win.
+    /// Starts the agent from a command prepared with [`agent_command`] (e.g. the binary inside a
+    /// container image's root filesystem) and waits as [`Agent::start`] does.
     ///
     /// # Panics
     /// As [`Agent::start`].
     #[must_use]
-    pub fn start_command(mut cmd: Command) -> Self {
-        let preset: Vec<(OsString, Option<OsString>)> = cmd
-            .get_envs()
-            .map(|(k, v)| (k.to_owned(), v.map(OsStr::to_owned)))
-            .collect();
-        clear_otel_env(&mut cmd);
-        // NO_COLOR: logs go to a pipe and then into failure messages, escape codes only hurt there.
-        cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("NO_COLOR", "1");
-        for (key, value) in preset {
-            match value {
-                Some(v) => cmd.env(key, v),
-                None => cmd.env_remove(key),
-            };
-        }
+    pub fn start_command(cmd: Command) -> Self {
         let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
         proc.wait_line("agent ready", Duration::from_secs(30));
         Self { proc }
@@ -349,6 +334,18 @@ pub fn agent_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A command running `program` with the environment every agent in the tests gets: no inherited
+/// `OTEL_*` variable, batches every 100 ms, no colour; the caller adds arguments and variables.
+#[must_use]
+pub fn agent_command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    clear_otel_env(&mut cmd);
+    // NO_COLOR: logs go to a pipe and then into failure messages, escape codes only hurt there.
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("NO_COLOR", "1");
+    cmd
 }
 
 /// Removes every inherited `OTEL_*` variable: the tests pass all settings explicitly, and a stray

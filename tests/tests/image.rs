@@ -12,7 +12,9 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::harness::{Agent, Service, free_port, get, random_hex, root_test, target_dir};
+use tracer_tests::harness::{
+    Agent, Service, agent_command, free_port, get, random_hex, root_test, target_dir,
+};
 
 fn image_archive() -> PathBuf {
     let path = std::env::var_os("TRACER_IMAGE").map_or_else(
@@ -162,7 +164,7 @@ fn image_runs_the_agent_from_its_own_root_filesystem() {
     let script = "set -e; mount --make-rprivate /; \
                   for d in proc sys dev; do mount --rbind \"/$d\" \"$0/$d\"; done; \
                   exec chroot \"$0\" /usr/local/bin/tracer-agent \"$@\"";
-    let mut cmd = Command::new("unshare");
+    let mut cmd = agent_command("unshare");
     cmd.args(["--mount", "sh", "-c", script])
         .arg(&rootfs)
         .args(["--stdout", "json", "--metrics-addr", "off"])

@@ -1,4 +1,4 @@
-//! TCP listening sockets of the agent's network namespace, by port, as socket inodes.
+//! TCP listening sockets of the agent's network namespace, as (port, socket inode) pairs.
 //!
 //! The kernel answers a `sock_diag` netlink dump restricted to the LISTEN state by walking only
 //! its listening hash, so the cost does not grow with the node's established and `TIME_WAIT`
@@ -13,7 +13,10 @@
     clippy::cast_possible_wrap
 )]
 
-use std::{collections::HashSet, fs, io, path::Path};
+use std::{fs, io, path::Path};
+
+/// A listening socket: its local port and its inode (as in /proc/PID/fd links).
+pub type Listener = (u16, u64);
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const TCP_LISTEN_STATE: u32 = 10;
@@ -25,8 +28,8 @@ const REQ_LEN: usize = 56;
 const MSG_SPORT: usize = 4;
 const MSG_INODE: usize = 4 + 48 + 16;
 
-/// Inodes of the TCP sockets listening on one of `ports` (IPv4 and IPv6), from netlink.
-pub fn by_netlink(ports: &[u16]) -> io::Result<HashSet<u64>> {
+/// The TCP sockets listening on one of `ports` (IPv4 and IPv6), from netlink.
+pub fn by_netlink(ports: &[u16]) -> io::Result<Vec<Listener>> {
     // SAFETY: plain socket(2) call; the descriptor is owned below.
     let fd = unsafe {
         libc::socket(
@@ -40,11 +43,11 @@ pub fn by_netlink(ports: &[u16]) -> io::Result<HashSet<u64>> {
     }
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let mut inodes = HashSet::new();
+    let mut found = Vec::new();
     for (seq, family) in [(1u32, libc::AF_INET), (2, libc::AF_INET6)] {
-        dump(&sock, seq, family as u8, ports, &mut inodes)?;
+        dump(&sock, seq, family as u8, ports, &mut found)?;
     }
-    Ok(inodes)
+    Ok(found)
 }
 
 fn dump(
@@ -52,7 +55,7 @@ fn dump(
     seq: u32,
     family: u8,
     ports: &[u16],
-    inodes: &mut HashSet<u64>,
+    found: &mut Vec<Listener>,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut req = [0u8; NLMSG_HDR + REQ_LEN];
@@ -81,14 +84,14 @@ fn dump(
             }
             return Err(e);
         }
-        if parse(&buf[..n as usize], seq, ports, inodes)? {
+        if parse(&buf[..n as usize], seq, ports, found)? {
             return Ok(());
         }
     }
 }
 
 /// Reads the messages of one datagram; true once the dump is complete.
-fn parse(mut data: &[u8], seq: u32, ports: &[u16], inodes: &mut HashSet<u64>) -> io::Result<bool> {
+fn parse(mut data: &[u8], seq: u32, ports: &[u16], found: &mut Vec<Listener>) -> io::Result<bool> {
     let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
     while data.len() >= NLMSG_HDR {
         let len = u32_at(data, 0) as usize;
@@ -114,7 +117,7 @@ fn parse(mut data: &[u8], seq: u32, ports: &[u16], inodes: &mut HashSet<u64>) ->
                 _ if kind == SOCK_DIAG_BY_FAMILY && msg.len() >= MSG_INODE + 4 => {
                     let port = u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]]);
                     if ports.contains(&port) {
-                        inodes.insert(u64::from(u32_at(msg, MSG_INODE)));
+                        found.push((port, u64::from(u32_at(msg, MSG_INODE))));
                     }
                 }
                 _ => {}
@@ -128,8 +131,8 @@ fn parse(mut data: &[u8], seq: u32, ports: &[u16], inodes: &mut HashSet<u64>) ->
 }
 
 /// The same from /proc/net/tcp and tcp6 under `root` (a /proc tree).
-pub fn by_proc_files(root: &Path, ports: &[u16]) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
+pub fn by_proc_files(root: &Path, ports: &[u16]) -> Vec<Listener> {
+    let mut found = Vec::new();
     for file in ["net/tcp", "net/tcp6"] {
         let Ok(table) = fs::read_to_string(root.join(file)) else {
             continue;
@@ -144,19 +147,20 @@ pub fn by_proc_files(root: &Path, ports: &[u16]) -> HashSet<u64> {
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| ports.contains(&p))
+            if let Some(port) = port
+                && ports.contains(&port)
                 && let Ok(inode) = cols[9].parse()
             {
-                inodes.insert(inode);
+                found.push((port, inode));
             }
         }
     }
-    inodes
+    found
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
+    use std::{collections::HashSet, net::TcpListener};
 
     use super::*;
 
@@ -170,8 +174,13 @@ mod tests {
         }
         // A connected socket on the same port is not a listener.
         let _client = std::net::TcpStream::connect(l4.local_addr().unwrap()).unwrap();
-        let netlink = by_netlink(&ports).expect("sock_diag netlink works for unprivileged users");
-        let files = by_proc_files(Path::new("/proc"), &ports);
+        let netlink: HashSet<Listener> = by_netlink(&ports)
+            .expect("sock_diag netlink works for unprivileged users")
+            .into_iter()
+            .collect();
+        let files: HashSet<Listener> = by_proc_files(Path::new("/proc"), &ports)
+            .into_iter()
+            .collect();
         assert_eq!(netlink.len(), ports.len(), "{netlink:?}");
         assert_eq!(netlink, files);
         assert!(by_netlink(&[]).unwrap().is_empty());
@@ -181,11 +190,11 @@ mod tests {
     fn rejects_truncated_messages() {
         let mut msg = vec![0u8; 20];
         msg[0..4].copy_from_slice(&100u32.to_ne_bytes());
-        assert!(parse(&msg, 1, &[80], &mut HashSet::new()).is_err());
+        assert!(parse(&msg, 1, &[80], &mut Vec::new()).is_err());
         let mut done = vec![0u8; 20];
         done[0..4].copy_from_slice(&20u32.to_ne_bytes());
         done[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
         done[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        assert!(parse(&done, 1, &[80], &mut HashSet::new()).unwrap());
+        assert!(parse(&done, 1, &[80], &mut Vec::new()).unwrap());
     }
 }

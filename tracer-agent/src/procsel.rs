@@ -45,7 +45,6 @@ impl Selection {
     }
 }
 
-#[derive(Clone)]
 struct ProcInfo {
     parent_pid: u32,
     /// Clock ticks after boot; with `comm`, tells a reused pid or an exec from the process we
@@ -142,9 +141,11 @@ impl Scanner {
         }
     }
 
-    fn listeners(&mut self, ports: &[u16]) -> HashSet<u64> {
+    /// Listening sockets on any of `ports`: one netlink query per pass serves both the listed
+    /// and the excluded ports.
+    fn listeners(&mut self, ports: &[u16]) -> Vec<listeners::Listener> {
         if ports.is_empty() {
-            return HashSet::new();
+            return Vec::new();
         }
         if self.netlink {
             match listeners::by_netlink(ports) {
@@ -193,10 +194,22 @@ impl Scanner {
     /// One pass over /proc: the verdict of every process that needs one.
     pub fn scan(&mut self, sel: &Selection) -> HashMap<u32, u32> {
         self.read_procs();
-        let listed = self.listeners(&sel.ports);
-        let excluded = self.listeners(&sel.exclude_ports);
-        self.listed.refresh(listed, &self.procs);
-        self.excluded.refresh(excluded, &self.procs);
+        let all: Vec<u16> = sel
+            .ports
+            .iter()
+            .chain(&sel.exclude_ports)
+            .copied()
+            .collect();
+        let found = self.listeners(&all);
+        let on = |ports: &[u16]| -> HashSet<u64> {
+            found
+                .iter()
+                .filter(|(port, _)| ports.contains(port))
+                .map(|(_, inode)| *inode)
+                .collect()
+        };
+        self.listed.refresh(on(&sel.ports), &self.procs);
+        self.excluded.refresh(on(&sel.exclude_ports), &self.procs);
         let root = &self.root;
 
         let mut traced: HashSet<u32> = HashSet::new();

@@ -62,6 +62,26 @@ fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
+/// Archives the contents of `dir` into `dest` with fixed order, times and owners, so the same
+/// files give the same bytes.
+fn tar(dir: &Path, dest: &Path) -> Result<()> {
+    util::run(
+        Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+            ])
+            .arg("-C")
+            .arg(dir)
+            .arg("-cf")
+            .arg(dest)
+            .arg("."),
+    )
+}
+
 fn sha256(file: &Path) -> Result<String> {
     let out = util::output(Command::new("sha256sum").arg(file))?;
     out.split_whitespace()
@@ -119,21 +139,7 @@ fn assemble(bin: &Path, out: &Path, archive: &Path) -> Result<String> {
     )?;
 
     let layer_tar = out.join("layer.tar");
-    util::run(
-        Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-            ])
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&layer_tar)
-            .arg("."),
-    )?;
+    tar(&rootfs, &layer_tar)?;
     let diff_id = sha256(&layer_tar)?;
     util::run(
         Command::new("gzip")
@@ -165,21 +171,7 @@ fn assemble(bin: &Path, out: &Path, archive: &Path) -> Result<String> {
         hex(&layer_digest)
     );
     fs::write(layout.join("manifest.json"), docker)?;
-    util::run(
-        Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-            ])
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(archive)
-            .arg("."),
-    )?;
+    tar(&layout, archive)?;
     fs::remove_dir_all(&rootfs)?;
     fs::remove_dir_all(&layout)?;
     Ok(manifest_digest)
