@@ -11,6 +11,7 @@ use crate::{
     k8s::PodFilter,
     plan::AttachMode,
     sampler::Sampler,
+    writemode::{Rule, WriteMode, WriteModes},
 };
 
 const ABOUT: &str = "Traces HTTP/1.x requests of unmodified processes at the socket layer with eBPF \
@@ -234,6 +235,37 @@ pub struct Cli {
     )]
     pub cpu_policy: String,
 
+    /// Write side for the selected processes: off, read-only, rewrite (replace the span id of the
+    /// B3/W3C context an app forwards with its CLIENT span's) or inject (rewrite, and add context
+    /// to requests that carry none). Needs a process selection to edit anything.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "TRACER_WRITE_MODE",
+        default_value = "read-only"
+    )]
+    pub write_mode: WriteMode,
+
+    /// Write mode for some of the selected processes: exe:NAME=MODE, pid:PID=MODE or
+    /// port:PORT=MODE (repeatable; the first match wins)
+    #[arg(
+        long,
+        value_name = "SELECTOR=MODE",
+        env = "TRACER_WRITE_MODE_FOR",
+        value_delimiter = ','
+    )]
+    pub write_mode_for: Vec<Rule>,
+
+    /// Headers the inject mode adds: b3multi, b3 (single header) or tracecontext
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = "TRACER_INJECT_FORMAT",
+        default_value = "b3multi",
+        value_parser = ["b3multi", "b3", "tracecontext"]
+    )]
+    pub inject_format: String,
+
     /// Kernel ring buffer size in MiB (a power of two)
     #[arg(long, value_name = "MIB", env = "TRACER_RING_BUFFER_MIB", default_value_t = 2,
           value_parser = parse_power_of_two)]
@@ -277,6 +309,10 @@ pub enum ConfigError {
     NoNodeName,
     #[error("{name}=`{value}` is not a number")]
     Number { name: &'static str, value: String },
+    #[error(
+        "--write-mode {0} edits requests only of selected processes: select them with --pid, --exe, --port or the Kubernetes filters (the sk_msg program is never given every socket on the node)"
+    )]
+    WriteNeedsSelection(WriteMode),
 }
 
 #[derive(Clone, Debug)]
@@ -322,6 +358,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub ring_buffer_bytes: u32,
+    pub write_modes: WriteModes,
+    /// `tracer_common::INJECT_*`.
+    pub inject_format: u32,
 }
 
 /// Reads a variable, treating empty as unset (as the OpenTelemetry specification asks).
@@ -422,7 +461,7 @@ impl Config {
                 required: mode == KubernetesMode::On,
             }),
         };
-        Ok(Self {
+        Self {
             attach: cli.attach,
             kubernetes,
             otlp,
@@ -441,7 +480,32 @@ impl Config {
             idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
             max_connections: cli.max_connections.max(16),
             ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
-        })
+            write_modes: WriteModes {
+                default: cli.write_mode,
+                rules: cli.write_mode_for,
+            },
+            inject_format: match cli.inject_format.as_str() {
+                "b3" => tracer_common::INJECT_B3_SINGLE,
+                "tracecontext" => tracer_common::INJECT_TRACEPARENT,
+                _ => tracer_common::INJECT_B3_MULTI,
+            },
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.write_modes.any_edits() && !self.selects_processes() {
+            let mode = self
+                .write_modes
+                .rules
+                .iter()
+                .map(|r| r.mode)
+                .chain([self.write_modes.default])
+                .max()
+                .unwrap_or(WriteMode::ReadOnly);
+            return Err(ConfigError::WriteNeedsSelection(mode));
+        }
+        Ok(self)
     }
 
     /// The resolved settings, one per line, for `--check-config`.
@@ -459,7 +523,7 @@ impl Config {
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
         format!(
-            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}",
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}",
             self.stdout,
             propagators.join(","),
             self.sampler,
@@ -478,6 +542,12 @@ impl Config {
                 || "off".to_owned(),
                 |k| format!("node {}, pods {:?}", k.node_name, k.filter)
             ),
+            self.write_modes.default,
+            self.write_modes
+                .rules
+                .iter()
+                .map(|r| format!(", {:?}={}", r.target, r.mode))
+                .collect::<String>(),
         )
     }
 

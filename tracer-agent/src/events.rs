@@ -1,7 +1,7 @@
 //! Decoding of ring-buffer records into typed events. Every length is checked against the
 //! record: a short or inconsistent record is an error, counted by the caller, never a panic.
 
-use tracer_common::{CloseEvent, ConnEvent, DataEvent, EventKind, TAIL_LEN};
+use tracer_common::{CloseEvent, ConnEvent, DataEvent, EventKind, TAIL_LEN, WriteEvent};
 
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -11,6 +11,7 @@ pub enum Event<'a> {
     },
     Conn(ConnEvent),
     Close(CloseEvent),
+    Write(WriteEvent),
 }
 
 impl Event<'_> {
@@ -60,6 +61,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
         }
         Some(EventKind::Conn) => Ok(Event::Conn(read(buf)?)),
         Some(EventKind::Close) => Ok(Event::Close(read(buf)?)),
+        Some(EventKind::Write) => Ok(Event::Write(read(buf)?)),
         None => Err(DecodeError::UnknownKind(kind)),
     }
 }
@@ -87,6 +89,8 @@ mod tests {
             pad: 0,
             tail: *b"............\r\n\r\n",
             tuple: SockTuple::default(),
+            server_span: [0; 8],
+            trace_id: [0; 16],
         };
         // SAFETY: plain-old-data header viewed as bytes.
         let bytes = unsafe {

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::context::ContextHeaders;
+use crate::{context::ContextHeaders, tracker::KernelIds};
 
 /// Heads longer than this are cut and parsed as truncated.
 const MAX_HEAD: usize = 64 * 1024;
@@ -31,6 +31,8 @@ pub struct Chunk<'a> {
     pub start_ns: u64,
     /// When the chunk was complete (message end).
     pub end_ns: u64,
+    /// Ids the kernel chose for the heads that start in this chunk, in order.
+    pub kernel: &'a [KernelIds],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub struct Head {
     /// The head could not be parsed as HTTP; only the start line is known.
     pub malformed: bool,
     pub start_ns: u64,
+    /// What the kernel chose or wrote for this request (write side), if anything.
+    pub kernel: Option<KernelIds>,
 }
 
 impl Head {
@@ -132,6 +136,7 @@ enum State {
     Head {
         buf: Vec<u8>,
         start_ns: u64,
+        kernel: Option<KernelIds>,
     },
     Body(BodyState),
 }
@@ -163,9 +168,10 @@ impl HalfStream {
         out: &mut Vec<Output>,
     ) {
         let mut rest = Some((chunk.data, chunk.gap));
+        let mut kernel = chunk.kernel.iter();
         while let Some((data, gap)) = rest {
             rest = match self.state {
-                State::Idle => self.on_idle(data, gap, chunk.start_ns),
+                State::Idle => self.on_idle(data, gap, chunk.start_ns, &mut kernel),
                 State::Head { .. } => self.on_head(data, gap, chunk.end_ns, rule, out),
                 State::Body(_) => self.on_body(data, gap, chunk, out),
             };
@@ -173,7 +179,13 @@ impl HalfStream {
     }
 
     /// Between messages: only the start of a request or status line begins one.
-    fn on_idle<'a>(&mut self, data: &'a [u8], gap: u64, start_ns: u64) -> Rest<'a> {
+    fn on_idle<'a>(
+        &mut self,
+        data: &'a [u8],
+        gap: u64,
+        start_ns: u64,
+        kernel: &mut std::slice::Iter<'_, KernelIds>,
+    ) -> Rest<'a> {
         if data.is_empty() {
             self.stats.skipped_bytes += gap;
             return None;
@@ -187,6 +199,7 @@ impl HalfStream {
         self.state = State::Head {
             buf: Vec::new(),
             start_ns,
+            kernel: kernel.next().copied(),
         };
         Some((data, gap))
     }
@@ -200,10 +213,16 @@ impl HalfStream {
         rule: &mut dyn FnMut(&Head) -> Body,
         out: &mut Vec<Output>,
     ) -> Rest<'a> {
-        let State::Head { buf, start_ns } = &mut self.state else {
+        let State::Head {
+            buf,
+            start_ns,
+            kernel,
+        } = &mut self.state
+        else {
             return None;
         };
         let start_ns = *start_ns;
+        let kernel = *kernel;
         let before = buf.len();
         let room = MAX_HEAD.saturating_sub(before);
         buf.extend_from_slice(&data[..data.len().min(room)]);
@@ -216,7 +235,8 @@ impl HalfStream {
         let search_from = before.saturating_sub(3);
         if let Some(pos) = find(&buf[search_from..], b"\r\n\r\n") {
             let end = search_from + pos + 4;
-            let head = parse_head(&buf[..end], false, start_ns, &mut self.stats);
+            let mut head = parse_head(&buf[..end], false, start_ns, &mut self.stats);
+            head.kernel = kernel;
             self.start_body(head, rule, end_ns, out);
             return Some((&data[end - before..], gap));
         }
@@ -224,7 +244,8 @@ impl HalfStream {
             return None;
         }
         // The rest of the head is not visible: use what we have.
-        let head = parse_head(buf, true, start_ns, &mut self.stats);
+        let mut head = parse_head(buf, true, start_ns, &mut self.stats);
+        head.kernel = kernel;
         rule(&head);
         out.push(Output::Head(Box::new(head)));
         self.state = State::Body(BodyState::Unknown);
@@ -369,8 +390,13 @@ impl HalfStream {
     pub fn close(&mut self, out: &mut Vec<Output>) {
         match std::mem::take(&mut self.state) {
             State::Idle => {}
-            State::Head { buf, start_ns } => {
-                let head = parse_head(&buf, true, start_ns, &mut self.stats);
+            State::Head {
+                buf,
+                start_ns,
+                kernel,
+            } => {
+                let mut head = parse_head(&buf, true, start_ns, &mut self.stats);
+                head.kernel = kernel;
                 out.push(Output::Head(Box::new(head)));
                 out.push(Output::End {
                     end_ns: self.last_ns.max(start_ns),
@@ -649,6 +675,7 @@ fn build_head<'a>(
         truncated: false,
         malformed: false,
         start_ns: 0,
+        kernel: None,
     };
     for (name, raw) in headers {
         // Credentials never leave this function: only the headers below are read at all.

@@ -55,6 +55,8 @@ pub enum LoaderError {
     Plan(#[from] PlanError),
     #[error("eBPF map `{0}` is missing or of the wrong type: {1}")]
     Map(&'static str, String),
+    #[error(transparent)]
+    WriteSide(#[from] crate::writeside::WriteSideError),
 }
 
 pub struct LoadOptions {
@@ -62,6 +64,12 @@ pub struct LoadOptions {
     pub capture_size: u32,
     pub filter_listed: bool,
     pub ring_buffer_bytes: u32,
+    /// Load the write side (some selected process may edit requests).
+    pub write: bool,
+    /// `tracer_common::INJECT_*`.
+    pub inject_format: u32,
+    /// Sampling bound for traces the kernel starts (see the `SAMPLE_BOUND` global).
+    pub sample_bound: u64,
 }
 
 /// The loaded object with its programs attached; dropping it detaches everything.
@@ -75,6 +83,8 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub proc_bits: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Write mode per process, when the write side is loaded.
+    pub write_mode: Option<aya::maps::HashMap<MapData, u32, u32>>,
 }
 
 /// Checks privileges and mounts what the probes need.
@@ -247,6 +257,9 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .override_global("CAPTURE_SIZE", &opts.capture_size, true)
         .override_global("TCP_TP", &tcp_offsets, true)
         .override_global("SOCK_OFF", &sock_offsets, true)
+        .override_global("WRITE_ACTIVE", &u32::from(opts.write), true)
+        .override_global("INJECT_FORMAT", &opts.inject_format, true)
+        .override_global("SAMPLE_BOUND", &opts.sample_bound, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .map_max_entries("PROC_BITS", pid_bitmap_words())
         .load(OBJECT)
@@ -269,11 +282,19 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         btf: aya_btf.as_ref(),
     };
     plan::attach_tuple(&mut ebpf, opts.attach, &inputs, &mut plan)?;
+    let write_mode = if opts.write {
+        let cgroup = crate::writeside::attach(&mut ebpf)?;
+        plan.write_side = Some(cgroup);
+        Some(take_map(&mut ebpf, "WRITE_MODE")?)
+    } else {
+        None
+    };
 
     let maps = Maps {
         events: take_map(&mut ebpf, "EVENTS")?,
         proc_bits: take_map(&mut ebpf, "PROC_BITS")?,
         counters: take_map(&mut ebpf, "COUNTERS")?,
+        write_mode,
     };
     Ok((Probes { _ebpf: ebpf, plan }, maps))
 }
@@ -288,7 +309,7 @@ fn pid_bitmap_words() -> u32 {
     pid_max.div_ceil(64).max(1)
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
+pub fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

@@ -9,6 +9,8 @@ mod events;
 mod export;
 mod http;
 mod k8s;
+#[cfg(test)]
+mod kernel_head_tests;
 mod kstats;
 mod listeners;
 mod loader;
@@ -21,6 +23,8 @@ mod sampler;
 mod semconv;
 mod span;
 mod tracker;
+mod writemode;
+mod writeside;
 
 use std::{
     future::Future,
@@ -122,6 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             capture_size: cfg.capture_size,
             filter_listed: cfg.selects_processes(),
             ring_buffer_bytes: cfg.ring_buffer_bytes,
+            write: cfg.write_modes.any_edits(),
+            inject_format: cfg.inject_format,
+            sample_bound: cfg.sampler.kernel_bound(),
         },
     )?;
     metrics.set_attach_plan(probes.plan.to_string());
@@ -138,7 +145,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let selection = selection(&cfg, pods.clone());
     // The first scan is applied before "ready": a request sent right after must be seen.
-    let mut selector = Selector::new(maps.proc_bits, selection.clone(), PathBuf::from("/proc"));
+    let mut selector = Selector::new(
+        maps.proc_bits,
+        maps.write_mode,
+        selection.clone(),
+        PathBuf::from("/proc"),
+    );
     let (traced, excluded) = selector.apply();
     let stop = Arc::new(AtomicBool::new(false));
     let selector = {
@@ -200,6 +212,7 @@ fn selection(cfg: &Config, pods: Option<Arc<PodStore>>) -> Selection {
             .and_then(|o| local_port(&o.endpoint))
             .into_iter()
             .collect(),
+        write: cfg.write_modes.clone(),
     }
 }
 

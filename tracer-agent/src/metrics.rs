@@ -58,6 +58,31 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_kernel_conn_events_total",
         "Connect, accept and close events written.",
     ),
+    (
+        counter::WRITE_SOCKETS,
+        "tracer_write_sockets_total",
+        "Client sockets of rewrite/inject processes handed to the sk_msg program.",
+    ),
+    (
+        counter::WRITE_REWRITTEN,
+        "tracer_write_rewritten_total",
+        "Outgoing request heads whose B3/W3C span id was rewritten in place.",
+    ),
+    (
+        counter::WRITE_INJECTED,
+        "tracer_write_injected_total",
+        "Outgoing request heads that got injected context headers.",
+    ),
+    (
+        counter::WRITE_SKIPPED,
+        "tracer_write_skipped_total",
+        "Outgoing request heads left unmodified (no context, no cause, split, too long, malformed).",
+    ),
+    (
+        counter::SERVER_CONTEXTS,
+        "tracer_write_server_contexts_total",
+        "Inbound requests whose SERVER span id the kernel chose (rewrite/inject processes).",
+    ),
 ];
 
 #[derive(Default)]

@@ -12,14 +12,20 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use std::collections::HashMap;
 use tokio::io::unix::AsyncFd;
-use tracer_common::{DIR_INGRESS, FLAG_HAS_TUPLE, counter};
+
+use tracer_common::{
+    DIR_INGRESS, DataEvent, FLAG_HAS_TUPLE, FLAG_KERNEL_TRACE, FLAG_SERVER_SPAN, WriteEvent,
+    counter,
+};
 use tracing::{debug, info, trace, warn};
 
 use crate::{
     clock::Clock,
     config::Config,
     conn::{ConnTable, DataIn, SpanFactory, socket_addr},
+    context::{SpanId, TraceId},
     events::{self, Event},
     export::Outputs,
     k8s::PodStore,
@@ -27,8 +33,12 @@ use crate::{
     metrics::Metrics,
     process::{ProcessCache, host_name},
     span::Span,
-    tracker::Tracker,
+    tracker::{KernelIds, Tracker},
 };
+
+/// Threads with sk_msg records waiting for their syscall's data event; beyond this many, the
+/// records are stale (their data events were lost) and are dropped.
+const MAX_PENDING_WRITES: usize = 4096;
 
 /// How often the ring buffer is drained when the kernel did not wake us.
 const DRAIN: Duration = Duration::from_millis(10);
@@ -45,6 +55,29 @@ pub struct Pipeline {
     idle_timeout: Duration,
     stats_interval: Option<Duration>,
     spans: Vec<Span>,
+    /// sk_msg records by (pid, tid), until the data event of the same send arrives.
+    pending_writes: HashMap<(u32, u32), Vec<KernelIds>>,
+    kernel_ids: Vec<KernelIds>,
+}
+
+/// The ids the kernel put on a read (the SERVER span it chose).
+fn server_ids(header: &DataEvent) -> Option<KernelIds> {
+    (header.flags & FLAG_SERVER_SPAN != 0).then(|| KernelIds::Server {
+        span_id: SpanId(header.server_span),
+        started: (header.flags & FLAG_KERNEL_TRACE != 0).then_some(TraceId(header.trace_id)),
+    })
+}
+
+/// What the sk_msg program did with one outgoing head.
+fn client_ids(w: &WriteEvent) -> KernelIds {
+    let nonzero_span = |b: [u8; 8]| (b != [0; 8]).then_some(SpanId(b));
+    KernelIds::Client {
+        action: w.action,
+        span_id: SpanId(w.client_span),
+        parent: nonzero_span(w.parent_span),
+        trace_id: (w.trace_id != [0; 16]).then_some(TraceId(w.trace_id)),
+        sampled: w.sampled != 0,
+    }
 }
 
 impl Pipeline {
@@ -75,6 +108,8 @@ impl Pipeline {
             idle_timeout: cfg.idle_timeout,
             stats_interval: cfg.stats_interval,
             spans: Vec::new(),
+            pending_writes: HashMap::new(),
+            kernel_ids: Vec::new(),
         }
     }
 
@@ -106,6 +141,13 @@ impl Pipeline {
                         .map(char::from)
                         .collect::<String>()
                 );
+                let mut kernel_ids = std::mem::take(&mut self.kernel_ids);
+                kernel_ids.clear();
+                if ingress {
+                    kernel_ids.extend(server_ids(&header));
+                } else if let Some(w) = self.pending_writes.remove(&(header.pid, header.tid)) {
+                    kernel_ids.extend(w);
+                }
                 let data = DataIn {
                     pid: header.pid,
                     tid: header.tid,
@@ -123,10 +165,12 @@ impl Pipeline {
                             header.enter_ns
                         },
                         end_ns: header.exit_ns,
+                        kernel: &kernel_ids,
                     },
                 };
                 self.table
                     .on_data(&data, &mut self.factory, &mut self.spans);
+                self.kernel_ids = kernel_ids;
             }
             Event::Conn(c) => {
                 let peer = socket_addr(c.family, c.port, &c.addr);
@@ -142,6 +186,22 @@ impl Pipeline {
             Event::Close(c) => self
                 .table
                 .on_close(c.pid, c.fd, &mut self.factory, &mut self.spans),
+            Event::Write(w) => {
+                debug!(
+                    pid = w.pid,
+                    tid = w.tid,
+                    action = w.action,
+                    added = w.added,
+                    "sk_msg saw a request head"
+                );
+                if self.pending_writes.len() >= MAX_PENDING_WRITES {
+                    self.pending_writes.clear();
+                }
+                self.pending_writes
+                    .entry((w.pid, w.tid))
+                    .or_default()
+                    .push(client_ids(&w));
+            }
         }
     }
 

@@ -96,6 +96,8 @@ pub struct AttachPlan {
     pub socket_tuple: Option<TupleFamily>,
     /// Families tried before the one chosen, with why they were passed over.
     pub rejected: Vec<(TupleFamily, String)>,
+    /// The cgroup the write-side programs are attached to, when loaded.
+    pub write_side: Option<std::path::PathBuf>,
 }
 
 impl AttachPlan {
@@ -120,9 +122,17 @@ impl fmt::Display for AttachPlan {
             write!(f, ", unavailable: {}", self.missing_syscalls.join(" "))?;
         }
         match self.socket_tuple {
-            Some(t) => write!(f, "), socket tuple={t}"),
-            None => write!(f, "), socket tuple=connect/accept arguments only"),
+            Some(t) => write!(f, "), socket tuple={t}")?,
+            None => write!(f, "), socket tuple=connect/accept arguments only")?,
         }
+        if let Some(cgroup) = &self.write_side {
+            write!(
+                f,
+                ", write side=sk_msg (connect4/6 + sock_ops on {})",
+                cgroup.display()
+            )?;
+        }
+        Ok(())
     }
 }
 

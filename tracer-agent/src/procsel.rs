@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 use crate::{
     k8s::{PodFilter, PodStore, cgroup},
     listeners,
+    writemode::{Target, WriteModes},
 };
 
 #[derive(Clone, Default)]
@@ -35,6 +36,8 @@ pub struct Selection {
     pub exclude_ports: Vec<u16>,
     /// In Kubernetes: processes whose pod passes the filter are traced.
     pub pods: Option<(Arc<PodStore>, PodFilter)>,
+    /// Write-side mode of the listed processes.
+    pub write: WriteModes,
 }
 
 impl Selection {
@@ -127,6 +130,10 @@ pub struct Scanner {
     procs: HashMap<u32, ProcInfo>,
     listed: Owners,
     excluded: Owners,
+    /// Listeners of the ports `--write-mode-for port:` names.
+    write_ports: HashMap<u16, Owners>,
+    /// Kernel write mode of the traced processes that edit requests (after `scan`).
+    pub modes: HashMap<u32, u32>,
 }
 
 impl Scanner {
@@ -138,6 +145,8 @@ impl Scanner {
             procs: HashMap::new(),
             listed: Owners::default(),
             excluded: Owners::default(),
+            write_ports: HashMap::new(),
+            modes: HashMap::new(),
         }
     }
 
@@ -194,10 +203,12 @@ impl Scanner {
     /// One pass over /proc: the verdict of every process that needs one.
     pub fn scan(&mut self, sel: &Selection) -> HashMap<u32, u32> {
         self.read_procs();
+        let write_ports = sel.write.ports();
         let all: Vec<u16> = sel
             .ports
             .iter()
             .chain(&sel.exclude_ports)
+            .chain(&write_ports)
             .copied()
             .collect();
         let found = self.listeners(&all);
@@ -210,6 +221,13 @@ impl Scanner {
         };
         self.listed.refresh(on(&sel.ports), &self.procs);
         self.excluded.refresh(on(&sel.exclude_ports), &self.procs);
+        self.write_ports.retain(|p, _| write_ports.contains(p));
+        for port in &write_ports {
+            self.write_ports
+                .entry(*port)
+                .or_default()
+                .refresh(on(&[*port]), &self.procs);
+        }
         let root = &self.root;
 
         let mut traced: HashSet<u32> = HashSet::new();
@@ -240,6 +258,12 @@ impl Scanner {
                 }
             }
         }
+        self.modes = if sel.write.any_edits() {
+            self.write_modes(&sel.write, &traced)
+        } else {
+            HashMap::new()
+        };
+        let root = &self.root;
         let mut verdicts: HashMap<u32, u32> = traced.into_iter().map(|p| (p, PROC_TRACE)).collect();
         for (pid, info) in &self.procs {
             if matches_name(info, &sel.exclude_exes)
@@ -248,13 +272,70 @@ impl Scanner {
                 verdicts.insert(*pid, PROC_EXCLUDE);
             }
         }
+        for pid in verdicts
+            .iter()
+            .filter(|(_, v)| **v == PROC_EXCLUDE)
+            .map(|(p, _)| p)
+        {
+            self.modes.remove(pid);
+        }
         verdicts
+    }
+
+    /// The write mode of each traced process that edits requests: a rule naming the process
+    /// itself, else its parent's mode (worker processes of a selected server), else the default.
+    fn write_modes(&mut self, write: &WriteModes, traced: &HashSet<u32>) -> HashMap<u32, u32> {
+        let mut own: HashMap<u32, Option<crate::writemode::WriteMode>> = HashMap::new();
+        for pid in traced {
+            let Some(info) = self.procs.get(pid) else {
+                continue;
+            };
+            let mut matched = false;
+            let root = &self.root;
+            let owners = &mut self.write_ports;
+            let mode = write.mode_of(|t| {
+                matched = match t {
+                    Target::Exe(n) => matches_name(info, std::slice::from_ref(n)),
+                    Target::Pid(p) => p == pid,
+                    Target::Port(p) => owners
+                        .get_mut(p)
+                        .is_some_and(|o| o.owns(root, *pid, info.start_time)),
+                };
+                matched
+            });
+            own.insert(*pid, matched.then_some(mode));
+        }
+        let mut modes = HashMap::new();
+        for pid in traced {
+            // Walk up to the nearest traced ancestor a rule names (bounded: pid loops cannot
+            // happen in /proc, but a stale parent link must not spin).
+            let mut at = *pid;
+            let mut mode = write.default;
+            for _ in 0..64 {
+                if let Some(Some(m)) = own.get(&at) {
+                    mode = *m;
+                    break;
+                }
+                match self.procs.get(&at) {
+                    Some(info) if traced.contains(&info.parent_pid) => at = info.parent_pid,
+                    _ => break,
+                }
+            }
+            if mode.edits() {
+                modes.insert(*pid, mode.kernel());
+            }
+        }
+        modes
     }
 }
 
 /// Keeps the kernel's `PROC_BITS` bitmap equal to the latest scan of /proc.
 pub struct Selector {
     bits: Array<MapData, u64>,
+    /// The kernel's `WRITE_MODE` map, when the write side is loaded.
+    write_map: Option<aya::maps::HashMap<MapData, u32, u32>>,
+    /// Write modes as last written to the kernel.
+    written_modes: HashMap<u32, u32>,
     sel: Selection,
     scanner: Scanner,
     /// Bitmap words as last written (absent: zero).
@@ -272,9 +353,16 @@ fn words_of(pids: impl Iterator<Item = u32>) -> HashMap<u32, u64> {
 
 impl Selector {
     #[must_use]
-    pub fn new(bits: Array<MapData, u64>, sel: Selection, proc_root: PathBuf) -> Self {
+    pub fn new(
+        bits: Array<MapData, u64>,
+        write_map: Option<aya::maps::HashMap<MapData, u32, u32>>,
+        sel: Selection,
+        proc_root: PathBuf,
+    ) -> Self {
         Self {
             bits,
+            write_map,
+            written_modes: HashMap::new(),
             sel,
             scanner: Scanner::new(proc_root),
             words: HashMap::new(),
@@ -311,8 +399,30 @@ impl Selector {
             }
         }
         self.words = next;
+        self.apply_modes();
         let traced = verdicts.values().filter(|v| **v == PROC_TRACE).count();
         (traced, verdicts.len() - traced)
+    }
+
+    /// Makes the kernel's `WRITE_MODE` map equal to the latest scan.
+    fn apply_modes(&mut self) {
+        let Some(map) = self.write_map.as_mut() else {
+            return;
+        };
+        let next = &self.scanner.modes;
+        for pid in self.written_modes.keys() {
+            if !next.contains_key(pid) {
+                let _ = map.remove(pid);
+            }
+        }
+        for (pid, mode) in next {
+            if self.written_modes.get(pid) != Some(mode) {
+                if let Err(e) = map.insert(pid, mode, 0) {
+                    warn!("could not set the write mode of pid {pid}: {e}");
+                }
+            }
+        }
+        self.written_modes.clone_from(next);
     }
 
     fn write(&mut self, word: u32, value: u64) {
@@ -336,6 +446,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+    use crate::writemode::WriteMode;
 
     fn fake_proc(dir: &Path, pid: u32, parent_pid: u32, comm: &str, sockets: &[u64]) {
         let p = dir.join(pid.to_string());
@@ -378,6 +489,13 @@ mod tests {
         )
         .unwrap();
         let sel = Selection {
+            write: WriteModes {
+                default: WriteMode::Rewrite,
+                rules: vec![
+                    "pid:11=inject".parse().unwrap(),
+                    "exe:node=off".parse().unwrap(),
+                ],
+            },
             pids: vec![10],
             exes: vec!["node".into()],
             ports: vec![8080, 8081],
@@ -385,7 +503,12 @@ mod tests {
             exclude_ports: vec![],
             pods: None,
         };
-        let v = Scanner::new(d.clone()).scan(&sel);
+        let mut scanner = Scanner::new(d.clone());
+        let v = scanner.scan(&sel);
+        // Write modes: the default for the selected, a rule by pid (inherited by its child 12),
+        // a rule by exe turning the write side off.
+        assert_eq!(scanner.modes.get(&10), Some(&tracer_common::WRITE_REWRITE));
+        assert_eq!(scanner.modes.get(&11), Some(&tracer_common::WRITE_INJECT));
         for pid in [10, 11, 12, 20, 30] {
             assert_eq!(v.get(&pid), Some(&PROC_TRACE), "pid {pid}: {v:?}");
         }
@@ -429,6 +552,7 @@ mod tests {
         store.replace_all(&[pod("cart", "shop", 'a'), pod("coredns", "kube-system", 'b')]);
         let filter = PodFilter::new(vec![], vec!["kube-system".into()], "").unwrap();
         let sel = Selection {
+            write: WriteModes::default(),
             pods: Some((store.clone(), filter)),
             ..Selection::default()
         };
@@ -440,6 +564,7 @@ mod tests {
         );
         let by_label = PodFilter::new(vec![], vec![], "app=coredns").unwrap();
         let sel = Selection {
+            write: WriteModes::default(),
             pods: Some((store, by_label)),
             ..Selection::default()
         };
@@ -462,6 +587,7 @@ mod tests {
         fake_proc(&d, 40, 1, "sh", &[]);
         fs::write(d.join("net/tcp"), tcp(999)).unwrap();
         let sel = Selection {
+            write: WriteModes::default(),
             ports: vec![8080],
             exes: vec!["app".into()],
             ..Selection::default()
@@ -502,6 +628,7 @@ mod tests {
         )
         .unwrap();
         let sel = Selection {
+            write: WriteModes::default(),
             exclude_ports: vec![4310],
             ..Selection::default()
         };

@@ -49,6 +49,24 @@ impl Sampler {
         }
     }
 
+    /// The kernel's `SAMPLE_BOUND`: a trace is sampled when the low 63 bits of its id are below
+    /// it, the rule of `should_sample`.
+    #[must_use]
+    pub fn kernel_bound(&self) -> u64 {
+        match *self {
+            Self::AlwaysOn => u64::MAX,
+            Self::AlwaysOff => 0,
+            Self::Ratio(r) if r >= 1.0 => u64::MAX,
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "r is in [0, 1) so the product fits in 63 bits"
+            )]
+            Self::Ratio(r) => (r * (1u64 << 63) as f64) as u64,
+        }
+    }
+
     #[must_use]
     pub fn should_sample(&self, trace_id: TraceId) -> bool {
         match *self {

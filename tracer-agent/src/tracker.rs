@@ -14,6 +14,27 @@ use crate::{
     sampler::Sampler,
 };
 
+/// What the kernel decided for one request head (write side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelIds {
+    /// The SERVER span id the kernel chose when it read the head (it may be on the wire as the
+    /// parent of the requests this one causes), and the trace it started when the request
+    /// carried none.
+    Server {
+        span_id: SpanId,
+        started: Option<TraceId>,
+    },
+    /// What the sk_msg program did with an outgoing head (`tracer_common::WRITE_*`); the ids
+    /// are those written to the wire when it edited the head.
+    Client {
+        action: u32,
+        span_id: SpanId,
+        parent: Option<SpanId>,
+        trace_id: Option<TraceId>,
+        sampled: bool,
+    },
+}
+
 /// Most in-flight SERVER requests remembered per process.
 const MAX_INFLIGHT_PER_PROCESS: usize = 4096;
 
@@ -77,7 +98,17 @@ impl Tracker {
 
     /// An inbound request of process `pid` was read by thread `tid`.
     pub fn server_request(&mut self, pid: u32, tid: u32, head: &Head) -> Identity {
-        let identity = self.identity_from_context(head);
+        let mut identity = self.identity_from_context(head);
+        if let Some(KernelIds::Server { span_id, started }) = head.kernel {
+            // The kernel's choice is the one that may be on the wire.
+            identity.span_id = span_id;
+            if let (None, Some(trace_id)) = (identity.parent, started) {
+                identity.trace_id = trace_id;
+                if identity.source.is_none() {
+                    identity.sampled = self.sampler.should_sample(trace_id);
+                }
+            }
+        }
         let list = self.inflight.entry(pid).or_default();
         if list.len() >= MAX_INFLIGHT_PER_PROCESS {
             list.remove(0);
@@ -102,6 +133,38 @@ impl Tracker {
 
     /// An outbound request of process `pid` was written by thread `tid`.
     pub fn client_request(&mut self, pid: u32, tid: u32, head: &Head) -> Identity {
+        let found = self.client_cause(pid, tid, head);
+        match head.kernel {
+            // The span id (and parent) the downstream sees: the kernel wrote them.
+            Some(KernelIds::Client {
+                action: tracer_common::WRITE_REWRITTEN,
+                span_id,
+                parent,
+                ..
+            }) => Identity {
+                span_id,
+                parent: parent.or(found.parent),
+                ..found
+            },
+            Some(KernelIds::Client {
+                action: tracer_common::WRITE_INJECTED,
+                span_id,
+                parent,
+                trace_id: Some(trace_id),
+                sampled,
+            }) => Identity {
+                trace_id,
+                span_id,
+                parent,
+                sampled,
+                source: None,
+            },
+            _ => found,
+        }
+    }
+
+    /// The identity of an outbound request as the read side alone sees it.
+    fn client_cause(&self, pid: u32, tid: u32, head: &Head) -> Identity {
         let own = self.identity_from_context(head);
         let carried = own.parent.map(|_| own.trace_id);
         let list = self
@@ -148,6 +211,7 @@ mod tests {
             tail: &[],
             start_ns: t,
             end_ns: t,
+            kernel: &[],
         };
         s.feed(&chunk, &mut |h: &Head| h.request_body(), &mut out);
         match out.into_iter().next() {

@@ -15,13 +15,18 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DataEvent, EventKind,
+    AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DIR_INGRESS, DataEvent, EventKind,
     FLAG_HAS_TUPLE, FLAG_NEW_CONN, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_OTHER,
     PROTO_UNKNOWN, ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITEV,
     SockTuple, TAIL_LEN, counter,
 };
 
-use crate::{ARGS, CAPTURE_SIZE, CONNS, EVENTS, SCRATCH, SELF_TGID, count, is_traced};
+use aya_ebpf::programs::TracePointContext;
+
+use crate::{
+    ARGS, CAPTURE_SIZE, CONNS, EVENTS, SCRATCH, SELF_TGID, WRITE_ACTIVE, WRITE_PROGS, count,
+    is_traced,
+};
 
 const EINPROGRESS: i64 = 115;
 const HDR_LEN: usize = size_of::<DataEvent>();
@@ -100,7 +105,7 @@ fn take_args(id: u64) -> Option<SyscallArgs> {
 /// `syscall` is the constant of the probe that calls this, so LLVM keeps only the buffer
 /// shape (plain, iovec, msghdr) that syscall uses: the verifier never sees the others.
 #[inline(always)]
-pub fn on_exit_data(ret: i64, direction: u32, syscall: u32) -> Option<()> {
+pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: u32) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
     // Cheaper than the ARGS lookup that would miss for every process we do not trace.
     if !is_traced((id >> 32) as u32) {
@@ -148,7 +153,7 @@ pub fn on_exit_data(ret: i64, direction: u32, syscall: u32) -> Option<()> {
             flags |= FLAG_NEW_CONN;
         }
     }
-    emit_data(id, &args, source, ret as u64, direction, flags)
+    emit_data(ctx, id, &args, source, ret as u64, direction, flags)
 }
 
 #[inline(always)]
@@ -201,6 +206,16 @@ fn looks_like_http(source: Source, len: i64) -> bool {
     is_http_start(&head)
 }
 
+/// A request line starts the map buffer `buf` (at least 8 valid bytes).
+#[inline(always)]
+pub fn is_request_start(buf: *const u8) -> bool {
+    let mut b = [0u8; 8];
+    for (i, slot) in b.iter_mut().enumerate() {
+        *slot = crate::head::byte(buf, i as u64);
+    }
+    b[0] != b'H' && is_http_start(&b) || b[..4] == *b"HEAD"
+}
+
 #[inline(always)]
 fn is_http_start(b: &[u8; 8]) -> bool {
     match [b[0], b[1], b[2], b[3]] {
@@ -215,14 +230,14 @@ fn is_http_start(b: &[u8; 8]) -> bool {
 }
 
 /// Bit mask that leaves every real offset and length (all at most `MAX_CAPTURE`) unchanged.
-const BOUND_MASK: u64 = (2 * MAX_CAPTURE as u64) - 1;
+pub const BOUND_MASK: u64 = (2 * MAX_CAPTURE as u64) - 1;
 
 /// `v & BOUND_MASK`, computed in assembly so that LLVM cannot drop it as redundant: the
 /// verifier needs to see the bound on the very register passed to a helper. A mask rather than
 /// a compare-and-clamp, because a clamp the verifier already knows to be true leaves an
 /// impossible branch that older verifiers (5.10, 6.1) walk with contradictory bounds.
 #[inline(always)]
-fn bounded(v: u64) -> u64 {
+pub fn bounded(v: u64) -> u64 {
     let mut v = v;
     // SAFETY: pure register arithmetic.
     unsafe {
@@ -261,6 +276,7 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
 
 #[inline(always)]
 fn emit_data(
+    ctx: &TracePointContext,
     id: u64,
     args: &SyscallArgs,
     source: Source,
@@ -286,8 +302,7 @@ fn emit_data(
         Source::Vector { iov, count } => copy_vector(data, iov, count, want, total),
     };
     let captured = bounded(captured);
-    let ev = &mut scratch.event;
-    ev.tail_len = 0;
+    scratch.event.tail_len = 0;
     if total > captured {
         count(counter::TRUNCATED);
         if tail_src != 0 && total >= TAIL_LEN as u64 {
@@ -295,14 +310,15 @@ fn emit_data(
             if let Ok(tail) =
                 unsafe { bpf_probe_read_user((tail_src - TAIL_LEN as u64) as *const [u8; 16]) }
             {
-                ev.tail = tail;
-                ev.tail_len = TAIL_LEN as u32;
+                scratch.event.tail = tail;
+                scratch.event.tail_len = TAIL_LEN as u32;
             }
         }
     }
     if args.has_tuple != 0 {
         flags |= FLAG_HAS_TUPLE;
     }
+    let ev = &mut scratch.event;
     ev.kind = EventKind::Data as u32;
     ev.direction = direction;
     ev.pid = (id >> 32) as u32;
@@ -317,8 +333,28 @@ fn emit_data(
     ev.syscall = args.syscall;
     ev.tuple = args.tuple;
 
-    let size = HDR_LEN + bounded(captured) as usize;
-    // SAFETY: size <= HDR_LEN + MAX_CAPTURE <= size_of::<Scratch>().
+    if WRITE_ACTIVE.load() != 0 && captured >= 8 {
+        let data = scratch.data.as_ptr();
+        if direction == DIR_INGRESS {
+            if is_request_start(data) {
+                // The write side chooses the SERVER span id and sends the event itself; if the
+                // tail call cannot run, the event goes out without it.
+                // SAFETY: `ctx` is this tracepoint program's context.
+                unsafe { WRITE_PROGS.tail_call(ctx, 0) };
+            }
+        } else if crate::head::byte(data, 0) == b'H' && crate::head::byte(data, 4) == b'/' {
+            crate::write::server_response(id);
+        }
+    }
+    output_scratch(scratch);
+    Some(())
+}
+
+/// Sends the data event assembled in the scratch buffer.
+#[inline(always)]
+pub fn output_scratch(scratch: &Scratch) {
+    let size = HDR_LEN + bounded(u64::from(scratch.event.captured_len)) as usize;
+    // SAFETY: size <= HDR_LEN + 2 * MAX_CAPTURE <= size_of::<Scratch>().
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
@@ -326,7 +362,6 @@ fn emit_data(
     } else {
         count(counter::EVENTS);
     }
-    Some(())
 }
 
 /// Copies up to `want` bytes from an iovec array. Returns the bytes copied and the user address

@@ -6,27 +6,36 @@
 //!   [`sock`] (fentry, kprobe or tp_btf on the TCP send/receive path, both directions) or
 //!   [`tcp`] (`tcp:tcp_rcv_space_adjust`, reads only, the fallback).
 //!
+//! - [`write`]: the write side (cgroup connect + sock_ops select the client sockets of
+//!   processes in rewrite/inject mode, sk_msg edits their outgoing request heads), with
+//!   [`head`] scanning request heads for it.
+//!
 //! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 mod capture;
+mod head;
 mod sock;
 mod syscalls;
 mod tcp;
+mod write;
 
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
 };
 use tracer_common::{
     ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
     counter,
 };
 
-use crate::capture::{Scratch, SyscallArgs};
+use crate::{
+    capture::{Scratch, SyscallArgs},
+    write::{HeadBuf, ServerCtx, TraceKey},
+};
 
 /// The agent's own process id: never traced.
 #[unsafe(no_mangle)]
@@ -63,6 +72,18 @@ static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
     v6_daddr: 0,
 });
 
+/// Non-zero when some process has write mode rewrite or inject: the read path then chooses
+/// SERVER span ids for them (one global test instead of a map lookup per request otherwise).
+#[unsafe(no_mangle)]
+static WRITE_ACTIVE: Global<u32> = Global::new(0);
+/// `tracer_common::INJECT_*`: the headers the sk_msg program injects.
+#[unsafe(no_mangle)]
+static INJECT_FORMAT: Global<u32> = Global::new(0);
+/// Sampling of traces the kernel starts or that arrive without a decision: sampled when the low
+/// 63 bits of the trace id are below this bound (the agent's ratio sampler, same rule).
+#[unsafe(no_mangle)]
+static SAMPLE_BOUND: Global<u64> = Global::new(u64::MAX);
+
 /// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`.
 /// The agent resizes it at load time (`--ring-buffer-size`).
 #[map]
@@ -83,6 +104,38 @@ static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536
 /// The agent sizes it to pid_max / 64 words at load time.
 #[map]
 static PROC_BITS: Array<u64> = Array::with_max_entries(65536, 0);
+
+/// Write mode (`tracer_common::WRITE_*`) by process id, for processes above read-only.
+#[map]
+static WRITE_MODE: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Sockets being connected by write-side processes, by socket cookie, until sock_ops sees them
+/// established. LRU: a connect that fails leaves its entry behind.
+#[map]
+static PENDING_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// The client sockets whose sends the sk_msg program sees, by socket cookie. The kernel removes
+/// a socket when it closes.
+#[map]
+static SOCKS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+
+/// The request each thread of a write-side process is serving, by thread id.
+#[map]
+static THREAD_CTX: LruHashMap<u32, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
+
+/// Requests in flight in write-side processes, by (process, trace id): the parent of an outgoing
+/// request that carries the same trace id, whichever thread sends it.
+#[map]
+static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
+
+/// Slot 0: `tracer_server_ctx`, tail-called by the read path for an inbound request head of a
+/// write-side process (a separate program, so the head scan costs the read programs nothing).
+#[map]
+static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per-CPU work area of the head scan.
+#[map]
+static HEADS: PerCpuArray<HeadBuf> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU buffer where an event is assembled before it is copied to the ring buffer;
 /// far too big for the 512-byte stack.

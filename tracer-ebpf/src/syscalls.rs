@@ -44,7 +44,7 @@ macro_rules! data_syscall {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = on_exit_data(ret(&ctx), $dir, $sys);
+            let _ = on_exit_data(&ctx, ret(&ctx), $dir, $sys);
             0
         }
     };

@@ -51,6 +51,7 @@ impl Driver {
                 tail: &[],
                 start_ns: self.t,
                 end_ns: self.t + 10,
+                kernel: &[],
             },
         };
         self.table.on_data(&ev, &mut self.f, &mut self.spans);

@@ -7,6 +7,7 @@ fn chunk(data: &[u8], t: u64) -> Chunk<'_> {
         tail: &[],
         start_ns: t,
         end_ns: t + 1,
+        kernel: &[],
     }
 }
 
@@ -17,6 +18,7 @@ fn gapped<'a>(data: &'a [u8], gap: u64, tail: &'a [u8], t: u64) -> Chunk<'a> {
         tail,
         start_ns: t,
         end_ns: t + 1,
+        kernel: &[],
     }
 }
 

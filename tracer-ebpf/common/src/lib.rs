@@ -25,6 +25,7 @@ pub enum EventKind {
     Data = 1,
     Conn = 2,
     Close = 3,
+    Write = 4,
 }
 
 impl EventKind {
@@ -34,6 +35,7 @@ impl EventKind {
             1 => Some(Self::Data),
             2 => Some(Self::Conn),
             3 => Some(Self::Close),
+            4 => Some(Self::Write),
             _ => None,
         }
     }
@@ -47,6 +49,13 @@ pub const DIR_EGRESS: u32 = 1;
 pub const FLAG_HAS_TUPLE: u32 = 1 << 0;
 /// The conn was first seen (classified as HTTP) with this event.
 pub const FLAG_NEW_CONN: u32 = 1 << 1;
+/// `DataEvent::server_span` holds the SERVER span id the kernel chose for the request whose
+/// head starts in this event (write side on: the id may reach the wire as a parent id).
+pub const FLAG_SERVER_SPAN: u32 = 1 << 2;
+/// The request carried no trace id the kernel could read: `DataEvent::trace_id` is the one it
+/// chose (and will inject), `FLAG_SAMPLED` its sampling decision.
+pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
+pub const FLAG_SAMPLED: u32 = 1 << 4;
 
 /// Which syscall produced a data event (diagnostics and self-metrics).
 pub const SYS_READ: u32 = 0;
@@ -102,8 +111,12 @@ pub struct DataEvent {
     pub pad: u32,
     pub tail: [u8; TAIL_LEN],
     pub tuple: SockTuple,
+    /// With `FLAG_SERVER_SPAN`: the SERVER span id, big-endian (as written in hex).
+    pub server_span: [u8; 8],
+    /// With `FLAG_KERNEL_TRACE`: the trace id, big-endian.
+    pub trace_id: [u8; 16],
 }
-const _: () = assert!(size_of::<DataEvent>() == 120);
+const _: () = assert!(size_of::<DataEvent>() == 144);
 
 /// A socket was accepted or connected: its fd and the peer address from the syscall arguments.
 #[repr(C)]
@@ -132,6 +145,63 @@ pub struct CloseEvent {
     pub ts_ns: u64,
 }
 const _: () = assert!(size_of::<CloseEvent>() == 24);
+
+/// Write side, per process (`WRITE_MODE` map, absent = read-only): what the sk_msg program may
+/// do to the HTTP/1.x requests the process sends.
+pub const WRITE_OFF: u32 = 0;
+pub const WRITE_READ_ONLY: u32 = 1;
+/// Replace the span id (and parent id) of a request's B3/W3C context in place, same length.
+pub const WRITE_REWRITE: u32 = 2;
+/// Rewrite, and add B3/W3C headers to requests that carry none when the causing request is known.
+pub const WRITE_INJECT: u32 = 3;
+
+/// `INJECT_FORMAT` global: the headers injected.
+pub const INJECT_B3_MULTI: u32 = 0;
+pub const INJECT_B3_SINGLE: u32 = 1;
+pub const INJECT_TRACEPARENT: u32 = 2;
+
+/// `WriteEvent::action`: what the sk_msg program did with one request head. One record per head
+/// it saw, edited or not, in send order, so the agent can pair them with the heads it parses.
+pub const WRITE_REWRITTEN: u32 = 1;
+pub const WRITE_INJECTED: u32 = 2;
+/// The head did not end within the send (split over several sends): left unmodified.
+pub const WRITE_SKIP_SPLIT: u32 = 3;
+/// Longer than the part of a send the program examines (`WRITE_HEAD_MAX`): left unmodified.
+pub const WRITE_SKIP_LONG: u32 = 4;
+/// Inject mode, no context in the request and no known causing request: left unmodified.
+pub const WRITE_SKIP_NO_CAUSE: u32 = 5;
+/// A context header whose value is not the expected shape (length, hex): left unmodified.
+pub const WRITE_SKIP_MALFORMED: u32 = 6;
+/// Rewrite mode and no context header to rewrite: nothing to do.
+pub const WRITE_SKIP_NO_CONTEXT: u32 = 7;
+/// A helper (pull/push) failed: left unmodified or, after a push, see the counters.
+pub const WRITE_SKIP_FAILED: u32 = 8;
+
+/// Bytes of a send the sk_msg program examines for a request head.
+pub const WRITE_HEAD_MAX: usize = 1024;
+
+/// One request head seen by the sk_msg program, in the thread that sent it (the data event of
+/// the same syscall follows it in the ring buffer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WriteEvent {
+    pub kind: u32,
+    pub action: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    /// The CLIENT span id written to the wire (edited heads only), big-endian.
+    pub client_span: [u8; 8],
+    /// The parent written to the wire, zero if the kernel knew none.
+    pub parent_span: [u8; 8],
+    /// The trace id of the request as sent, zero if unknown.
+    pub trace_id: [u8; 16],
+    /// 1 if the injected context says sampled.
+    pub sampled: u32,
+    /// Bytes added to the head (inject), 0 for an in-place rewrite.
+    pub added: u32,
+}
+const _: () = assert!(size_of::<WriteEvent>() == 64);
 
 /// Key of the kernel's connection map.
 #[repr(C)]
@@ -180,7 +250,17 @@ pub mod counter {
     pub const READ_FAULT: u32 = 5;
     /// Connection (accept/connect) and close events written.
     pub const CONN_EVENTS: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Client sockets of write-side processes put into the socket hash.
+    pub const WRITE_SOCKETS: u32 = 7;
+    /// Request heads whose context the sk_msg program rewrote in place.
+    pub const WRITE_REWRITTEN: u32 = 8;
+    /// Request heads that got injected headers.
+    pub const WRITE_INJECTED: u32 = 9;
+    /// Request heads left unmodified (split, too long, malformed, no cause, helper failure).
+    pub const WRITE_SKIPPED: u32 = 10;
+    /// Inbound requests whose SERVER span id the kernel chose (write-side processes).
+    pub const SERVER_CONTEXTS: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the
@@ -227,4 +307,5 @@ mod pod {
     unsafe impl aya::Pod for super::DataEvent {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::CloseEvent {}
+    unsafe impl aya::Pod for super::WriteEvent {}
 }

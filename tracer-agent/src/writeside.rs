@@ -1,0 +1,136 @@
+//! Loads and attaches the write-side programs: sk_msg on the socket hash first, then the
+//! cgroup connect hooks and sock_ops that fill it, on the cgroup v2 root (so every process of
+//! the node passes through them; only sockets of processes in rewrite/inject mode are kept).
+
+use std::{fs, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    maps::{ProgramArray, SockHash},
+    programs::{CgroupAttachMode, CgroupSockAddr, SkMsg, SockOps, TracePoint},
+};
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteSideError {
+    #[error(
+        "the write side (--write-mode rewrite/inject) needs a cgroup v2 hierarchy, and none is mounted (looked for a cgroup2 entry in /proc/mounts). Mount one (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or use --write-mode read-only"
+    )]
+    NoCgroup2,
+    #[error("could not open the cgroup v2 root {path}: {source}")]
+    OpenCgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "write-side program `{program}` could not be loaded or attached: {source}. The write side needs sk_msg, sock_ops and cgroup connect hooks (Linux 5.10+, CAP_NET_ADMIN); use --write-mode read-only on this kernel"
+    )]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("write-side map `{0}` is missing or of the wrong type: {1}")]
+    Map(&'static str, String),
+}
+
+/// The cgroup v2 mount point: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
+/// hybrid ones.
+#[must_use]
+pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(target))
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, WriteSideError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(WriteSideError::Program {
+        program: name,
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
+    prog.try_into().map_err(|source| WriteSideError::Program {
+        program: name,
+        source,
+    })
+}
+
+/// Attaches the write side; returns the cgroup it is attached to.
+pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
+    let root = cgroup2_root(&fs::read_to_string("/proc/mounts").unwrap_or_default())
+        .ok_or(WriteSideError::NoCgroup2)?;
+    let cgroup = fs::File::open(&root).map_err(|source| WriteSideError::OpenCgroup {
+        path: root.clone(),
+        source,
+    })?;
+    let err = |program: &'static str| move |source| WriteSideError::Program { program, source };
+
+    // The read path's tail call that chooses SERVER span ids.
+    let server: &mut TracePoint = program(ebpf, "tracer_server_ctx")?;
+    server.load().map_err(err("tracer_server_ctx"))?;
+    let server_fd = server
+        .fd()
+        .map_err(err("tracer_server_ctx"))?
+        .try_clone()
+        .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
+    let mut progs: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut("WRITE_PROGS")
+            .ok_or_else(|| WriteSideError::Map("WRITE_PROGS", "not in the object".into()))?,
+    )
+    .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
+    progs
+        .set(0, &server_fd, 0)
+        .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
+
+    // sk_msg first: sockets must never enter the map before the program that edits them is on it.
+    let socks: SockHash<_, u64> = SockHash::try_from(
+        ebpf.map("SOCKS")
+            .ok_or_else(|| WriteSideError::Map("SOCKS", "not in the object".into()))?,
+    )
+    .map_err(|e| WriteSideError::Map("SOCKS", e.to_string()))?;
+    let socks_fd = socks
+        .fd()
+        .try_clone()
+        .map_err(|e| WriteSideError::Map("SOCKS", e.to_string()))?;
+    let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
+    msg.load().map_err(err("tracer_sk_msg"))?;
+    msg.attach(&socks_fd).map_err(err("tracer_sk_msg"))?;
+
+    for name in ["tracer_connect4", "tracer_connect6"] {
+        let p: &mut CgroupSockAddr = program(ebpf, name)?;
+        p.load().map_err(err(name))?;
+        p.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(err(name))?;
+    }
+    let ops: &mut SockOps = program(ebpf, "tracer_sockops")?;
+    ops.load().map_err(err("tracer_sockops"))?;
+    ops.attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(err("tracer_sockops"))?;
+    info!(
+        "write side attached: sk_msg, connect4/6 and sock_ops on {}",
+        root.display()
+    );
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount() {
+        let hybrid = "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            cgroup2_root(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_root("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n"),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_root("proc /proc proc rw 0 0\n"), None);
+    }
+}
