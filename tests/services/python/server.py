@@ -5,6 +5,7 @@ HTTP/1.1 with Content-Length on every non-chunked response, so clients can keep 
 Like a mesh app, /call forwards the incoming B3/W3C headers unchanged to the downstream request.
 """
 
+import hashlib
 import http.client
 import json
 import os
@@ -17,6 +18,8 @@ PROPAGATED = (
     "b3", "traceparent", "tracestate",
 )
 DOWNSTREAM = os.environ.get("DOWNSTREAM", "")
+# FORWARD=none: an app that forwards no trace context at all (the write side's inject case).
+FORWARD = os.environ.get("FORWARD", "context")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,8 +89,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server naming
         body = self.read_body()
-        if urllib.parse.urlsplit(self.path).path == "/echo":
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/echo":
             self.reply(200, body)
+        elif path == "/sha256":
+            # What arrived, to the byte: the write side must never touch a body.
+            self.reply(200, hashlib.sha256(body).hexdigest().encode())
         else:
             self.reply(404, b"not found\n")
 
@@ -97,6 +104,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         url = urllib.parse.urlsplit(DOWNSTREAM.rstrip("/") + "/" + rest)
         headers = {h: self.headers[h] for h in PROPAGATED if self.headers.get(h) is not None}
+        if FORWARD == "none":
+            headers = {}
         try:
             conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
             conn.request("GET", url.path + ("?" + url.query if url.query else ""), headers=headers)
