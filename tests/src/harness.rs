@@ -364,6 +364,16 @@ pub fn services_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("services")
 }
 
+/// A command running the Python script `script` of tests/services/python with the real
+/// interpreter (unbuffered output).
+#[must_use]
+pub fn python_script(script: &str) -> Command {
+    let mut cmd = Command::new(python_interpreter());
+    cmd.arg("-u")
+        .arg(services_dir().join("python").join(script));
+    cmd
+}
+
 /// The Python interpreter behind `python3` (`TRACER_TEST_PYTHON` overrides), resolved once.
 fn python_interpreter() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();

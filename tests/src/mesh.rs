@@ -54,6 +54,8 @@ pub struct Hop {
 /// rotel on SIGTERM), the store last.
 pub struct Mesh {
     agent: Agent,
+    /// The agent's `--write-mode` ("read-only" unless started with another).
+    pub write_mode: &'static str,
     pub hops: Vec<Hop>,
     collector: Proc,
     pub store: Receiver,
@@ -78,6 +80,15 @@ impl Mesh {
     /// If a tool is missing (run `cargo xtask setup`) or a process does not come up.
     #[must_use]
     pub fn start(trace_id_128bit: bool) -> Self {
+        Self::start_with(trace_id_128bit, "read-only")
+    }
+
+    /// As [`Mesh::start`], the agent in write mode `write_mode` (read-only, rewrite, inject).
+    ///
+    /// # Panics
+    /// As [`Mesh::start`].
+    #[must_use]
+    pub fn start_with(trace_id_128bit: bool, write_mode: &'static str) -> Self {
         let dir = TempDir::new();
         let store = Receiver::start_blocking();
         let collector = start_rotel(&store.grpc_endpoint(), dir.path());
@@ -121,6 +132,8 @@ impl Mesh {
             collector_endpoint(&collector),
             "--metrics-addr".to_owned(),
             format!("127.0.0.1:{}", free_port()),
+            "--write-mode".to_owned(),
+            write_mode.to_owned(),
         ];
         for hop in &hops {
             args.extend(["--pid".to_owned(), hop.app.pid().to_string()]);
@@ -129,6 +142,7 @@ impl Mesh {
         let agent = Agent::start(args);
         Self {
             agent,
+            write_mode,
             hops,
             collector: collector.proc,
             store,

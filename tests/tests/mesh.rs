@@ -33,9 +33,20 @@ fn mesh_joins_sidecar_and_agent_spans_with_128_bit_trace_ids() {
     scenario(true);
 }
 
+/// The write side on: each app's outgoing request carries its agent CLIENT span id, so the tree
+/// is strictly nested: sidecar -> agent SERVER -> agent CLIENT -> sidecar -> agent SERVER ...
+#[test]
+fn mesh_tree_is_strictly_nested_with_rewrite() {
+    scenario_with(false, "rewrite");
+}
+
 fn scenario(trace_id_128bit: bool) {
+    scenario_with(trace_id_128bit, "read-only");
+}
+
+fn scenario_with(trace_id_128bit: bool, write_mode: &'static str) {
     let _serial = root_test();
-    let mesh = Mesh::start(trace_id_128bit);
+    let mesh = Mesh::start_with(trace_id_128bit, write_mode);
 
     let ok = request(&mesh, "/call/call/hello");
     check_eq!(
@@ -247,14 +258,24 @@ fn check_hops(mesh: &Mesh, spans: &[Span], paths: &[&str], status: u16, rid: &st
             "{label}: agent CLIENT status ERROR for >= 400"
         );
 
-        // Read-only agent: the app forwarded the inbound sidecar's span id to its outbound sidecar.
         let outbound = sidecar_span(spans, name, "CLIENT");
-        check_eq!(
-            spans,
-            outbound.parent_span_id,
-            inbound.span_id,
-            "{label}: outbound sidecar parent = the inbound sidecar span the app forwarded"
-        );
+        if mesh.write_mode == "read-only" {
+            // The app forwarded the inbound sidecar's span id to its outbound sidecar.
+            check_eq!(
+                spans,
+                outbound.parent_span_id,
+                inbound.span_id,
+                "{label}: outbound sidecar parent = the inbound sidecar span the app forwarded"
+            );
+        } else {
+            // The kernel replaced it with the agent CLIENT span's id on the way out.
+            check_eq!(
+                spans,
+                outbound.parent_span_id,
+                client.span_id,
+                "{label}: outbound sidecar parent = agent CLIENT span (rewritten on the wire)"
+            );
+        }
         check_sidecar(spans, outbound, paths[i + 1], &status_text, rid, &label);
         parent_of_next.clone_from(&outbound.span_id);
     }
