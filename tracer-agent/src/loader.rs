@@ -154,7 +154,7 @@ fn raise_memlock() {
     }
 }
 
-fn mount(fstype: &str, target: &str) -> io::Result<()> {
+pub fn mount(fstype: &str, target: &str) -> io::Result<()> {
     let src = CString::new(fstype)?;
     let dst = CString::new(target)?;
     // SAFETY: NUL-terminated strings that outlive the call; no data argument.

@@ -14,9 +14,9 @@ use tracing::info;
 #[derive(Debug, thiserror::Error)]
 pub enum WriteSideError {
     #[error(
-        "the write side (--write-mode rewrite/inject) needs a cgroup v2 hierarchy, and none is mounted (looked for a cgroup2 entry in /proc/mounts). Mount one (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or use --write-mode read-only"
+        "the write side (--write-mode rewrite/inject) needs the cgroup v2 hierarchy: none is mounted and mounting it at {CGROUP2_FALLBACK} failed ({0}). Mount it (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or use --write-mode read-only"
     )]
-    NoCgroup2,
+    NoCgroup2(std::io::Error),
     #[error("could not open the cgroup v2 root {path}: {source}")]
     OpenCgroup {
         path: PathBuf,
@@ -58,10 +58,23 @@ where
     })
 }
 
+/// Where the agent mounts the cgroup v2 hierarchy when nothing has (minimal systems, some
+/// containers). There is one v2 hierarchy: a second mount shows the same root.
+const CGROUP2_FALLBACK: &str = "/run/tracer-agent/cgroup2";
+
+fn cgroup2() -> Result<PathBuf, WriteSideError> {
+    if let Some(root) = cgroup2_root(&fs::read_to_string("/proc/mounts").unwrap_or_default()) {
+        return Ok(root);
+    }
+    fs::create_dir_all(CGROUP2_FALLBACK).map_err(WriteSideError::NoCgroup2)?;
+    crate::loader::mount("cgroup2", CGROUP2_FALLBACK).map_err(WriteSideError::NoCgroup2)?;
+    info!("mounted the cgroup v2 hierarchy at {CGROUP2_FALLBACK} for the write side");
+    Ok(PathBuf::from(CGROUP2_FALLBACK))
+}
+
 /// Attaches the write side; returns the cgroup it is attached to.
 pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
-    let root = cgroup2_root(&fs::read_to_string("/proc/mounts").unwrap_or_default())
-        .ok_or(WriteSideError::NoCgroup2)?;
+    let root = cgroup2()?;
     let cgroup = fs::File::open(&root).map_err(|source| WriteSideError::OpenCgroup {
         path: root.clone(),
         source,

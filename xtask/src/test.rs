@@ -91,6 +91,10 @@ pub fn test(args: &[String]) -> Result<()> {
     println!("[test] kernel matrix subset: 5.10 and the newest kernel, every attach family");
     vmtest::vm_test(&vmtest::Options::ci()).context(
         "the kernel matrix failed; rerun it with `sudo -E cargo xtask vm-test --kernels 5.10,7`",
+    )?;
+    println!("[test] kernel matrix, write side (sk_msg rewrite): the newest kernel");
+    vmtest::vm_test(&vmtest::Options::ci_write()).context(
+        "the write-side kernel matrix failed; rerun it with `sudo -E cargo xtask vm-test --kernels 7 --attach write`",
     )
 }
 

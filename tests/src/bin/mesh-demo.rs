@@ -57,14 +57,20 @@ fn main() -> ExitCode {
 }
 
 fn run() {
-    for trace_id_128bit in [false, true] {
+    // Read-only (the default) with 64- and 128-bit ids, then the write side on: the same request,
+    // with each app's outgoing span id rewritten to its agent CLIENT span's.
+    for (trace_id_128bit, write_mode) in [
+        (false, "read-only"),
+        (true, "read-only"),
+        (false, "rewrite"),
+    ] {
         let bits = if trace_id_128bit { 128 } else { 64 };
         let started = Instant::now();
         println!(
             "[demo] starting: trace store, rotel, service-a (Go) -> service-b (Python) -> service-c (Node), \
-             one Envoy sidecar each ({bits}-bit trace ids), the agent"
+             one Envoy sidecar each ({bits}-bit trace ids), the agent (--write-mode {write_mode})"
         );
-        let mesh = Mesh::start(trace_id_128bit);
+        let mesh = Mesh::start_with(trace_id_128bit, write_mode);
         for hop in &mesh.hops {
             let c = &hop.sidecar.config;
             println!(
@@ -86,8 +92,8 @@ fn run() {
             started.elapsed().as_secs_f64(),
             mesh.entry_port()
         );
-        // The 128-bit pass shows the id width only: one request is enough.
-        let requests = if trace_id_128bit {
+        // The 128-bit and rewrite passes show one thing each: one request is enough.
+        let requests = if trace_id_128bit || write_mode != "read-only" {
             &REQUESTS[..1]
         } else {
             &REQUESTS[..]
@@ -95,12 +101,12 @@ fn run() {
         for (what, path) in requests {
             let traced = mesh.traced_get(path, CHAIN_SPANS, Duration::from_secs(30));
             println!(
-                "\n[demo] {what}, {bits}-bit trace id: GET {path} -> {}",
+                "\n[demo] {what}, {bits}-bit trace id, --write-mode {write_mode}: GET {path} -> {}",
                 traced.response.status
             );
             println!("{}", mesh::render_tree(&traced.spans));
         }
-        println!("[demo] stopping the {bits}-bit scenario");
+        println!("[demo] stopping the {bits}-bit {write_mode} scenario");
     }
 }
 

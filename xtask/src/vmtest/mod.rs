@@ -55,16 +55,33 @@ pub struct Options {
 }
 
 /// Every attach family the agent knows; each runs on every kernel (a family the kernel lacks
-/// shows as n/a).
-pub const ALL_FAMILIES: [&str; 5] = ["auto", "tracepoint", "tp-btf", "kprobe", "fentry"];
+/// shows as n/a). `write` is the automatic plan plus the write side (`--write-mode rewrite`:
+/// cgroup connect hooks, sock_ops, sk_msg), whose suite requires the rewritten parent links.
+pub const ALL_FAMILIES: [&str; 6] = ["auto", "tracepoint", "tp-btf", "kprobe", "fentry", "write"];
 
 impl Options {
-    /// What CI runs after the tests: the oldest and the newest kernel, every attach family.
+    /// The write side in CI: the newest kernel. On 5.10 under TCG the agent is not ready within
+    /// the guest's 150 s (the write-side programs load in 0.8 s on the host; not solved yet).
+    #[must_use]
+    pub fn ci_write() -> Self {
+        Self {
+            kernels: vec!["7".to_owned()],
+            attach: vec!["write".to_owned()],
+            ..Self::ci()
+        }
+    }
+
+    /// What CI runs after the tests: the oldest and the newest kernel, every read-side attach
+    /// family.
     #[must_use]
     pub fn ci() -> Self {
         Self {
             kernels: vec!["5.10".to_owned(), "7".to_owned()],
-            attach: ALL_FAMILIES.map(str::to_owned).to_vec(),
+            attach: ALL_FAMILIES
+                .iter()
+                .filter(|f| **f != "write")
+                .map(|f| (*f).to_owned())
+                .collect(),
             keep: false,
             timeout: 240,
             refresh: false,
@@ -215,7 +232,13 @@ fn runs(opts: &Options) -> Vec<Vec<String>> {
     opts.attach
         .iter()
         .map(|family| {
-            let mut args = vec!["--attach".to_owned(), family.clone()];
+            let mut args = if family == "write" {
+                ["--attach", "auto", "--write-mode", "rewrite"]
+                    .map(str::to_owned)
+                    .to_vec()
+            } else {
+                vec!["--attach".to_owned(), family.clone()]
+            };
             args.extend(opts.agent_args.iter().cloned());
             args
         })

@@ -20,6 +20,8 @@ enum Parent {
     /// The id the caller sent, or the CLIENT span of `pid` in the same trace: the first while the
     /// agent only reads headers, the second once it rewrites them. Either keeps one trace.
     SentOrClientOf(String, u32),
+    /// The CLIENT span of `pid` in the same trace (the write side rewrote the span id).
+    ClientOf(u32),
 }
 
 /// One span the agent must export.
@@ -38,7 +40,9 @@ pub struct Expect {
 }
 
 /// Sends every request to the upstream service on `port`; returns the spans to expect.
-pub fn drive(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
+/// `rewrite`: the agent runs with `--write-mode rewrite`, so the downstream SERVER span must be
+/// the child of the upstream CLIENT span.
+pub fn drive(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, String> {
     let mut expected = Vec::new();
     for (headers, e) in single_requests(up) {
         let path = format!("{}?{}", e.path, e.query.as_deref().unwrap_or_default());
@@ -57,7 +61,7 @@ pub fn drive(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
         expected.push(e);
     }
     expected.extend(keep_alive(port, up)?);
-    expected.extend(chain(port, up, down)?);
+    expected.extend(chain(port, up, down, rewrite)?);
     Ok(expected)
 }
 
@@ -192,7 +196,7 @@ fn keep_alive(port: u16, up: u32) -> Result<Vec<Expect>, String> {
 }
 
 /// `/call/hello`: the upstream's SERVER span, its CLIENT call and the downstream's SERVER span.
-fn chain(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
+fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, String> {
     let (trace, span) = ("6e0c63257de34c92", "bf9b5b8a9c3d1e27");
     let headers = b3_multi(trace, span);
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -226,7 +230,11 @@ fn chain(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
             "chain: downstream SERVER",
             down,
             t(),
-            Parent::SentOrClientOf(span.into(), up),
+            if rewrite {
+                Parent::ClientOf(up)
+            } else {
+                Parent::SentOrClientOf(span.into(), up)
+            },
             "/hello",
         ),
     ])
@@ -313,6 +321,9 @@ impl Expect {
             Parent::SentOrClientOf(sent, pid) => {
                 parent == sent
                     || in_trace("CLIENT", *pid).is_some_and(|s| text(s, "span_id") == parent)
+            }
+            Parent::ClientOf(pid) => {
+                in_trace("CLIENT", *pid).is_some_and(|s| text(s, "span_id") == parent)
             }
         };
         if !parent_ok {

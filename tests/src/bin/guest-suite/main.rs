@@ -125,7 +125,11 @@ fn run(opts: &Options) -> Result<(), String> {
     cmd.args(&opts.agent_args);
     let mut agent = Agent::start(cmd, READY_TIMEOUT)?;
 
-    let expected = cases::drive(up_port, up.pid(), down.pid())?;
+    let rewrite = opts
+        .agent_args
+        .windows(2)
+        .any(|w| w[0] == "--write-mode" && (w[1] == "rewrite" || w[1] == "inject"));
+    let expected = cases::drive(up_port, up.pid(), down.pid(), rewrite)?;
     let spans = agent.collect_spans(SPANS_TIMEOUT, |spans| {
         expected.iter().all(|e| e.found(spans))
     });
