@@ -43,15 +43,25 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=TRACER_EBPF_TOOLCHAIN");
 
     let toolchain = env::var("TRACER_EBPF_TOOLCHAIN").unwrap_or_else(|_| "rust-web".to_owned());
-    let target_dir = root.join("target/bpf");
-    let object = build_object(root, &toolchain, &target_dir)?;
-    let out = PathBuf::from(env::var("OUT_DIR")?).join("tracer.bpf.o");
-    std::fs::copy(&object, &out)
-        .with_context(|| format!("copying {} to {}", object.display(), out.display()))?;
+    // Two objects: read-only (no socket hash, which needs CAP_NET_ADMIN) and with the write side.
+    for (dir, features, name) in [
+        ("target/bpf", "", "tracer.bpf.o"),
+        ("target/bpf-write", "write-side", "tracer-write.bpf.o"),
+    ] {
+        let object = build_object(root, &toolchain, &root.join(dir), features)?;
+        let out = PathBuf::from(env::var("OUT_DIR")?).join(name);
+        std::fs::copy(&object, &out)
+            .with_context(|| format!("copying {} to {}", object.display(), out.display()))?;
+    }
     Ok(())
 }
 
-fn build_object(root: &Path, toolchain: &str, target_dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_object(
+    root: &Path,
+    toolchain: &str,
+    target_dir: &Path,
+    features: &str,
+) -> anyhow::Result<PathBuf> {
     let rustflags = [
         "--cfg=bpf_target_arch=\"x86_64\"",
         "-Cdebuginfo=2",
@@ -62,6 +72,11 @@ fn build_object(root: &Path, toolchain: &str, target_dir: &Path) -> anyhow::Resu
     cmd.current_dir(root)
         .args(["run", toolchain, "cargo", "build", "--locked", "--release"])
         .args(["-p", "tracer-ebpf", "--target", "bpfel-unknown-none"])
+        .args(if features.is_empty() {
+            vec![]
+        } else {
+            vec!["--features", features]
+        })
         .args(["-Z", "build-std=core", "--target-dir"])
         .arg(target_dir);
     for var in SCRUB {

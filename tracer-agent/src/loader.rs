@@ -23,6 +23,9 @@ use crate::{
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+/// The same programs plus the write side's socket hash and sock_ops program (CAP_NET_ADMIN).
+static OBJECT_WRITE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-write.bpf.o"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
@@ -36,6 +39,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_NET_ADMIN: u32 = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -57,6 +61,10 @@ pub enum LoaderError {
     Map(&'static str, String),
     #[error(transparent)]
     WriteSide(#[from] crate::writeside::WriteSideError),
+    #[error(
+        "--write-mode rewrite/inject needs CAP_NET_ADMIN as well (socket hash, sock_ops, sk_msg and cgroup hooks); grant it or use --write-mode read-only"
+    )]
+    WriteNotPrivileged,
 }
 
 pub struct LoadOptions {
@@ -229,6 +237,10 @@ pub fn tcp_tp_offsets(format: &str) -> Option<TcpTpOffsets> {
 
 /// Loads the object and attaches the plan for this kernel.
 pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), LoaderError> {
+    let caps = effective_caps();
+    if opts.write && caps & (1 << CAP_NET_ADMIN) == 0 && caps & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(LoaderError::WriteNotPrivileged);
+    }
     let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
         .ok()
         .and_then(|f| tcp_tp_offsets(&f));
@@ -262,7 +274,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .override_global("SAMPLE_BOUND", &opts.sample_bound, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .map_max_entries("PROC_BITS", pid_bitmap_words())
-        .load(OBJECT)
+        .load(if opts.write { OBJECT_WRITE } else { OBJECT })
         .map_err(LoaderError::Load)?;
 
     let mut plan = AttachPlan::default();

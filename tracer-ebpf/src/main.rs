@@ -25,7 +25,7 @@ mod write;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
     ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
@@ -115,9 +115,10 @@ static WRITE_MODE: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 static PENDING_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
 
 /// The client sockets whose sends the sk_msg program sees, by socket cookie. The kernel removes
-/// a socket when it closes.
+/// a socket when it closes. Only in the write-side object (creating it needs CAP_NET_ADMIN).
+#[cfg(feature = "write-side")]
 #[map]
-static SOCKS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+static SOCKS: aya_ebpf::maps::SockHash<u64> = aya_ebpf::maps::SockHash::with_max_entries(65536, 0);
 
 /// The request each thread of a write-side process is serving, by thread id.
 #[map]

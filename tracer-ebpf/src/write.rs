@@ -21,8 +21,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
         generated::{bpf_msg_apply_bytes, bpf_msg_pull_data},
     },
-    macros::{cgroup_sock_addr, sk_msg, sock_ops, tracepoint},
-    programs::{SkMsgContext, SockAddrContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_sock_addr, sk_msg, tracepoint},
+    programs::{SkMsgContext, SockAddrContext, TracePointContext},
 };
 use tracer_common::{
     EventKind, INJECT_B3_SINGLE, INJECT_TRACEPARENT, WRITE_HEAD_MAX, WRITE_INJECT, WRITE_INJECTED,
@@ -31,14 +31,15 @@ use tracer_common::{
 };
 
 use crate::{
-    EVENTS, HEADS, INJECT_FORMAT, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH, SOCKS, THREAD_CTX,
-    TRACE_CTX, WRITE_MODE, count,
+    EVENTS, HEADS, INJECT_FORMAT, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH, THREAD_CTX, TRACE_CTX,
+    WRITE_MODE, count,
     head::{
         Found, H_B3, H_CONTENT_LENGTH, H_PARENT, H_SPANID, H_TRACEPARENT, H_TRANSFER_ENCODING,
         TraceCtx, byte, find_headers, hex_char, scan_lines, trace_of,
     },
 };
 
+#[cfg(feature = "write-side")]
 const BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: u32 = 4;
 
 /// The request a thread is serving, as the write side needs it.
@@ -210,8 +211,10 @@ fn mark_socket(ctx: &SockAddrContext) {
     let _ = PENDING_SOCKS.insert(&cookie, &mode, u64::from(BPF_ANY));
 }
 
-#[sock_ops]
-pub fn tracer_sockops(ctx: SockOpsContext) -> u32 {
+#[cfg(feature = "write-side")]
+#[aya_ebpf::macros::sock_ops]
+pub fn tracer_sockops(ctx: aya_ebpf::programs::SockOpsContext) -> u32 {
+    use crate::SOCKS;
     if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
         return 1;
     }
