@@ -395,3 +395,56 @@ fn bodies_keepalive_pipelining_and_split_heads_survive_the_write_side() {
         "all CLIENT spans in the trace the client sent"
     );
 }
+
+#[test]
+fn inject_follows_a_go_handler_goroutine() {
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let back = Lang::Python.start(free_port(), None, &[]);
+    let front = Lang::Go.start(free_port(), Some(&back.url()), &[]);
+    let agent = Agent::start_for(
+        &rx,
+        "grpc",
+        &[front.pid(), back.pid()],
+        &["--write-mode", "inject"],
+    );
+    check!(
+        &[],
+        agent.output().contains("goroutine tracking attached"),
+        "the agent attached its goroutine probes to the Go service:\n{}",
+        agent.output()
+    );
+    // /gocall: the handler starts a goroutine that calls the back service with no headers.
+    let (trace, incoming) = (random_hex(16), random_hex(8));
+    let r = get(
+        front.port(),
+        "/gocall/headers",
+        &[
+            ("x-b3-traceid", &trace),
+            ("x-b3-spanid", &incoming),
+            ("x-b3-sampled", "1"),
+        ],
+    );
+    check_eq!(&[], r.status, 200, "Go /gocall/headers");
+    let seen = received(&r.body);
+    let (spans, [server, client, down]) = hop_spans(&rx, &trace, front.pid(), back.pid());
+    check_eq!(&spans, server.parent_span_id, incoming, "Go SERVER parent");
+    check_eq!(
+        &spans,
+        client.parent_span_id,
+        server.span_id,
+        "Go CLIENT (made in another goroutine) parent = Go SERVER"
+    );
+    check_eq!(
+        &spans,
+        field(&seen, "x-b3-spanid"),
+        client.span_id,
+        "injected x-b3-spanid = Go CLIENT"
+    );
+    check_eq!(
+        &spans,
+        down.parent_span_id,
+        client.span_id,
+        "back SERVER under the Go CLIENT span"
+    );
+}

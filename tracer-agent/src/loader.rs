@@ -83,8 +83,15 @@ pub struct LoadOptions {
 /// The loaded object with its programs attached; dropping it detaches everything.
 pub struct Probes {
     /// Owns the loaded programs: dropping it detaches them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub plan: AttachPlan,
+}
+
+impl Probes {
+    /// Goroutine tracking for a Go executable whose processes inject (see `writeside`).
+    pub fn attach_go(&mut self, exe: &Path) -> Result<(), String> {
+        crate::writeside::attach_go(&mut self.ebpf, exe)
+    }
 }
 
 pub struct Maps {
@@ -308,7 +315,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         counters: take_map(&mut ebpf, "COUNTERS")?,
         write_mode,
     };
-    Ok((Probes { _ebpf: ebpf, plan }, maps))
+    Ok((Probes { ebpf, plan }, maps))
 }
 
 /// One bit per possible process id: `pid_max` / 64 words (the kernel default is 4194304 on

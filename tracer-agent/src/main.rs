@@ -29,7 +29,7 @@ mod writeside;
 use std::{
     future::Future,
     io::IsTerminal as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{
         Arc,
@@ -43,7 +43,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::{
@@ -119,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics: &'static Metrics = Box::leak(Box::default());
 
     let tracefs = loader::preflight()?;
-    let (probes, maps) = loader::load(
+    let (mut probes, maps) = loader::load(
         &tracefs,
         &loader::LoadOptions {
             attach: cfg.attach,
@@ -152,6 +152,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         PathBuf::from("/proc"),
     );
     let (traced, excluded) = selector.apply();
+    // Inject in Go programs follows goroutines (uprobes): the executables selected now.
+    for exe in selector.inject_executables(Path::new("/proc")) {
+        if let Err(e) = probes.attach_go(&exe) {
+            debug!("no goroutine tracking: {e}");
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let selector = {
         let stop = stop.clone();

@@ -404,6 +404,21 @@ impl Selector {
         (traced, verdicts.len() - traced)
     }
 
+    /// Executables of the processes in inject mode (for the Go goroutine probes).
+    #[must_use]
+    pub fn inject_executables(&self, proc_root: &Path) -> Vec<PathBuf> {
+        let mut exes: Vec<PathBuf> = self
+            .scanner
+            .modes
+            .iter()
+            .filter(|(_, m)| **m == tracer_common::WRITE_INJECT)
+            .filter_map(|(pid, _)| fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok())
+            .collect();
+        exes.sort();
+        exes.dedup();
+        exes
+    }
+
     /// Makes the kernel's `WRITE_MODE` map equal to the latest scan.
     fn apply_modes(&mut self) {
         let Some(map) = self.write_map.as_mut() else {

@@ -7,7 +7,9 @@ use std::{fs, path::PathBuf};
 use aya::{
     Ebpf,
     maps::{ProgramArray, SockHash},
-    programs::{CgroupAttachMode, CgroupSockAddr, SkMsg, SockOps, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SkMsg, SockOps, TracePoint, UProbe, uprobe::UProbeScope,
+    },
 };
 use tracing::info;
 
@@ -127,6 +129,53 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         root.display()
     );
     Ok(root)
+}
+
+/// The Go uprobes of inject mode: program and the Go function it enters.
+const GO_PROBES: [(&str, &str); 5] = [
+    ("go_serve_http", "net/http.serverHandler.ServeHTTP"),
+    ("go_newproc1", "runtime.newproc1"),
+    ("go_runqput", "runtime.runqput"),
+    ("go_round_trip", "net/http.(*Transport).roundTrip"),
+    ("go_request_write", "net/http.(*Request).write"),
+];
+
+/// Attaches the goroutine-tracking uprobes (entry probes only) to the Go executable `exe`.
+/// Fails without attaching anything when `exe` lacks one of the functions (not Go, stripped, or
+/// a Go without net/http).
+pub fn attach_go(ebpf: &mut Ebpf, exe: &std::path::Path) -> Result<(), String> {
+    let elf = fs::read(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+    let missing: Vec<&str> = GO_PROBES
+        .iter()
+        .map(|(_, f)| *f)
+        .filter(|f| !contains(&elf, f.as_bytes()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} is not a Go net/http program with symbols (missing {})",
+            exe.display(),
+            missing.join(", ")
+        ));
+    }
+    drop(elf);
+    for (name, function) in GO_PROBES {
+        let p: &mut UProbe = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} is not in the object"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| format!("loading {name}: {e}"))?;
+        }
+        p.attach(function, exe, UProbeScope::AllProcesses)
+            .map_err(|e| format!("attaching {name} to {function} in {}: {e}", exe.display()))?;
+    }
+    info!("goroutine tracking attached to {}", exe.display());
+    Ok(())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!
 //! - [`write`]: the write side (cgroup connect + sock_ops select the client sockets of
 //!   processes in rewrite/inject mode, sk_msg edits their outgoing request heads), with
-//!   [`head`] scanning request heads for it.
+//!   [`head`] scanning request heads for it, and [`goroutines`] following the cause of a Go
+//!   program's outgoing requests across goroutines for inject.
 //!
 //! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
 #![no_std]
@@ -16,6 +17,7 @@
 #![no_main]
 
 mod capture;
+mod goroutines;
 mod head;
 mod sock;
 mod syscalls;
@@ -133,6 +135,18 @@ static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries
 /// write-side process (a separate program, so the head scan costs the read programs nothing).
 #[map]
 static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Go programs in inject mode ([`goroutines`]): the request each goroutine serves, by `g`
+/// pointer; each goroutine's creator; the creator a thread's `newproc1` is making a goroutine
+/// for; the cause of each outgoing `*http.Request`.
+#[map]
+static G_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static G_PARENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static PENDING_G: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+static REQ_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
 
 /// Per-CPU work area of the head scan.
 #[map]

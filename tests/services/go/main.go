@@ -110,6 +110,33 @@ func main() {
 		reply(w, resp.StatusCode, body)
 	})
 
+	// Like /call, but forwarding no headers, from a goroutine the handler starts: the case the
+	// write side's inject mode follows goroutines for.
+	mux.HandleFunc("GET /gocall/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		if downstream == "" {
+			reply(w, 500, []byte("DOWNSTREAM not set\n"))
+			return
+		}
+		target := downstream + "/" + r.PathValue("path")
+		type result struct {
+			code int
+			body []byte
+		}
+		done := make(chan result, 1)
+		go func() {
+			resp, err := client.Get(target)
+			if err != nil {
+				done <- result{502, []byte(err.Error() + "\n")}
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			done <- result{resp.StatusCode, body}
+		}()
+		res := <-done
+		reply(w, res.code, res.body)
+	})
+
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,112 @@
+//! Goroutine tracking for the write side's inject mode in Go programs (uprobes, entry only:
+//! uretprobes crash Go programs when a goroutine's stack moves).
+//!
+//! A Go server reads a request on some thread and the handler may call out from a goroutine it
+//! started, whose request a different goroutine (the transport's write loop) writes on yet another
+//! thread. So the cause travels with goroutines and requests instead of threads:
+//! - `net/http.serverHandler.ServeHTTP` (the connection's goroutine, right after it read the
+//!   request on this thread): the thread's request context becomes the goroutine's;
+//! - `runtime.newproc1` then `runtime.runqput` on the same thread: the new goroutine's parent;
+//! - `net/http.(*Transport).roundTrip`: the request being sent gets the context of the calling
+//!   goroutine or its nearest ancestor that has one;
+//! - `net/http.(*Request).write` (the write loop): the writing thread gets that context, which is
+//!   what the sk_msg program looks up when the request leaves.
+//!
+//! Go's register ABI on amd64: arguments in RAX, RBX, RCX, RDI, ...; the current goroutine in R14.
+
+use aya_ebpf::{
+    bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext,
+};
+use tracer_common::WRITE_INJECT;
+
+use crate::{G_CTX, G_PARENT, PENDING_G, REQ_CTX, THREAD_CTX, WRITE_MODE, write::ServerCtx};
+
+/// Ancestors walked to find a goroutine's request.
+const MAX_DEPTH: usize = 8;
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> &aya_ebpf::bindings::pt_regs {
+    // SAFETY: a uprobe's context is the user registers, readable by the program.
+    unsafe { &*ctx.regs }
+}
+
+/// The current thread's id, if its process injects.
+#[inline(always)]
+fn injecting() -> Option<u32> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: read-only lookup.
+    let mode = unsafe { WRITE_MODE.get(&((id >> 32) as u32)) }.copied()?;
+    (mode >= WRITE_INJECT).then_some(id as u32)
+}
+
+#[uprobe]
+pub fn go_serve_http(ctx: ProbeContext) -> u32 {
+    let Some(tid) = injecting() else { return 0 };
+    let g = regs(&ctx).r14;
+    // SAFETY: copied out at once.
+    if let Some(c) = unsafe { THREAD_CTX.get(&tid) }.copied() {
+        let _ = G_CTX.insert(&g, &c, u64::from(BPF_ANY));
+    }
+    0
+}
+
+#[uprobe]
+pub fn go_newproc1(ctx: ProbeContext) -> u32 {
+    let Some(tid) = injecting() else { return 0 };
+    // newproc1(fn, callergp, ...): the creating goroutine.
+    let parent = regs(&ctx).rbx;
+    let _ = PENDING_G.insert(&tid, &parent, u64::from(BPF_ANY));
+    0
+}
+
+#[uprobe]
+pub fn go_runqput(ctx: ProbeContext) -> u32 {
+    let Some(tid) = injecting() else { return 0 };
+    // SAFETY: copied out at once.
+    let Some(parent) = (unsafe { PENDING_G.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_G.remove(&tid);
+    // runqput(pp, gp, next): the goroutine newproc1 just made (a reused g loses its old request).
+    let g = regs(&ctx).rbx;
+    let _ = G_CTX.remove(&g);
+    let _ = G_PARENT.insert(&g, &parent, u64::from(BPF_ANY));
+    0
+}
+
+#[uprobe]
+pub fn go_round_trip(ctx: ProbeContext) -> u32 {
+    if injecting().is_none() {
+        return 0;
+    }
+    // (*Transport).roundTrip(t, req)
+    let r = regs(&ctx);
+    let (req, mut g) = (r.rbx, r.r14);
+    for _ in 0..MAX_DEPTH {
+        // SAFETY: copied out at once.
+        if let Some(c) = unsafe { G_CTX.get(&g) }.copied() {
+            let _ = REQ_CTX.insert(&req, &c, u64::from(BPF_ANY));
+            return 0;
+        }
+        // SAFETY: copied out at once.
+        match unsafe { G_PARENT.get(&g) }.copied() {
+            Some(p) => g = p,
+            None => return 0,
+        }
+    }
+    0
+}
+
+#[uprobe]
+pub fn go_request_write(ctx: ProbeContext) -> u32 {
+    let Some(tid) = injecting() else { return 0 };
+    // (*Request).write(r, w, ...)
+    let req = regs(&ctx).rax;
+    // SAFETY: copied out at once.
+    let Some(c): Option<ServerCtx> = (unsafe { REQ_CTX.get(&req) }).copied() else {
+        return 0;
+    };
+    let _ = REQ_CTX.remove(&req);
+    let _ = THREAD_CTX.insert(&tid, &c, u64::from(BPF_ANY));
+    0
+}
