@@ -84,8 +84,14 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     let err = |program: &'static str| move |source| WriteSideError::Program { program, source };
 
     // The read path's tail call that chooses SERVER span ids.
+    let started = std::time::Instant::now();
     let server: &mut TracePoint = program(ebpf, "tracer_server_ctx")?;
     server.load().map_err(err("tracer_server_ctx"))?;
+    let server_insns = server
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count());
+    let server_time = started.elapsed();
     let server_fd = server
         .fd()
         .map_err(err("tracer_server_ctx"))?
@@ -110,8 +116,17 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         .fd()
         .try_clone()
         .map_err(|e| WriteSideError::Map("SOCKS", e.to_string()))?;
+    let started = std::time::Instant::now();
     let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
     msg.load().map_err(err("tracer_sk_msg"))?;
+    let msg_insns = msg.info().ok().and_then(|i| i.verified_instruction_count());
+    info!(
+        "write side verified: sk_msg {} instructions in {} ms, server context {} in {} ms",
+        msg_insns.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        started.elapsed().as_millis(),
+        server_insns.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        server_time.as_millis()
+    );
     msg.attach(&socks_fd).map_err(err("tracer_sk_msg"))?;
 
     for name in ["tracer_connect4", "tracer_connect6"] {
