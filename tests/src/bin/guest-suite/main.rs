@@ -29,7 +29,7 @@ use std::{
 use procs::{Agent, Service};
 
 /// Generous: a TCG guest runs several times slower than the host, and the verifier is CPU-bound.
-const READY_TIMEOUT: Duration = Duration::from_secs(420);
+const READY_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long to wait for the spans after the last request.
 const SPANS_TIMEOUT: Duration = Duration::from_secs(40);
 
