@@ -16,6 +16,7 @@ use tracer_tests::expect::{of_pid, only, padded};
 use tracer_tests::harness::{
     Agent, Lang, Receiver, Span, free_port, get, python_script, random_hex, root_test,
 };
+use tracer_tests::http::HttpConn;
 use tracer_tests::{check, check_eq};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -415,36 +416,86 @@ fn inject_follows_a_go_handler_goroutine() {
         agent.output()
     );
     // /gocall: the handler starts a goroutine that calls the back service with no headers.
-    let (trace, incoming) = (random_hex(16), random_hex(8));
-    let r = get(
-        front.port(),
-        "/gocall/headers",
-        &[
-            ("x-b3-traceid", &trace),
-            ("x-b3-spanid", &incoming),
-            ("x-b3-sampled", "1"),
-        ],
+    // First one request, then two more on the same keep-alive connection, the third sent while
+    // the second's handler runs: Go's server then reads its first byte alone ("G", then
+    // "ET /gocall..."), and the kernel must still see a request there.
+    let mut conn = HttpConn::connect(front.port());
+    let ids: Vec<(String, String)> = (0..3).map(|_| (random_hex(16), random_hex(8))).collect();
+    let request = |conn: &HttpConn, (trace, incoming): &(String, String)| {
+        conn.format_request(
+            "GET",
+            "/gocall/headers",
+            &[
+                ("x-b3-traceid", trace),
+                ("x-b3-spanid", incoming),
+                ("x-b3-sampled", "1"),
+            ],
+            None,
+        )
+    };
+    let first = request(&conn, &ids[0]);
+    conn.send_raw(&["GET"], &first);
+    let mut answers = vec![conn.read_response()];
+    // The second request follows the first before its answer, in its own send.
+    let second = request(&conn, &ids[1]);
+    let third = request(&conn, &ids[2]);
+    conn.send_raw(&["GET"], &second);
+    std::thread::sleep(Duration::from_millis(1));
+    conn.send_raw(&["GET"], &third);
+    answers.push(conn.read_response());
+    answers.push(conn.read_response());
+    for (i, (r, (trace, incoming))) in answers.iter().zip(&ids).enumerate() {
+        let round = ["first", "pipelined 1", "pipelined 2"][i];
+        check_eq!(&[], r.status, 200, "Go /gocall/headers, {round} request");
+        check_go_hop(
+            &rx,
+            &r.body,
+            trace,
+            incoming,
+            (front.pid(), back.pid()),
+            round,
+        );
+    }
+}
+
+fn check_go_hop(
+    rx: &Receiver,
+    body: &[u8],
+    trace: &str,
+    incoming: &str,
+    (front, back): (u32, u32),
+    round: &str,
+) {
+    let seen = received(body);
+    let (spans, [server, client, down]) = hop_spans(rx, trace, front, back);
+    check_eq!(
+        &spans,
+        server.parent_span_id,
+        incoming,
+        "{round}: Go SERVER parent"
     );
-    check_eq!(&[], r.status, 200, "Go /gocall/headers");
-    let seen = received(&r.body);
-    let (spans, [server, client, down]) = hop_spans(&rx, &trace, front.pid(), back.pid());
-    check_eq!(&spans, server.parent_span_id, incoming, "Go SERVER parent");
     check_eq!(
         &spans,
         client.parent_span_id,
         server.span_id,
-        "Go CLIENT (made in another goroutine) parent = Go SERVER"
+        "{round}: Go CLIENT (made in another goroutine) parent = Go SERVER"
     );
     check_eq!(
         &spans,
         field(&seen, "x-b3-spanid"),
         client.span_id,
-        "injected x-b3-spanid = Go CLIENT"
+        "{round}: injected x-b3-spanid = Go CLIENT"
+    );
+    check_eq!(
+        &spans,
+        field(&seen, "x-b3-parentspanid"),
+        server.span_id,
+        "{round}: injected x-b3-parentspanid = Go SERVER"
     );
     check_eq!(
         &spans,
         down.parent_span_id,
         client.span_id,
-        "back SERVER under the Go CLIENT span"
+        "{round}: back SERVER under the Go CLIENT span"
     );
 }

@@ -169,6 +169,15 @@ impl HalfStream {
     ) {
         let mut rest = Some((chunk.data, chunk.gap));
         let mut kernel = chunk.kernel.iter();
+        // A head that began in an earlier chunk with no ids (Go reads a request's first byte
+        // alone) takes the ids the kernel put on the chunk that completes its request line.
+        if let State::Head {
+            kernel: pending @ None,
+            ..
+        } = &mut self.state
+        {
+            *pending = kernel.next().copied();
+        }
         while let Some((data, gap)) = rest {
             rest = match self.state {
                 State::Idle => self.on_idle(data, gap, chunk.start_ns, &mut kernel),

@@ -206,6 +206,20 @@ fn looks_like_http(source: Source, len: i64) -> bool {
     is_http_start(&head)
 }
 
+/// A read that completes a request line whose first byte came alone in the previous read of the
+/// same socket (Go's server reads one byte ahead between keep-alive requests).
+#[inline(always)]
+fn continues_request(key: ConnKey, buf: *const u8) -> bool {
+    let Some(first) = crate::write::take_first_byte(key) else {
+        return false;
+    };
+    let mut b = [first; 8];
+    for (i, slot) in b.iter_mut().enumerate().skip(1) {
+        *slot = crate::head::byte(buf, i as u64 - 1);
+    }
+    b[0] != b'H' && is_http_start(&b) || b[..4] == *b"HEAD"
+}
+
 /// A request line starts the map buffer `buf` (at least 8 valid bytes).
 #[inline(always)]
 pub fn is_request_start(buf: *const u8) -> bool {
@@ -333,16 +347,27 @@ fn emit_data(
     ev.syscall = args.syscall;
     ev.tuple = args.tuple;
 
-    if WRITE_ACTIVE.load() != 0 && captured >= 8 {
+    if WRITE_ACTIVE.load() != 0 {
         let data = scratch.data.as_ptr();
+        let key = ConnKey {
+            tgid: (id >> 32) as u32,
+            fd: args.fd,
+        };
         if direction == DIR_INGRESS {
-            if is_request_start(data) {
+            let head = (captured >= 8 && is_request_start(data))
+                || (captured >= 7 && continues_request(key, data));
+            if head {
                 // The write side chooses the SERVER span id and sends the event itself; if the
                 // tail call cannot run, the event goes out without it.
                 // SAFETY: `ctx` is this tracepoint program's context.
                 unsafe { WRITE_PROGS.tail_call(ctx, 0) };
+            } else if captured == 1 {
+                crate::write::first_byte(key, crate::head::byte(data, 0));
             }
-        } else if crate::head::byte(data, 0) == b'H' && crate::head::byte(data, 4) == b'/' {
+        } else if captured >= 8
+            && crate::head::byte(data, 0) == b'H'
+            && crate::head::byte(data, 4) == b'/'
+        {
             crate::write::server_response(id);
         }
     }

@@ -43,9 +43,17 @@ fn injecting() -> Option<u32> {
 pub fn go_serve_http(ctx: ProbeContext) -> u32 {
     let Some(tid) = injecting() else { return 0 };
     let g = regs(&ctx).r14;
+    // The context the read path left for this thread is this request's, once: a second request
+    // served without a new read (two heads read at once) gets none rather than the first's.
     // SAFETY: copied out at once.
-    if let Some(c) = unsafe { THREAD_CTX.get(&tid) }.copied() {
-        let _ = G_CTX.insert(&g, &c, u64::from(BPF_ANY));
+    match unsafe { THREAD_CTX.get(&tid) }.copied() {
+        Some(c) => {
+            let _ = G_CTX.insert(&g, &c, u64::from(BPF_ANY));
+            let _ = THREAD_CTX.remove(&tid);
+        }
+        None => {
+            let _ = G_CTX.remove(&g);
+        }
     }
     0
 }

@@ -148,6 +148,11 @@ static PENDING_G: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 static REQ_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
 
+/// Write-side processes: the lone first byte a read returned on a socket (Go reads one byte
+/// ahead between keep-alive requests), until the next read brings the rest of the request line.
+#[map]
+static FIRST_BYTE: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// Per-CPU work area of the head scan.
 #[map]
 static HEADS: PerCpuArray<HeadBuf> = PerCpuArray::with_max_entries(1, 0);

@@ -31,8 +31,8 @@ use tracer_common::{
 };
 
 use crate::{
-    EVENTS, HEADS, INJECT_FORMAT, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH, THREAD_CTX, TRACE_CTX,
-    WRITE_MODE, count,
+    EVENTS, FIRST_BYTE, HEADS, INJECT_FORMAT, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH, THREAD_CTX,
+    TRACE_CTX, WRITE_MODE, count,
     head::{
         Found, H_B3, H_CONTENT_LENGTH, H_PARENT, H_SPANID, H_TRACEPARENT, H_TRANSFER_ENCODING,
         TraceCtx, byte, find_headers, hex_char, scan_lines, trace_of,
@@ -172,6 +172,24 @@ pub fn tracer_server_ctx(_ctx: TracePointContext) -> u32 {
     scratch.event.flags |= flags;
     crate::capture::output_scratch(scratch);
     0
+}
+
+/// A read of one byte on a socket of a write-side process: maybe the first byte of the next
+/// request, whose rest the next read brings.
+#[inline(always)]
+pub fn first_byte(key: tracer_common::ConnKey, b: u8) {
+    if b.is_ascii_uppercase() && write_mode(key.tgid) >= WRITE_REWRITE {
+        let _ = FIRST_BYTE.insert(&key, &b, u64::from(BPF_ANY));
+    }
+}
+
+/// The byte `first_byte` kept for this socket, if any (taken).
+#[inline(always)]
+pub fn take_first_byte(key: tracer_common::ConnKey) -> Option<u8> {
+    // SAFETY: copied out at once.
+    let b = unsafe { FIRST_BYTE.get(&key) }.copied()?;
+    let _ = FIRST_BYTE.remove(&key);
+    Some(b)
 }
 
 /// The thread wrote a response: the request it served no longer causes anything.

@@ -371,3 +371,26 @@ fn lost_chunked_framing_without_tail_ends_at_next_status_line() {
     assert!(s.end_unknown(&mut o), "the next request ends it");
     assert_eq!(ends(&o), vec![2]);
 }
+
+#[test]
+fn kernel_ids_follow_a_head_whose_first_byte_came_alone() {
+    use crate::context::SpanId;
+    use crate::tracker::KernelIds;
+    let ids = [KernelIds::Server {
+        span_id: SpanId([7; 8]),
+        started: None,
+    }];
+    let mut s = HalfStream::default();
+    let mut out = Vec::new();
+    let mut rule = |h: &Head| h.request_body();
+    s.feed(&chunk(b"G", 1), &mut rule, &mut out);
+    let rest = Chunk {
+        kernel: &ids,
+        ..chunk(b"ET /x HTTP/1.1\r\nHost: a\r\n\r\n", 2)
+    };
+    s.feed(&rest, &mut rule, &mut out);
+    match out.first() {
+        Some(Output::Head(h)) => assert_eq!(h.kernel, Some(ids[0])),
+        other => panic!("no head: {other:?}"),
+    }
+}
