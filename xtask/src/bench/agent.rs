@@ -28,7 +28,13 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent tracing `pid` only, exporting to `endpoint` over OTLP http/protobuf with
     /// the default batching, and waits for `agent ready`.
-    pub fn start(bin: &Path, pid: u32, endpoint: &str, log: &Path) -> Result<Self> {
+    pub fn start(
+        bin: &Path,
+        pid: u32,
+        endpoint: &str,
+        log: &Path,
+        extra: &[String],
+    ) -> Result<Self> {
         let metrics_port = procs::free_port()?;
         let mut cmd = Command::new(bin);
         // The defaults a user gets, except what the bench needs: its own receiver, its own
@@ -49,7 +55,8 @@ impl Agent {
                 "http/protobuf",
             ])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--stats-interval", "0"]);
+            .args(["--stats-interval", "0"])
+            .args(extra);
         let mut proc = Proc::spawn(cmd, "tracer-agent", log)?;
         proc.wait_line("agent ready", Duration::from_secs(30))?;
         Ok(Self { proc, metrics_port })

@@ -55,6 +55,10 @@ pub struct Options {
     /// `--only go,keep-alive`), to check one optimisation quickly; budgets of the others are n/a.
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     only: Vec<String>,
+    /// Extra agent argument for the runs with the agent (repeatable), e.g.
+    /// `--agent-arg=--write-mode --agent-arg=rewrite` to measure the write side's read path.
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
 }
 
 /// One cell of the matrix.
@@ -199,6 +203,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         logs,
         secs,
         names: HashMap::new(),
+        agent_args: opts.agent_args.clone(),
     };
     let mut services = bench.start_services(&scenarios)?;
 

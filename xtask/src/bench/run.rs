@@ -32,6 +32,8 @@ pub struct Bench {
     pub logs: PathBuf,
     pub secs: u64,
     pub names: HashMap<String, String>,
+    /// Extra arguments for the agent (`--agent-arg`).
+    pub agent_args: Vec<String>,
 }
 
 /// A service under load for the whole bench.
@@ -106,6 +108,7 @@ impl Bench {
                 svc.proc.pid(),
                 &self.receiver.endpoint(),
                 &log,
+                &self.agent_args,
             )?;
             let idle = agent::progs(a.pid())?;
             thread::sleep(BACKGROUND);
