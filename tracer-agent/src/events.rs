@@ -86,7 +86,7 @@ mod tests {
             captured_len: captured,
             syscall: 0,
             tail_len: 4,
-            pad: 0,
+            owner: 0,
             tail: *b"............\r\n\r\n",
             tuple: SockTuple::default(),
             server_span: [0; 8],

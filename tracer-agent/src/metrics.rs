@@ -83,6 +83,11 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_write_server_contexts_total",
         "Inbound requests whose SERVER span id the kernel chose (rewrite/inject processes).",
     ),
+    (
+        counter::SCRATCH_BUSY,
+        "tracer_kernel_dropped_scratch_busy_total",
+        "Events dropped because a preempting program run took the per-CPU event buffer.",
+    ),
 ];
 
 #[derive(Default)]
@@ -124,6 +129,7 @@ impl Metrics {
             counter::RINGBUF_FULL,
             counter::ARGS_FULL,
             counter::CONNS_FULL,
+            counter::SCRATCH_BUSY,
         ]
         .iter()
         .map(|c| self.kernel[*c as usize].load(Relaxed))

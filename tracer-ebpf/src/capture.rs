@@ -299,8 +299,11 @@ fn emit_data(
     mut flags: u32,
 ) -> Option<()> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, not shared with any other running program on this CPU.
+    // SAFETY: per-CPU scratch. Another run on this CPU can only take it over if this one is
+    // preempted; the owner tag set here and checked before sending detects that.
     let scratch = unsafe { &mut *scratch };
+    // SAFETY: valid reference into the map value.
+    unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, id as u32) };
     let limit = {
         let configured = u64::from(CAPTURE_SIZE.load());
         if configured > MAX_CAPTURE as u64 {
@@ -371,13 +374,19 @@ fn emit_data(
             crate::write::server_response(id);
         }
     }
-    output_scratch(scratch);
+    output_scratch(scratch, id);
     Some(())
 }
 
-/// Sends the data event assembled in the scratch buffer.
+/// Sends the data event assembled in the scratch buffer by thread `id`, unless another run took
+/// the buffer over meanwhile (then the loss is counted).
 #[inline(always)]
-pub fn output_scratch(scratch: &Scratch) {
+pub fn output_scratch(scratch: &Scratch, id: u64) {
+    // SAFETY: valid reference into the map value.
+    if unsafe { core::ptr::read_volatile(&raw const scratch.event.owner) } != id as u32 {
+        count(counter::SCRATCH_BUSY);
+        return;
+    }
     let size = HDR_LEN + bounded(u64::from(scratch.event.captured_len)) as usize;
     // SAFETY: size <= HDR_LEN + 2 * MAX_CAPTURE <= size_of::<Scratch>().
     let bytes =

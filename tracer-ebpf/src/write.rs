@@ -170,7 +170,7 @@ pub fn tracer_server_ctx(_ctx: TracePointContext) -> u32 {
     let data = scratch.data.as_ptr();
     let flags = server_request(id, data, captured, &mut scratch.event);
     scratch.event.flags |= flags;
-    crate::capture::output_scratch(scratch);
+    crate::capture::output_scratch(scratch, id);
     0
 }
 

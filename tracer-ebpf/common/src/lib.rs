@@ -108,7 +108,8 @@ pub struct DataEvent {
     pub syscall: u32,
     /// Valid bytes in `tail`: set only when `total_len > captured_len`.
     pub tail_len: u32,
-    pub pad: u32,
+    /// Kernel-side use only: the thread filling the per-CPU buffer the event is built in.
+    pub owner: u32,
     pub tail: [u8; TAIL_LEN],
     pub tuple: SockTuple,
     /// With `FLAG_SERVER_SPAN`: the SERVER span id, big-endian (as written in hex).
@@ -260,7 +261,11 @@ pub mod counter {
     pub const WRITE_SKIPPED: u32 = 10;
     /// Inbound requests whose SERVER span id the kernel chose (write-side processes).
     pub const SERVER_CONTEXTS: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Events dropped because another program run took the per-CPU scratch buffer while this
+    /// one was filling it (program runs are preemptible on some kernels, e.g. 7.x syscall
+    /// tracepoints): sending it would have sent the other run's bytes.
+    pub const SCRATCH_BUSY: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the
