@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "auto,tracepoint,tp-btf,kprobe,fentry"
+        default_value = "auto,tracepoint,tp-btf,kprobe,fentry,write"
     )]
     attach: Vec<String>,
     /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
