@@ -84,6 +84,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     let err = |program: &'static str| move |source| WriteSideError::Program { program, source };
 
     // The read path's tail call that chooses SERVER span ids.
+    // The verifier takes a while over these two (1 s here, far longer on old kernels): say so.
+    info!("write side: verifying the server-context program");
     let started = std::time::Instant::now();
     let server: &mut TracePoint = program(ebpf, "tracer_server_ctx")?;
     server.load().map_err(err("tracer_server_ctx"))?;
@@ -116,6 +118,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         .fd()
         .try_clone()
         .map_err(|e| WriteSideError::Map("SOCKS", e.to_string()))?;
+    info!("write side: verifying the sk_msg program");
     let started = std::time::Instant::now();
     let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
     msg.load().map_err(err("tracer_sk_msg"))?;
