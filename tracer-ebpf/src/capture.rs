@@ -217,7 +217,7 @@ fn continues_request(key: ConnKey, buf: *const u8) -> bool {
     for (i, slot) in b.iter_mut().enumerate().skip(1) {
         *slot = crate::head::byte(buf, i as u64 - 1);
     }
-    b[0] != b'H' && is_http_start(&b) || b[..4] == *b"HEAD"
+    is_request_line(&b)
 }
 
 /// A request line starts the map buffer `buf` (at least 8 valid bytes).
@@ -227,7 +227,13 @@ pub fn is_request_start(buf: *const u8) -> bool {
     for (i, slot) in b.iter_mut().enumerate() {
         *slot = crate::head::byte(buf, i as u64);
     }
-    b[0] != b'H' && is_http_start(&b) || b[..4] == *b"HEAD"
+    is_request_line(&b)
+}
+
+/// The first 8 bytes of a request line (not a status line, which `is_http_start` also accepts).
+#[inline(always)]
+fn is_request_line(b: &[u8; 8]) -> bool {
+    b[0] != b'H' && is_http_start(b) || b[..4] == *b"HEAD"
 }
 
 #[inline(always)]

@@ -271,6 +271,16 @@ pub struct TraceCtx {
     pub sampled: u32,
 }
 
+/// A B3 trace id of 32 (`wide`) or 16 hex digits at `buf[at..]`: high and low halves, width flag.
+#[inline(always)]
+fn trace_hex(buf: *const u8, at: u64, wide: bool) -> Option<(u64, u64, u32)> {
+    if wide {
+        Some((hex64(buf, at)?, hex64(buf, at + 16)?, 1))
+    } else {
+        Some((0, hex64(buf, at)?, 0))
+    }
+}
+
 /// The trace id and sampling decision a request head carries: B3 multi, then B3 single, then
 /// W3C traceparent.
 #[inline(always)]
@@ -278,11 +288,7 @@ pub fn trace_of(buf: *const u8, f: &Found) -> Option<TraceCtx> {
     let t = f.vals[H_TRACEID];
     if t.len == 16 || t.len == 32 {
         let at = u64::from(t.off);
-        let (hi, lo, wide) = if t.len == 32 {
-            (hex64(buf, at)?, hex64(buf, at + 16)?, 1)
-        } else {
-            (0, hex64(buf, at)?, 0)
-        };
+        let (hi, lo, wide) = trace_hex(buf, at, t.len == 32)?;
         let mut sampled = 2;
         let s = f.vals[H_SAMPLED];
         if s.len > 0 {
@@ -304,11 +310,7 @@ pub fn trace_of(buf: *const u8, f: &Found) -> Option<TraceCtx> {
     if b.len >= 33 {
         let at = u64::from(b.off);
         let width = if byte(buf, at + 16) == b'-' { 16 } else { 32 };
-        let (hi, lo, wide) = if width == 32 {
-            (hex64(buf, at)?, hex64(buf, at + 16)?, 1)
-        } else {
-            (0, hex64(buf, at)?, 0)
-        };
+        let (hi, lo, wide) = trace_hex(buf, at, width == 32)?;
         let mut sampled = 2;
         if u64::from(b.len) >= width + 19 {
             let c = byte(buf, at + width + 18);
