@@ -89,10 +89,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     let started = std::time::Instant::now();
     let server: &mut TracePoint = program(ebpf, "tracer_server_ctx")?;
     server.load().map_err(err("tracer_server_ctx"))?;
-    let server_insns = server
-        .info()
-        .ok()
-        .and_then(|i| i.verified_instruction_count());
+    let server_insns = insns(server.info().ok());
     let server_time = started.elapsed();
     let server_fd = server
         .fd()
@@ -118,16 +115,37 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         .fd()
         .try_clone()
         .map_err(|e| WriteSideError::Map("SOCKS", e.to_string()))?;
-    info!("write side: verifying the sk_msg program");
+    // Stages 2 and 3 of the edit go into MSG_PROGS before stage 1 can reach them.
+    info!("write side: verifying the three sk_msg stages");
     let started = std::time::Instant::now();
+    let mut stage_insns = Vec::new();
+    for (slot, name) in [(0, "tracer_sk_msg_plan"), (1, "tracer_sk_msg_apply")] {
+        let stage: &mut SkMsg = program(ebpf, name)?;
+        stage.load().map_err(err(name))?;
+        stage_insns.push(insns(stage.info().ok()));
+        let fd = stage
+            .fd()
+            .map_err(err(name))?
+            .try_clone()
+            .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
+        let mut stages: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut("MSG_PROGS")
+                .ok_or_else(|| WriteSideError::Map("MSG_PROGS", "not in the object".into()))?,
+        )
+        .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
+        stages
+            .set(slot, &fd, 0)
+            .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
+    }
     let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
     msg.load().map_err(err("tracer_sk_msg"))?;
-    let msg_insns = msg.info().ok().and_then(|i| i.verified_instruction_count());
     info!(
-        "write side verified: sk_msg {} instructions in {} ms, server context {} in {} ms",
-        msg_insns.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        "write side verified: sk_msg stages copy {}, plan {}, apply {} instructions in {} ms; server context {} in {} ms",
+        insns(msg.info().ok()),
+        stage_insns[0],
+        stage_insns[1],
         started.elapsed().as_millis(),
-        server_insns.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        server_insns,
         server_time.as_millis()
     );
     msg.attach(&socks_fd).map_err(err("tracer_sk_msg"))?;
@@ -147,6 +165,12 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         root.display()
     );
     Ok(root)
+}
+
+/// The verifier's instruction count of a loaded program, for the start-up log.
+fn insns(info: Option<aya::programs::ProgramInfo>) -> String {
+    info.and_then(|i| i.verified_instruction_count())
+        .map_or_else(|| "?".to_owned(), |n| n.to_string())
 }
 
 /// The Go uprobes of inject mode: program and the Go function it enters.

@@ -304,9 +304,10 @@ fn emit_data(
     direction: u32,
     mut flags: u32,
 ) -> Option<()> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch. Another run on this CPU can only take it over if this one is
-    // preempted; the owner tag set here and checked before sending detects that.
+    let scratch = SCRATCH.get_ptr_mut(args.syscall)?;
+    // SAFETY: this program's own per-CPU scratch (indexed by its syscall constant): the kernel
+    // does not run a program twice at once on one CPU. The owner tag set here and checked
+    // before sending would still notice a kernel that does.
     let scratch = unsafe { &mut *scratch };
     // SAFETY: valid reference into the map value.
     unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, id as u32) };
@@ -387,7 +388,7 @@ fn emit_data(
 /// Sends the data event assembled in the scratch buffer by thread `id`, unless another run took
 /// the buffer over meanwhile (then the loss is counted).
 #[inline(always)]
-pub fn output_scratch(scratch: &Scratch, id: u64) {
+pub fn output_scratch(scratch: &mut Scratch, id: u64) {
     // SAFETY: valid reference into the map value.
     if unsafe { core::ptr::read_volatile(&raw const scratch.event.owner) } != id as u32 {
         count(counter::SCRATCH_BUSY);
@@ -395,13 +396,16 @@ pub fn output_scratch(scratch: &Scratch, id: u64) {
     }
     let size = HDR_LEN + bounded(u64::from(scratch.event.captured_len)) as usize;
     // SAFETY: size <= HDR_LEN + 2 * MAX_CAPTURE <= size_of::<Scratch>().
-    let bytes =
-        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
+    let bytes = unsafe { core::slice::from_raw_parts((&raw const *scratch).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     } else {
         count(counter::EVENTS);
     }
+    // Released: the tail-called inbound scan finds its caller's buffer as the one its thread
+    // owns, so no buffer may keep the tag of a run that is over.
+    // SAFETY: valid reference into the map value (its owner field only).
+    unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, 0) };
 }
 
 /// Copies up to `want` bytes from an iovec array. Returns the bytes copied and the user address

@@ -30,8 +30,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
-    counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SYS_COUNT, SYS_INGRESS_COUNT,
+    SockOffsets, TcpTpOffsets, counter,
 };
 
 use crate::{
@@ -136,6 +136,11 @@ static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries
 #[map]
 static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// The later stages of the sk_msg edit (`write::MSG_PLAN`, `write::MSG_APPLY`), tail-called
+/// in turn by `tracer_sk_msg`.
+#[map]
+static MSG_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
 /// Go programs in inject mode ([`goroutines`]): the request each goroutine serves, by `g`
 /// pointer; each goroutine's creator; the creator a thread's `newproc1` is making a goroutine
 /// for; the cause of each outgoing `*http.Request`.
@@ -153,14 +158,19 @@ static REQ_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries(16384,
 #[map]
 static FIRST_BYTE: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per-CPU work area of the head scan.
+/// Per-CPU work areas of the head scan: slot 0 for sk_msg, `1 + SYS_*` for the inbound scan
+/// tail-called by each read-side capture program (see `SCRATCH`).
 #[map]
-static HEADS: PerCpuArray<HeadBuf> = PerCpuArray::with_max_entries(1, 0);
+static HEADS: PerCpuArray<HeadBuf> = PerCpuArray::with_max_entries(1 + SYS_INGRESS_COUNT, 0);
 
-/// Per-CPU buffer where an event is assembled before it is copied to the ring buffer;
-/// far too big for the 512-byte stack.
+/// Per-CPU buffers where an event is assembled before it is copied to the ring buffer (far too
+/// big for the 512-byte stack): one per capture program, indexed by its `SYS_*` constant. Some
+/// kernels (seen on 7.2) preempt a tracing program, and while it is off the CPU a *different*
+/// program may run there (the kernel only keeps a program from running twice on one CPU); a
+/// shared buffer would then mix two events without any check noticing, so each program has its
+/// own.
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SYS_COUNT, 0);
 
 /// Per-CPU counters, indexed by `tracer_common::counter`.
 #[map]

@@ -25,14 +25,15 @@ use aya_ebpf::{
     programs::{SkMsgContext, SockAddrContext, TracePointContext},
 };
 use tracer_common::{
-    EventKind, INJECT_B3_SINGLE, INJECT_TRACEPARENT, WRITE_HEAD_MAX, WRITE_INJECT, WRITE_INJECTED,
-    WRITE_REWRITE, WRITE_REWRITTEN, WRITE_SKIP_FAILED, WRITE_SKIP_LONG, WRITE_SKIP_MALFORMED,
-    WRITE_SKIP_NO_CAUSE, WRITE_SKIP_NO_CONTEXT, WRITE_SKIP_SPLIT, WriteEvent, counter,
+    EventKind, INJECT_B3_SINGLE, INJECT_TRACEPARENT, SYS_INGRESS_COUNT, WRITE_HEAD_MAX,
+    WRITE_INJECT, WRITE_INJECTED, WRITE_REWRITE, WRITE_REWRITTEN, WRITE_SKIP_FAILED,
+    WRITE_SKIP_LONG, WRITE_SKIP_MALFORMED, WRITE_SKIP_NO_CAUSE, WRITE_SKIP_NO_CONTEXT,
+    WRITE_SKIP_SPLIT, WriteEvent, counter,
 };
 
 use crate::{
-    EVENTS, FIRST_BYTE, HEADS, INJECT_FORMAT, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH, THREAD_CTX,
-    TRACE_CTX, WRITE_MODE, count,
+    EVENTS, FIRST_BYTE, HEADS, INJECT_FORMAT, MSG_PROGS, PENDING_SOCKS, SAMPLE_BOUND, SCRATCH,
+    THREAD_CTX, TRACE_CTX, WRITE_MODE, count,
     head::{
         Found, H_B3, H_CONTENT_LENGTH, H_PARENT, H_SPANID, H_TRACEPARENT, H_TRANSFER_ENCODING,
         TraceCtx, byte, find_headers, hex_char, scan_lines, trace_of,
@@ -64,8 +65,15 @@ pub struct TraceKey {
 #[repr(C)]
 pub struct HeadBuf {
     pub found: Found,
+    pub msg: MsgState,
+    pub plan: Plan,
     pub buf: [u8; 4096],
 }
+
+/// `HEADS` slots: the sk_msg program's, then one per read-side capture program (plus its
+/// `SYS_*` constant), so that no two programs that can run interleaved on a CPU share one.
+const HEADS_SK_MSG: u32 = 0;
+const HEADS_INBOUND: u32 = 1;
 
 /// A random non-zero 64-bit id.
 #[inline(always)]
@@ -95,12 +103,18 @@ fn sample(lo: u64) -> u32 {
 /// Called by the capture path for a read whose bytes (in `buf`, `len` of them) start with a
 /// request line. Fills the event's id fields; returns the event flags to add.
 #[inline(always)]
-pub fn server_request(id: u64, buf: *const u8, len: u64, ev: &mut tracer_common::DataEvent) -> u32 {
+pub fn server_request(
+    id: u64,
+    slot: u32,
+    buf: *const u8,
+    len: u64,
+    ev: &mut tracer_common::DataEvent,
+) -> u32 {
     let tgid = (id >> 32) as u32;
     if write_mode(tgid) < WRITE_REWRITE {
         return 0;
     }
-    let Some(heads) = HEADS.get_ptr_mut(0) else {
+    let Some(heads) = HEADS.get_ptr_mut(HEADS_INBOUND + slot) else {
         return 0;
     };
     // SAFETY: per-CPU value; ownership is checked below before its contents are trusted.
@@ -161,14 +175,27 @@ pub fn server_request(id: u64, buf: *const u8, len: u64, ev: &mut tracer_common:
 #[tracepoint]
 pub fn tracer_server_ctx(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    // The caller's buffer: the one read-side buffer of this CPU that this thread owns (a run
+    // releases its buffer when it sends, so no other one keeps this thread's tag).
+    let mut slot = SYS_INGRESS_COUNT;
+    for s in 0..SYS_INGRESS_COUNT {
+        // SAFETY: read-only look at the owner tag.
+        if unsafe { SCRATCH.get(s) }.is_some_and(|b| b.event.owner == id as u32) {
+            slot = s;
+        }
+    }
+    if slot >= SYS_INGRESS_COUNT {
+        count(counter::SCRATCH_BUSY);
+        return 0;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(slot) else {
         return 0;
     };
-    // SAFETY: per-CPU value; the calling program filled it just before the tail call.
+    // SAFETY: this run's per-CPU value; the calling program filled it just before the tail call.
     let scratch = unsafe { &mut *scratch };
     let captured = crate::capture::bounded(u64::from(scratch.event.captured_len));
     let data = scratch.data.as_ptr();
-    let flags = server_request(id, data, captured, &mut scratch.event);
+    let flags = server_request(id, slot, data, captured, &mut scratch.event);
     scratch.event.flags |= flags;
     crate::capture::output_scratch(scratch, id);
     0
@@ -253,29 +280,88 @@ pub fn tracer_sockops(ctx: aya_ebpf::programs::SockOpsContext) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // sk_msg: the edit.
 
+// Three programs chained by tail calls, so the verifier checks each on its own: the copy loop
+// over the message (each of its exits a state of its own), the scan and plan over map memory,
+// and the edit of the message. In one program, old verifiers (5.10) followed every exit of
+// the copy loop through everything after it and did not finish in minutes.
+
+/// `MSG_PROGS` slots.
+pub const MSG_PLAN: u32 = 0;
+pub const MSG_APPLY: u32 = 1;
+
+/// Stage 1: copies the start of a send of a rewrite/inject process into the per-CPU work area.
 #[sk_msg]
 pub fn tracer_sk_msg(ctx: SkMsgContext) -> u32 {
-    let _ = on_msg(&ctx);
+    if copy_msg(&ctx).is_some() {
+        next_stage(&ctx, MSG_PLAN);
+    }
     SK_PASS
 }
 
-/// What the edit will do, fixed in registers and stack before anything is written, so a
-/// preempting program that reuses the per-CPU scan area cannot change it.
-struct Plan {
+/// Stage 2: scans the copied head and decides the edit.
+#[sk_msg]
+pub fn tracer_sk_msg_plan(ctx: SkMsgContext) -> u32 {
+    if plan_msg().is_some() {
+        next_stage(&ctx, MSG_APPLY);
+    }
+    SK_PASS
+}
+
+/// Stage 3: edits the message as planned and reports what it did.
+#[sk_msg]
+pub fn tracer_sk_msg_apply(ctx: SkMsgContext) -> u32 {
+    let _ = apply_msg(&ctx);
+    SK_PASS
+}
+
+#[inline(always)]
+fn next_stage(ctx: &SkMsgContext, slot: u32) {
+    // SAFETY: `ctx` is this sk_msg program's context; `MSG_PROGS` holds sk_msg programs.
+    let _ = unsafe { MSG_PROGS.tail_call(ctx, slot) };
+    // Only reached when the next stage could not run: the send goes out unedited.
+    count(counter::WRITE_SKIPPED);
+}
+
+/// What the edit will do. Kept in the per-CPU work area between stages 2 and 3, which copies
+/// it to its stack (checking the owner before and after) before writing anything.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Plan {
     action: u32,
+    head_end: u32,
     client: u64,
     parent: u64,
     trace: TraceCtx,
-    head_end: u32,
     line_end: u32,
     body: u32,
     /// Offsets of the fields to overwrite (0: none).
     span_at: [u32; 3],
     parent_at: [u32; 2],
+    pad: u32,
+}
+
+/// The send being edited, as stage 1 leaves it for the next ones.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MsgState {
+    size: u32,
+    copied: u32,
+    mode: u32,
+    pad: u32,
+}
+
+/// The work area of the thread running now, if it still owns it.
+#[inline(always)]
+fn owned_heads(id: u64) -> Option<&'static mut HeadBuf> {
+    let heads = HEADS.get_ptr_mut(HEADS_SK_MSG)?;
+    // SAFETY: per-CPU value; the owner tag is checked before anything in it is used.
+    let hb = unsafe { &mut *heads };
+    // SAFETY: valid reference into the map value.
+    (unsafe { core::ptr::read_volatile(&raw const hb.found.owner) } == id as u32).then_some(hb)
 }
 
 #[inline(always)]
-fn on_msg(ctx: &SkMsgContext) -> Option<()> {
+fn copy_msg(ctx: &SkMsgContext) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
     let mode = write_mode((id >> 32) as u32);
     if mode < WRITE_REWRITE {
@@ -294,18 +380,29 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
     if unsafe { bpf_msg_pull_data(ctx.msg, 0, want, 0) } != 0 {
         return None;
     }
-    let heads = HEADS.get_ptr_mut(0)?;
-    // SAFETY: per-CPU value, ownership checked before the plan is used.
+    let heads = HEADS.get_ptr_mut(HEADS_SK_MSG)?;
+    // SAFETY: per-CPU value, ownership checked by the later stages before they use it.
     let hb = unsafe { &mut *heads };
-    hb.found.owner = id as u32;
+    // SAFETY: valid reference into the map value.
+    unsafe { core::ptr::write_volatile(&raw mut hb.found.owner, id as u32) };
     let copied = copy_head(ctx, hb);
-    // The copy loop can stop at any of its iterations, each with packet pointers of a different
-    // verified range, and the verifier would follow every one of them through the rest of the
-    // program. Pulling again invalidates those pointers, so the paths meet in one state.
-    // SAFETY: valid context; same range as above.
-    if unsafe { bpf_msg_pull_data(ctx.msg, 0, want, 0) } != 0 {
-        return None;
-    }
+    hb.msg = MsgState {
+        size,
+        copied: copied as u32,
+        mode,
+        pad: 0,
+    };
+    Some(())
+}
+
+#[inline(always)]
+fn plan_msg() -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let hb = owned_heads(id)?;
+    let MsgState {
+        size, copied, mode, ..
+    } = hb.msg;
+    let copied = u64::from(copied);
     let buf = hb.buf.as_ptr();
     if copied < 16 || !crate::capture::is_request_start(buf) {
         return None;
@@ -314,6 +411,7 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
     scan_lines(buf, copied, f);
     let mut plan = Plan {
         action: 0,
+        head_end: f.head_end,
         client: 0,
         parent: 0,
         trace: TraceCtx {
@@ -322,11 +420,11 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
             wide: 0,
             sampled: 0,
         },
-        head_end: f.head_end,
         line_end: f.lines[0],
         body: 0,
         span_at: [0; 3],
         parent_at: [0; 2],
+        pad: 0,
     };
     if plan.head_end == 0 {
         plan.action = if u64::from(size) > copied {
@@ -338,9 +436,19 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
         find_headers(buf, f);
         plan_edit(buf, f, id, mode, &mut plan);
     }
-    if hb.found.owner != id as u32 {
-        return None;
-    }
+    let hb = owned_heads(id)?;
+    hb.plan = plan;
+    Some(())
+}
+
+#[inline(always)]
+fn apply_msg(ctx: &SkMsgContext) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let hb = owned_heads(id)?;
+    // SAFETY: valid reference into the map value; read in one go, then the owner is checked
+    // again, so the copy is this thread's plan and not a half-overwritten one.
+    let mut plan = unsafe { core::ptr::read_volatile(&raw const hb.plan) };
+    let hb = owned_heads(id)?;
     let added = apply(ctx, hb, &mut plan);
     if plan.head_end != 0 {
         let skip = plan.head_end + added + plan.body;

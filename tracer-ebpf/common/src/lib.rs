@@ -57,7 +57,8 @@ pub const FLAG_SERVER_SPAN: u32 = 1 << 2;
 pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
 pub const FLAG_SAMPLED: u32 = 1 << 4;
 
-/// Which syscall produced a data event (diagnostics and self-metrics).
+/// Which syscall produced a data event (diagnostics and self-metrics). Also the index of each
+/// capture program's per-CPU scratch buffer: the read side (inbound) ones come first.
 pub const SYS_READ: u32 = 0;
 pub const SYS_READV: u32 = 1;
 pub const SYS_RECVFROM: u32 = 2;
@@ -66,6 +67,9 @@ pub const SYS_WRITE: u32 = 4;
 pub const SYS_WRITEV: u32 = 5;
 pub const SYS_SENDTO: u32 = 6;
 pub const SYS_SENDMSG: u32 = 7;
+/// How many `SYS_*` values there are, and how many of them read.
+pub const SYS_COUNT: u32 = 8;
+pub const SYS_INGRESS_COUNT: u32 = 4;
 
 /// `ConnEvent::role`
 pub const ROLE_ACCEPTED: u32 = 1;
