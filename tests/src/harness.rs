@@ -291,6 +291,14 @@ impl Agent {
         self.proc.output()
     }
 
+    /// Waits until the agent prints a line containing `needle`.
+    ///
+    /// # Panics
+    /// If it does not within `timeout` (with the agent's output), or exits first.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) {
+        self.proc.wait_line(needle, timeout);
+    }
+
     /// The lines the agent printed on stdout so far (spans in console mode), without its stderr logs.
     #[must_use]
     pub fn stdout_lines(&self) -> Vec<String> {

@@ -982,6 +982,70 @@ fn chart_custom_collector_namespaces_and_port_reach_the_agent() {
     );
 }
 
+/// The capabilities the chart's container adds.
+fn added_capabilities(ds: &DaemonSet) -> BTreeSet<String> {
+    container(ds)
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.capabilities.as_ref())
+        .and_then(|c| c.add.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn chart_write_mode_reaches_the_agent_and_adds_net_admin_only_when_it_edits() {
+    let values = "writeMode: inject\nwriteModeFor: [\"exe:python3=rewrite\", \"port:8080=off\"]\n\
+                  injectFormat: b3\n";
+    let chart = render("tr", "tracing", values);
+    let origin = chart.origin.clone();
+    let env = chart.env();
+    for (k, v) in [
+        ("TRACER_WRITE_MODE", "inject"),
+        ("TRACER_WRITE_MODE_FOR", "exe:python3=rewrite,port:8080=off"),
+        ("TRACER_INJECT_FORMAT", "b3"),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{origin}: {k}");
+    }
+    let out = check_config(&env, &origin);
+    assert_resolved(
+        &out,
+        &["write mode: inject, Exe(\"python3\")=rewrite, Port(8080)=off, inject format b3"],
+        &origin,
+    );
+    let mut expected: BTreeSet<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    expected.insert("NET_ADMIN".to_owned());
+    assert_eq!(
+        added_capabilities(chart.daemon_set()),
+        expected,
+        "{origin}: rewrite/inject need NET_ADMIN on top of the read-only capabilities"
+    );
+
+    // An override alone that edits needs it too; overrides that do not edit, and the default
+    // read-only mode, do not.
+    for (values, net_admin) in [
+        ("writeModeFor: [\"pid:7=rewrite\"]\n", true),
+        ("writeModeFor: [\"exe:envoy=off\"]\n", false),
+        ("writeMode: \"off\"\n", false),
+        ("", false),
+    ] {
+        let chart = render("tr", "tracing", values);
+        assert_eq!(
+            added_capabilities(chart.daemon_set()).contains("NET_ADMIN"),
+            net_admin,
+            "{}: NET_ADMIN with values {values:?}",
+            chart.origin
+        );
+    }
+    let env = render("tr", "tracing", "").env();
+    assert_eq!(
+        env.get("TRACER_WRITE_MODE").map(String::as_str),
+        Some("read-only"),
+        "the default is read-only"
+    );
+}
+
 #[test]
 fn chart_values_are_checked_by_its_schema_and_lint() {
     let chart = chart_dir();
@@ -998,6 +1062,9 @@ fn chart_values_are_checked_by_its_schema_and_lint() {
             "collector.endpoint",
         ),
         ("propagators: [jaeger]\n", "propagators"),
+        ("writeMode: write\n", "writeMode"),
+        ("writeModeFor: [\"python3=inject\"]\n", "writeModeFor"),
+        ("injectFormat: jaeger\n", "injectFormat"),
     ] {
         let (ok, _, stderr) = helm(&["template", "t", chart], values);
         assert!(!ok, "the chart accepted {values}");

@@ -375,6 +375,13 @@ fn bodies_keepalive_pipelining_and_split_heads_survive_the_write_side() {
         r["split"]
     );
 
+    assert_eq!(
+        field(&r["garbage"], "x-b3-spanid"),
+        format!("zz{}", &original[2..]),
+        "a span id that is not hex is left as the app wrote it: {}",
+        r["garbage"]
+    );
+
     // The agent reports exactly those ids as the client's CLIENT spans.
     let spans = rx.wait_for_named(
         "the wire client's CLIENT spans",
@@ -456,6 +463,58 @@ fn inject_follows_a_go_handler_goroutine() {
             round,
         );
     }
+}
+
+/// A Go service started after the agent, in inject mode by executable name: the next process
+/// scan attaches the goroutine probes to its executable, and a call made from a goroutine its
+/// handler starts gets the handler's context.
+#[test]
+fn inject_follows_goroutines_of_a_go_service_started_after_the_agent() {
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let back = Lang::Python.start(free_port(), None, &[]);
+    let mut agent = Agent::start_for(
+        &rx,
+        "grpc",
+        &[back.pid()],
+        &["--exe", "go-demo-svc", "--write-mode", "inject"],
+    );
+    check!(
+        &[],
+        !agent.output().contains("goroutine tracking attached"),
+        "no Go service runs yet, so nothing is attached:\n{}",
+        agent.output()
+    );
+    let front = Lang::Go.start(free_port(), Some(&back.url()), &[]);
+    agent.wait_line("goroutine tracking attached to", Duration::from_secs(10));
+    check!(
+        &[],
+        agent
+            .output()
+            .contains("(a process started in inject mode)"),
+        "the probes were attached by the rescan, not at start-up:\n{}",
+        agent.output()
+    );
+    let (trace, incoming) = (random_hex(16), random_hex(8));
+    let r = HttpConn::connect(front.port()).request(
+        "GET",
+        "/gocall/headers",
+        &[
+            ("x-b3-traceid", &trace),
+            ("x-b3-spanid", &incoming),
+            ("x-b3-sampled", "1"),
+        ],
+        None,
+    );
+    check_eq!(&[], r.status, 200, "Go /gocall/headers");
+    check_go_hop(
+        &rx,
+        &r.body,
+        &trace,
+        &incoming,
+        (front.pid(), back.pid()),
+        "Go service started after the agent",
+    );
 }
 
 fn check_go_hop(

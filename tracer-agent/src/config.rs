@@ -523,7 +523,7 @@ impl Config {
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
         format!(
-            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}",
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}, inject format {}",
             self.stdout,
             propagators.join(","),
             self.sampler,
@@ -548,6 +548,11 @@ impl Config {
                 .iter()
                 .map(|r| format!(", {:?}={}", r.target, r.mode))
                 .collect::<String>(),
+            match self.inject_format {
+                tracer_common::INJECT_B3_SINGLE => "b3",
+                tracer_common::INJECT_TRACEPARENT => "tracecontext",
+                _ => "b3multi",
+            },
         )
     }
 

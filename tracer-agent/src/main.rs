@@ -27,6 +27,7 @@ mod writemode;
 mod writeside;
 
 use std::{
+    collections::HashSet,
     future::Future,
     io::IsTerminal as _,
     path::{Path, PathBuf},
@@ -152,18 +153,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         PathBuf::from("/proc"),
     );
     let (traced, excluded) = selector.apply();
-    // Inject in Go programs follows goroutines (uprobes): the executables selected now.
-    for exe in selector.inject_executables(Path::new("/proc")) {
-        if let Err(e) = probes.attach_go(&exe) {
-            debug!("no goroutine tracking: {e}");
-        }
+    // Inject in Go programs follows goroutines (uprobes on the executable): the executables
+    // selected now, and later those of processes that start in inject mode (within a scan, 1 s).
+    let mut go_exes = HashSet::new();
+    for exe in selector.inject_executables() {
+        attach_go(&mut probes, &exe, false);
+        go_exes.insert(exe);
     }
+    let attached = probes.plan.attached();
+    let plan = probes.plan.to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let selector = {
         let stop = stop.clone();
+        // The selection thread owns the programs from now on: they are detached when it ends.
         std::thread::Builder::new()
             .name("procsel".into())
-            .spawn(move || selector.run(&stop))
+            .spawn(move || {
+                selector.run(&stop, go_exes, |exe| attach_go(&mut probes, exe, true));
+            })
             .context("starting the process selection thread")?
     };
 
@@ -177,9 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     metrics.ready.store(true, Relaxed);
     info!(
-        "agent ready: {} programs attached; {}; tracing {} ({traced} processes selected, {excluded} excluded)",
-        probes.plan.attached(),
-        probes.plan,
+        "agent ready: {attached} programs attached; {plan}; tracing {} ({traced} processes selected, {excluded} excluded)",
         describe_selection(&selection)
     );
     let shutdown = shutdown_signal(stop_exporting)?;
@@ -187,7 +192,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .run(maps.events, shutdown)
         .await
         .context("reading the ring buffer")?;
-    drop(probes);
     stop.store(true, Relaxed);
     if let Some(handle) = exporter {
         // One attempt per queued batch, and never longer than this: a dead collector must not
@@ -201,6 +205,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let _ = selector.join();
     Ok(())
+}
+
+/// Goroutine tracking for the Go executable `exe` of a process in inject mode; a program
+/// that is not Go (or lacks net/http) just goes without it.
+fn attach_go(probes: &mut loader::Probes, exe: &Path, later: bool) {
+    match probes.attach_go(exe) {
+        Ok(()) if later => info!(
+            "goroutine tracking attached to {} (a process started in inject mode)",
+            exe.display()
+        ),
+        Ok(()) => info!("goroutine tracking attached to {}", exe.display()),
+        Err(e) => debug!("no goroutine tracking: {e}"),
+    }
 }
 
 /// What the kernel programs follow: the flags' processes, the selected pods, and never the

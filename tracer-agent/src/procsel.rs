@@ -406,13 +406,14 @@ impl Selector {
 
     /// Executables of the processes in inject mode (for the Go goroutine probes).
     #[must_use]
-    pub fn inject_executables(&self, proc_root: &Path) -> Vec<PathBuf> {
+    pub fn inject_executables(&self) -> Vec<PathBuf> {
+        let root = &self.scanner.root;
         let mut exes: Vec<PathBuf> = self
             .scanner
             .modes
             .iter()
             .filter(|(_, m)| **m == tracer_common::WRITE_INJECT)
-            .filter_map(|(pid, _)| fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok())
+            .filter_map(|(pid, _)| fs::read_link(root.join(pid.to_string()).join("exe")).ok())
             .collect();
         exes.sort();
         exes.dedup();
@@ -446,12 +447,24 @@ impl Selector {
         }
     }
 
-    /// Rescans once a second until `stop` is set.
-    pub fn run(mut self, stop: &AtomicBool) {
+    /// Rescans once a second until `stop` is set. `on_inject` gets each executable that a
+    /// process in inject mode runs, once (`known`: the ones already handled).
+    pub fn run(
+        mut self,
+        stop: &AtomicBool,
+        mut known: HashSet<PathBuf>,
+        mut on_inject: impl FnMut(&Path),
+    ) {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_secs(1));
             let (traced, excluded) = self.apply();
             debug!("process selection: {traced} traced, {excluded} excluded");
+            for exe in self.inject_executables() {
+                if !known.contains(&exe) {
+                    on_inject(&exe);
+                    known.insert(exe);
+                }
+            }
         }
     }
 }

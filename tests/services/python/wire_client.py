@@ -1,6 +1,6 @@
 """Raw-socket HTTP/1.1 client for the write-side tests: sends requests in the shapes that an
 sk_msg editor must survive (bodies that look like headers or like a request, bodies in later
-sends, keep-alive, pipelining, a head split over two sends) and prints what the server saw.
+sends, keep-alive, pipelining, a head split over two sends, a span id that is not hex) and prints what the server saw.
 
 Usage: python3 wire_client.py PORT GO_FILE   (starts when GO_FILE exists, prints one JSON object)
 """
@@ -87,6 +87,10 @@ def main():
     time.sleep(0.1)
     s.sendall(whole[cut:])
     out["split"] = json.loads(read_response(f)[1])
+    # 6. a span id of the right length that is not hex: left as the app wrote it.
+    garbage = head("GET", "/headers").replace(SPAN.encode(), b"zz" + SPAN[2:].encode())
+    s.sendall(garbage)
+    out["garbage"] = json.loads(read_response(f)[1])
     s.close()
     print(json.dumps(out), flush=True)
 

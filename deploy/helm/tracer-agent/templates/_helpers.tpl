@@ -49,3 +49,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: tracer
 {{- end }}
+
+{{/* "true" when the values let the agent edit requests (rewrite or inject anywhere). */}}
+{{- define "tracer-agent.writes" -}}
+{{- $writes := has .Values.writeMode (list "rewrite" "inject") }}
+{{- range .Values.writeModeFor }}
+{{- if or (hasSuffix "=rewrite" .) (hasSuffix "=inject" .) }}{{ $writes = true }}{{ end }}
+{{- end }}
+{{- $writes }}
+{{- end }}
