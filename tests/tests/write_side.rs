@@ -394,13 +394,30 @@ fn bodies_keepalive_pipelining_and_split_heads_survive_the_write_side() {
         },
         WAIT,
     );
+    let garbage = |x: &Span| x.attr_str("url.query") == Some("garbage=1");
     check!(
         &spans,
         spans
             .iter()
-            .filter(|x| x.kind == "CLIENT" && of_pid(x, pid))
+            .filter(|x| x.kind == "CLIENT" && of_pid(x, pid) && !garbage(x))
             .all(|x| x.trace_id == padded("463ac35c9f6413ad")),
         "all CLIENT spans in the trace the client sent"
+    );
+    // The context with the non-hex span id is no context to the read side either: its CLIENT
+    // span starts a trace of its own.
+    let spans = rx.wait_for_named(
+        "the CLIENT span of the request with the non-hex span id",
+        |s| s.iter().any(|x| of_pid(x, pid) && garbage(x)),
+        WAIT,
+    );
+    let g = spans
+        .iter()
+        .find(|x| of_pid(x, pid) && garbage(x))
+        .expect("waited for");
+    check!(
+        &spans,
+        g.trace_id != padded("463ac35c9f6413ad") && g.parent_span_id.is_empty(),
+        "the request with the non-hex span id is a new trace without parent"
     );
 }
 

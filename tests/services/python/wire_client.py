@@ -88,7 +88,7 @@ def main():
     s.sendall(whole[cut:])
     out["split"] = json.loads(read_response(f)[1])
     # 6. a span id of the right length that is not hex: left as the app wrote it.
-    garbage = head("GET", "/headers").replace(SPAN.encode(), b"zz" + SPAN[2:].encode())
+    garbage = head("GET", "/headers?garbage=1").replace(SPAN.encode(), b"zz" + SPAN[2:].encode())
     s.sendall(garbage)
     out["garbage"] = json.loads(read_response(f)[1])
     s.close()
