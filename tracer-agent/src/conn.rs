@@ -20,7 +20,7 @@ use crate::{
     process::ProcessCache,
     semconv::{Exchange, build_span},
     span::{Span, SpanKind},
-    tracker::Tracker,
+    tracker::{KernelIds, Tracker},
 };
 
 /// What turns exchanges into spans; shared by all connections.
@@ -37,6 +37,8 @@ pub struct ConnStats {
     pub idle_closed: u64,
     /// Response heads with no request waiting for them.
     pub orphan_responses: u64,
+    /// Responses reported before the write of their request, put back in order.
+    pub reordered_responses: u64,
     /// Spans not exported because the trace was not sampled.
     pub unsampled: u64,
     pub streams: StreamStats,
@@ -60,6 +62,19 @@ struct Conn {
     /// An interim (1xx) response head was seen; its end is not a real response end.
     interim: bool,
     last_ns: u64,
+    /// A response read before any request waits for it (see `Conn::feed`).
+    parked: Option<Parked>,
+}
+
+/// A read kept back until the connection's next write, owned.
+struct Parked {
+    tid: u32,
+    data: Vec<u8>,
+    gap: u64,
+    tail: Vec<u8>,
+    start_ns: u64,
+    end_ns: u64,
+    kernel: Vec<KernelIds>,
 }
 
 impl Conn {
@@ -74,6 +89,7 @@ impl Conn {
             exchanges: VecDeque::new(),
             interim: false,
             last_ns: now_ns,
+            parked: None,
         }
     }
 
@@ -84,7 +100,68 @@ impl Conn {
         })
     }
 
+    /// Feeds one chunk. On a client connection the response can be reported before the request
+    /// that caused it: over loopback the server answers while the writing thread is still on
+    /// its way out of `write`, and the reading thread's event may be sent first. So a response
+    /// head that no request waits for is kept back until the connection's next write (or next
+    /// read, or close), and then fed after it. Reads keep their order among themselves.
     fn feed(
+        &mut self,
+        dir: Dir,
+        tid: u32,
+        chunk: &Chunk<'_>,
+        f: &mut SpanFactory,
+        st: &mut ConnStats,
+        spans: &mut Vec<Span>,
+    ) {
+        if dir == Dir::Ingress {
+            if self.parked.is_none() && self.is_early_response(chunk) {
+                self.parked = Some(Parked {
+                    tid,
+                    data: chunk.data.to_vec(),
+                    gap: chunk.gap,
+                    tail: chunk.tail.to_vec(),
+                    start_ns: chunk.start_ns,
+                    end_ns: chunk.end_ns,
+                    kernel: chunk.kernel.to_vec(),
+                });
+                self.last_ns = self.last_ns.max(chunk.end_ns);
+                return;
+            }
+            self.unpark(f, st, spans);
+        }
+        self.feed_now(dir, tid, chunk, f, st, spans);
+        if dir == Dir::Egress {
+            if self.parked.is_some() {
+                st.reordered_responses += 1;
+            }
+            self.unpark(f, st, spans);
+        }
+    }
+
+    /// A read that starts like a response on a connection that is not a server's and has no
+    /// request waiting for a response.
+    fn is_early_response(&self, chunk: &Chunk<'_>) -> bool {
+        self.role != Some(SpanKind::Server)
+            && chunk.data.starts_with(b"HTTP/")
+            && !self.exchanges.iter().any(|x| x.response.is_none())
+    }
+
+    fn unpark(&mut self, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+        if let Some(p) = self.parked.take() {
+            let chunk = Chunk {
+                data: &p.data,
+                gap: p.gap,
+                tail: &p.tail,
+                start_ns: p.start_ns,
+                end_ns: p.end_ns,
+                kernel: &p.kernel,
+            };
+            self.feed_now(Dir::Ingress, p.tid, &chunk, f, st, spans);
+        }
+    }
+
+    fn feed_now(
         &mut self,
         dir: Dir,
         tid: u32,
@@ -202,6 +279,7 @@ impl Conn {
     /// Flushes everything: messages cut by the close end at the last byte seen, requests
     /// without a response become incomplete spans.
     fn close(mut self, f: &mut SpanFactory, st: &mut ConnStats, spans: &mut Vec<Span>) {
+        self.unpark(f, st, spans);
         let mut out = Vec::new();
         self.ingress.close(&mut out);
         self.process(Dir::Ingress, 0, out, f, st, spans);

@@ -148,7 +148,7 @@ impl Metrics {
         let conn = *self.conn.lock().expect("metrics lock");
         let kernel = |c: u32| self.kernel[c as usize].load(Relaxed);
         format!(
-            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} skipped_bytes={} malformed_heads={} lost_sync={}",
+            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} reordered_responses={} skipped_bytes={} malformed_heads={} lost_sync={}",
             self.records.load(Relaxed),
             self.kernel_drops(),
             self.user_drops(),
@@ -163,6 +163,7 @@ impl Metrics {
             kernel(counter::TRUNCATED),
             kernel(counter::READ_FAULT),
             conn.orphan_responses,
+            conn.reordered_responses,
             conn.streams.skipped_bytes,
             conn.streams.malformed_heads,
             conn.streams.lost_sync,
@@ -237,6 +238,11 @@ impl Metrics {
                 "tracer_http_orphan_responses_total",
                 "Responses with no request waiting for them.",
                 conn.orphan_responses,
+            ),
+            (
+                "tracer_http_reordered_responses_total",
+                "Responses reported before the write of their request, put back in order.",
+                conn.reordered_responses,
             ),
             (
                 "tracer_http_malformed_heads_total",

@@ -206,6 +206,43 @@ fn client_span_is_child_of_server_span() {
 }
 
 #[test]
+fn a_response_reported_before_its_request_is_put_back_in_order() {
+    let mut d = Driver::new();
+    // Keep-alive client connection: the first exchange in order, then the second response
+    // (read by another thread) reported before the write of its request.
+    d.send(
+        7,
+        71,
+        9,
+        DIR_EGRESS,
+        b"GET /one HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    assert_eq!(d.spans.len(), 1, "the early response waits for its request");
+    d.send(
+        7,
+        71,
+        9,
+        DIR_EGRESS,
+        b"GET /two HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    assert_eq!(d.spans.len(), 2);
+    let two = &d.spans[1];
+    assert_eq!(two.kind, SpanKind::Client);
+    assert_eq!(Driver::path(two), "/two");
+    assert_eq!(Driver::status(two), Some(200));
+    assert_eq!(d.table.stats.orphan_responses, 0);
+    assert_eq!(d.table.stats.reordered_responses, 1);
+
+    // A response on a connection whose request is never seen is still an orphan, at close.
+    d.send(7, 72, 10, DIR_INGRESS, OK);
+    d.table.on_close(7, 10, &mut d.f, &mut d.spans);
+    assert_eq!(d.table.stats.orphan_responses, 1);
+    assert_eq!(d.spans.len(), 2);
+}
+
+#[test]
 fn close_flushes_incomplete_and_close_delimited() {
     let mut d = Driver::new();
     d.send(1, 1, 5, DIR_INGRESS, b"GET /slow HTTP/1.1\r\n\r\n");
