@@ -41,7 +41,7 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
     (
         counter::ARGS_FULL,
         "tracer_kernel_dropped_args_full_total",
-        "Syscalls not followed because the in-flight map was full.",
+        "Syscalls not followed because another thread with the same thread id modulo 32768 took their in-flight slot.",
     ),
     (
         counter::CONNS_FULL,

@@ -6,6 +6,11 @@
 //! direction look like an HTTP/1.x request or status line. Its first payload decides the
 //! protocol once; sockets that are not HTTP cost a map lookup from then on.
 
+use core::{
+    ptr::{read_volatile, write_volatile},
+    sync::atomic::{Ordering, compiler_fence},
+};
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
@@ -48,6 +53,31 @@ pub struct SyscallArgs {
     pub tuple: SockTuple,
 }
 
+/// Slots of the in-flight table (a power of two: the index is the thread id masked).
+pub const ARGS_SLOTS: u32 = 32768;
+
+/// One thread's syscall in flight. `id` is the owner's pid_tgid, 0 when the slot is free.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArgsSlot {
+    pub id: u64,
+    pub args: SyscallArgs,
+}
+
+/// The saved arguments of the syscall thread `id` has in flight, if its slot still holds them.
+#[inline(always)]
+pub fn args_of(id: u64) -> Option<*mut SyscallArgs> {
+    let slot = ARGS.get_ptr_mut((id as u32) & (ARGS_SLOTS - 1))?;
+    // SAFETY: pointer into the array value; a racing owner of the same slot is detected by the
+    // tag, checked again by `take_args` after copying.
+    unsafe {
+        if read_volatile(&raw const (*slot).id) != id {
+            return None;
+        }
+        Some(&raw mut (*slot).args)
+    }
+}
+
 /// A data event being assembled: the header and room for the payload. The payload area is four
 /// times the capture bound so that `offset + length`, each masked below twice the bound, is
 /// provably in bounds for the verifier.
@@ -88,18 +118,44 @@ pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
         pad: 0,
         tuple: SockTuple::default(),
     };
-    if ARGS.insert(id, args, 0).is_err() {
-        count(counter::ARGS_FULL);
+    let Some(slot) = ARGS.get_ptr_mut((id as u32) & (ARGS_SLOTS - 1)) else {
+        return;
+    };
+    // SAFETY: pointer into the array value. A slot held by another live thread (same thread id
+    // modulo the size, both in a syscall) is taken over: that thread's syscall is then not
+    // followed, and counted.
+    unsafe {
+        let owner = read_volatile(&raw const (*slot).id);
+        if owner != 0 && owner != id {
+            count(counter::ARGS_FULL);
+        }
+        write_volatile(&raw mut (*slot).id, 0);
+        compiler_fence(Ordering::SeqCst);
+        (*slot).args = args;
+        compiler_fence(Ordering::SeqCst);
+        write_volatile(&raw mut (*slot).id, id);
     }
 }
 
 /// Takes the saved arguments of the current thread's syscall, if the entry probe kept them.
 #[inline(always)]
 fn take_args(id: u64) -> Option<SyscallArgs> {
-    // SAFETY: copied out before the entry is removed.
-    let args = unsafe { ARGS.get(id) }.copied()?;
-    let _ = ARGS.remove(id);
-    Some(args)
+    let slot = ARGS.get_ptr_mut((id as u32) & (ARGS_SLOTS - 1))?;
+    // SAFETY: pointer into the array value; the copy is used only if the tag still matches after
+    // it was made (no other thread took the slot meanwhile).
+    unsafe {
+        if read_volatile(&raw const (*slot).id) != id {
+            return None;
+        }
+        compiler_fence(Ordering::SeqCst);
+        let args = (*slot).args;
+        compiler_fence(Ordering::SeqCst);
+        if read_volatile(&raw const (*slot).id) != id {
+            return None;
+        }
+        write_volatile(&raw mut (*slot).id, 0);
+        Some(args)
+    }
 }
 
 /// `syscall` is the constant of the probe that calls this, so LLVM keeps only the buffer

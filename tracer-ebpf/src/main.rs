@@ -35,7 +35,7 @@ use tracer_common::{
 };
 
 use crate::{
-    capture::{Scratch, SyscallArgs},
+    capture::{ARGS_SLOTS, ArgsSlot, Scratch},
     write::{HeadBuf, ServerCtx, TraceKey},
 };
 
@@ -91,9 +91,12 @@ static SAMPLE_BOUND: Global<u64> = Global::new(u64::MAX);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Syscalls in flight, by pid_tgid: the arguments seen at entry, used at exit.
+/// Syscalls in flight: the arguments seen at entry, used at exit, in the slot of the thread id
+/// modulo the size, tagged with the full pid_tgid. An array, not a hash: saving and taking the
+/// arguments are plain stores, where a hash map takes a bucket lock for every insert and
+/// delete, twice per traced syscall.
 #[map]
-static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+static ARGS: Array<ArgsSlot> = Array::with_max_entries(ARGS_SLOTS, 0);
 
 /// Sockets seen by accept/connect or classified from their first bytes, by (tgid, fd).
 /// LRU so that a missed close can never fill it.

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use tracer_common::{AF_INET, AF_INET6, SockTuple};
 
-use crate::{ARGS, SOCK_OFF};
+use crate::{SOCK_OFF, capture::args_of};
 
 #[fentry(function = "tcp_sendmsg")]
 pub fn fentry_tcp_sendmsg(ctx: FEntryContext) -> u32 {
@@ -66,7 +66,7 @@ fn read<T>(sk: u64, offset: u32) -> Option<T> {
 #[inline(always)]
 fn record(sk: u64) {
     let id = bpf_get_current_pid_tgid();
-    let Some(args) = ARGS.get_ptr_mut(id) else {
+    let Some(args) = args_of(id) else {
         return;
     };
     // SAFETY: this thread's own ARGS entry.

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{AF_INET, AF_INET6, SockTuple};
 
-use crate::{ARGS, TCP_TP};
+use crate::{TCP_TP, capture::args_of};
 
 #[tracepoint]
 pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
@@ -20,7 +20,7 @@ pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_rcv_space_adjust(ctx: &TracePointContext) -> Result<(), i32> {
     let id = bpf_get_current_pid_tgid();
-    let Some(args) = ARGS.get_ptr_mut(id) else {
+    let Some(args) = args_of(id) else {
         return Ok(());
     };
     // SAFETY: pointer into this thread's own ARGS entry.

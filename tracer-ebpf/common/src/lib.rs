@@ -247,7 +247,8 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 1;
     /// Messages longer than the capture size (the rest is counted by length only).
     pub const TRUNCATED: u32 = 2;
-    /// Syscalls not followed because the in-flight syscall map was full.
+    /// Syscalls not followed because another thread took their in-flight slot (same thread id
+    /// modulo the table size, both in a syscall).
     pub const ARGS_FULL: u32 = 3;
     /// Connections not tracked because the connection map was full.
     pub const CONNS_FULL: u32 = 4;
