@@ -91,19 +91,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     server.load().map_err(err("tracer_server_ctx"))?;
     let server_insns = insns(server.info().ok());
     let server_time = started.elapsed();
-    let server_fd = server
-        .fd()
-        .map_err(err("tracer_server_ctx"))?
-        .try_clone()
-        .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
-    let mut progs: ProgramArray<_> = ProgramArray::try_from(
-        ebpf.map_mut("WRITE_PROGS")
-            .ok_or_else(|| WriteSideError::Map("WRITE_PROGS", "not in the object".into()))?,
-    )
-    .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
-    progs
-        .set(0, &server_fd, 0)
-        .map_err(|e| WriteSideError::Map("WRITE_PROGS", e.to_string()))?;
+    let server_fd = server.fd().map_err(err("tracer_server_ctx"))?.try_clone();
+    set_tail_call(ebpf, "WRITE_PROGS", 0, server_fd)?;
 
     // sk_msg first: sockets must never enter the map before the program that edits them is on it.
     let socks: SockHash<_, u64> = SockHash::try_from(
@@ -119,23 +108,15 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     info!("write side: verifying the three sk_msg stages");
     let started = std::time::Instant::now();
     let mut stage_insns = Vec::new();
-    for (slot, name) in [(0, "tracer_sk_msg_plan"), (1, "tracer_sk_msg_apply")] {
+    for (slot, name) in [
+        (tracer_common::MSG_PLAN, "tracer_sk_msg_plan"),
+        (tracer_common::MSG_APPLY, "tracer_sk_msg_apply"),
+    ] {
         let stage: &mut SkMsg = program(ebpf, name)?;
         stage.load().map_err(err(name))?;
         stage_insns.push(insns(stage.info().ok()));
-        let fd = stage
-            .fd()
-            .map_err(err(name))?
-            .try_clone()
-            .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
-        let mut stages: ProgramArray<_> = ProgramArray::try_from(
-            ebpf.map_mut("MSG_PROGS")
-                .ok_or_else(|| WriteSideError::Map("MSG_PROGS", "not in the object".into()))?,
-        )
-        .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
-        stages
-            .set(slot, &fd, 0)
-            .map_err(|e| WriteSideError::Map("MSG_PROGS", e.to_string()))?;
+        let fd = stage.fd().map_err(err(name))?.try_clone();
+        set_tail_call(ebpf, "MSG_PROGS", slot, fd)?;
     }
     let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
     msg.load().map_err(err("tracer_sk_msg"))?;
@@ -165,6 +146,24 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         root.display()
     );
     Ok(root)
+}
+
+/// Puts a loaded program (`fd`, a fresh copy of its descriptor) into slot `slot` of the program
+/// array `map`.
+fn set_tail_call(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    slot: u32,
+    fd: std::io::Result<aya::programs::ProgramFd>,
+) -> Result<(), WriteSideError> {
+    let failed = |e: String| WriteSideError::Map(map, e);
+    let fd = fd.map_err(|e| failed(e.to_string()))?;
+    let mut progs: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut(map)
+            .ok_or_else(|| failed("not in the object".into()))?,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    progs.set(slot, &fd, 0).map_err(|e| failed(e.to_string()))
 }
 
 /// The verifier's instruction count of a loaded program, for the start-up log.

@@ -139,7 +139,7 @@ static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries
 #[map]
 static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// The later stages of the sk_msg edit (`write::MSG_PLAN`, `write::MSG_APPLY`), tail-called
+/// The later stages of the sk_msg edit (`tracer_common::MSG_PLAN`, `MSG_APPLY`), tail-called
 /// in turn by `tracer_sk_msg`.
 #[map]
 static MSG_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);

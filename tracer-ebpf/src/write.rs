@@ -25,10 +25,10 @@ use aya_ebpf::{
     programs::{SkMsgContext, SockAddrContext, TracePointContext},
 };
 use tracer_common::{
-    EventKind, INJECT_B3_SINGLE, INJECT_TRACEPARENT, SYS_INGRESS_COUNT, WRITE_HEAD_MAX,
-    WRITE_INJECT, WRITE_INJECTED, WRITE_REWRITE, WRITE_REWRITTEN, WRITE_SKIP_FAILED,
-    WRITE_SKIP_LONG, WRITE_SKIP_MALFORMED, WRITE_SKIP_NO_CAUSE, WRITE_SKIP_NO_CONTEXT,
-    WRITE_SKIP_SPLIT, WriteEvent, counter,
+    EventKind, INJECT_B3_SINGLE, INJECT_TRACEPARENT, MSG_APPLY, MSG_PLAN, SYS_INGRESS_COUNT,
+    WRITE_HEAD_MAX, WRITE_INJECT, WRITE_INJECTED, WRITE_REWRITE, WRITE_REWRITTEN,
+    WRITE_SKIP_FAILED, WRITE_SKIP_LONG, WRITE_SKIP_MALFORMED, WRITE_SKIP_NO_CAUSE,
+    WRITE_SKIP_NO_CONTEXT, WRITE_SKIP_SPLIT, WriteEvent, counter,
 };
 
 use crate::{
@@ -283,10 +283,6 @@ pub fn tracer_sockops(ctx: aya_ebpf::programs::SockOpsContext) -> u32 {
 // over the message (each of its exits a state of its own), the scan and plan over map memory,
 // and the edit of the message. In one program, old verifiers (5.10) followed every exit of
 // the copy loop through everything after it and did not finish in minutes.
-
-/// `MSG_PROGS` slots.
-pub const MSG_PLAN: u32 = 0;
-pub const MSG_APPLY: u32 = 1;
 
 /// Stage 1: copies the start of a send of a rewrite/inject process into the per-CPU work area.
 #[sk_msg]

@@ -185,6 +185,11 @@ pub const WRITE_SKIP_FAILED: u32 = 8;
 /// Bytes of a send the sk_msg program examines for a request head.
 pub const WRITE_HEAD_MAX: usize = 1024;
 
+/// `MSG_PROGS` slots: the sk_msg edit's later stages, tail-called by `tracer_sk_msg` in turn
+/// (the agent fills them before attaching it).
+pub const MSG_PLAN: u32 = 0;
+pub const MSG_APPLY: u32 = 1;
+
 /// One request head seen by the sk_msg program, in the thread that sent it (the data event of
 /// the same syscall follows it in the ring buffer).
 #[repr(C)]
