@@ -1,30 +1,19 @@
 //! tracer-agent: eBPF HTTP tracing for service meshes. `main` only wires the parts together.
+//!
+//! A captured byte travels [`kernel`] (the programs, their ring buffer and the records decoded
+//! from it) -> [`protocol`] (connections, HTTP/1.x assembly into exchanges) -> [`trace`] (trace
+//! context, the join, spans) -> [`export`] (OTLP, console), driven by [`pipeline`]. On the
+//! side, [`procs`] decides which processes the kernel follows and who they are (resource,
+//! Kubernetes pod); [`config`] and [`metrics`] serve everything.
 
-mod btf;
-mod clock;
 mod config;
-mod conn;
-mod context;
-mod events;
 mod export;
-mod http;
-mod k8s;
-#[cfg(test)]
-mod kernel_head_tests;
-mod kstats;
-mod listeners;
-mod loader;
+mod kernel;
 mod metrics;
 mod pipeline;
-mod plan;
-mod process;
-mod procsel;
-mod sampler;
-mod semconv;
-mod span;
-mod tracker;
-mod writemode;
-mod writeside;
+mod procs;
+mod protocol;
+mod trace;
 
 use std::{
     collections::HashSet,
@@ -50,10 +39,15 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     config::{Cli, Config, KubernetesConfig},
     export::{Outputs, console::Console, otlp::OtlpExporter},
-    k8s::PodStore,
+    kernel::loader::{self, LoadOptions, Probes},
     metrics::Metrics,
     pipeline::Pipeline,
-    procsel::{Selection, Selector},
+    procs::{
+        k8s::{self, PodStore},
+        resource::host_name,
+        selection::{Selection, Selector},
+    },
+    trace::span::Span,
 };
 
 /// Longest wait for the final OTLP flush at shutdown.
@@ -119,19 +113,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let metrics: &'static Metrics = Box::leak(Box::default());
 
-    let tracefs = loader::preflight()?;
+    let tracefs = kernel::preflight::preflight()?;
     let (mut probes, maps) = loader::load(
         &tracefs,
-        &loader::LoadOptions {
+        &LoadOptions {
             attach: cfg.attach,
             capture_size: cfg.capture_size,
             filter_listed: cfg.selects_processes(),
             ring_buffer_bytes: cfg.ring_buffer_bytes,
             write: cfg.write_modes.any_edits(),
             inject_format: cfg.inject_format,
-            sample_bound: cfg.sampler.kernel_bound(),
+            sample_bound: cfg.sampler.bound(),
+            kernel_log: cfg.kernel_log,
         },
     )?;
+    if let Some(log) = maps.kernel_log {
+        info!("--kernel-log: the kernel programs' diagnostics follow in this log");
+        tokio::spawn(kernel::log::forward(log));
+    }
     metrics.set_attach_plan(probes.plan.to_string());
     // Loading parsed the kernel's BTF and the object: hand that memory back now.
     // SAFETY: glibc's malloc_trim has no preconditions.
@@ -209,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Goroutine tracking for the Go executable `exe` of a process in inject mode; a program
 /// that is not Go (or lacks net/http) just goes without it.
-fn attach_go(probes: &mut loader::Probes, exe: &Path, later: bool) {
+fn attach_go(probes: &mut Probes, exe: &Path, later: bool) {
     match probes.attach_go(exe) {
         Ok(()) if later => info!(
             "goroutine tracking attached to {} (a process started in inject mode)",
@@ -246,7 +245,7 @@ fn start_exporter(
     cfg: &Config,
     metrics: &'static Metrics,
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<(Option<mpsc::Sender<span::Span>>, Option<ExporterTask>)> {
+) -> anyhow::Result<(Option<mpsc::Sender<Span>>, Option<ExporterTask>)> {
     let Some(o) = &cfg.otlp else {
         return Ok((None, None));
     };
@@ -301,8 +300,8 @@ fn local_port(url: &str) -> Option<u16> {
     let rest = url.strip_prefix("http://")?;
     let authority = rest.split('/').next()?;
     let (host, port) = authority.rsplit_once(':')?;
-    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0")
-        || host == process::host_name();
+    let local =
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0") || host == host_name();
     if local { port.parse().ok() } else { None }
 }
 

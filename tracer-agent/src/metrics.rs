@@ -19,7 +19,7 @@ use tokio::{
 use tracer_common::counter;
 use tracing::{debug, info, warn};
 
-use crate::conn::ConnStats;
+use crate::protocol::table::ConnStats;
 
 /// Names of the kernel counters, indexed like `tracer_common::counter`.
 const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
@@ -97,6 +97,8 @@ pub struct Metrics {
     pub records: AtomicU64,
     pub decode_errors: AtomicU64,
     pub spans_built: AtomicU64,
+    /// Exchanges not exported because their trace is not sampled.
+    pub spans_unsampled: AtomicU64,
     pub spans_queue_full: AtomicU64,
     pub spans_exported: AtomicU64,
     pub spans_export_failed: AtomicU64,
@@ -157,16 +159,16 @@ impl Metrics {
             self.spans_export_failed.load(Relaxed),
             self.spans_built.load(Relaxed),
             self.spans_exported.load(Relaxed),
-            conn.unsampled,
+            self.spans_unsampled.load(Relaxed),
             self.export_errors.load(Relaxed),
             self.connections.load(Relaxed),
             kernel(counter::TRUNCATED),
             kernel(counter::READ_FAULT),
-            conn.orphan_responses,
-            conn.reordered_responses,
-            conn.streams.skipped_bytes,
-            conn.streams.malformed_heads,
-            conn.streams.lost_sync,
+            conn.http1.orphan_responses,
+            conn.http1.reordered_responses,
+            conn.http1.streams.skipped_bytes,
+            conn.http1.streams.malformed_heads,
+            conn.http1.streams.lost_sync,
         )
     }
 
@@ -192,7 +194,7 @@ impl Metrics {
             (
                 "tracer_spans_unsampled_total",
                 "Exchanges not exported because their trace is not sampled.",
-                conn.unsampled,
+                self.spans_unsampled.load(Relaxed),
             ),
             (
                 "tracer_dropped_spans_queue_full_total",
@@ -237,27 +239,27 @@ impl Metrics {
             (
                 "tracer_http_orphan_responses_total",
                 "Responses with no request waiting for them.",
-                conn.orphan_responses,
+                conn.http1.orphan_responses,
             ),
             (
                 "tracer_http_reordered_responses_total",
                 "Responses reported before the write of their request, put back in order.",
-                conn.reordered_responses,
+                conn.http1.reordered_responses,
             ),
             (
                 "tracer_http_malformed_heads_total",
                 "HTTP heads that could not be parsed.",
-                conn.streams.malformed_heads,
+                conn.http1.streams.malformed_heads,
             ),
             (
                 "tracer_http_skipped_bytes_total",
                 "Bytes outside any HTTP message the agent could follow.",
-                conn.streams.skipped_bytes,
+                conn.http1.streams.skipped_bytes,
             ),
             (
                 "tracer_http_lost_sync_total",
                 "Chunked bodies whose framing was hidden by the capture limit.",
-                conn.streams.lost_sync,
+                conn.http1.streams.lost_sync,
             ),
         ]
     }

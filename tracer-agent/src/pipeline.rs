@@ -1,83 +1,63 @@
-//! The event loop: ring buffer -> decode -> connection table -> spans -> outputs, plus the
+//! The event loop: kernel records ([`kernel::records`]) -> connection table and protocols
+//! ([`protocol`]) -> trace join and spans ([`trace`]) -> outputs ([`export`]), plus the
 //! periodic work (idle sweep, clock refresh, counters, settled console traces).
 //!
 //! One task owns all per-connection state, so nothing on the hot path takes a lock.
+//!
+//! [`kernel::records`]: crate::kernel::records
+//! [`protocol`]: crate::protocol
+//! [`trace`]: crate::trace
+//! [`export`]: crate::export
 
 use std::{
     future::Future,
     path::PathBuf,
-    sync::Arc,
-    sync::atomic::Ordering::Relaxed,
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use std::collections::HashMap;
 use tokio::io::unix::AsyncFd;
-
-use tracer_common::{
-    DIR_INGRESS, DataEvent, FLAG_HAS_TUPLE, FLAG_KERNEL_TRACE, FLAG_SERVER_SPAN, WriteEvent,
-    counter,
-};
+use tracer_common::{DIR_INGRESS, FLAG_HAS_TUPLE, counter};
 use tracing::{debug, info, trace, warn};
 
 use crate::{
-    clock::Clock,
     config::Config,
-    conn::{ConnTable, DataIn, SpanFactory, socket_addr},
-    context::{SpanId, TraceId},
-    events::{self, Event},
     export::Outputs,
-    k8s::PodStore,
-    kstats,
+    kernel::{
+        records::{self, Event, peer_of, socket_addr},
+        stats,
+        write::ids::WritePairing,
+    },
     metrics::Metrics,
-    process::{ProcessCache, host_name},
-    span::Span,
-    tracker::{KernelIds, Tracker},
+    procs::{
+        k8s::PodStore,
+        resource::{ProcessCache, host_name},
+    },
+    protocol::{
+        Chunk, Direction,
+        table::{ConnTable, DataIn},
+    },
+    trace::{clock::Clock, sink::SpanSink, tracker::Tracker},
 };
-
-/// Threads with sk_msg records waiting for their syscall's data event; beyond this many, the
-/// records are stale (their data events were lost) and are dropped.
-const MAX_PENDING_WRITES: usize = 4096;
 
 /// How often the ring buffer is drained when the kernel did not wake us.
 const DRAIN: Duration = Duration::from_millis(10);
 const TICK: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+type Sink = SpanSink<ProcessCache>;
+
 pub struct Pipeline {
-    table: ConnTable,
-    factory: SpanFactory,
+    table: ConnTable<Sink>,
+    sink: Sink,
+    writes: WritePairing,
     outputs: Outputs,
     metrics: &'static Metrics,
     counters: PerCpuArray<MapData, u64>,
     pods: Option<Arc<PodStore>>,
     idle_timeout: Duration,
     stats_interval: Option<Duration>,
-    spans: Vec<Span>,
-    /// sk_msg records by (pid, tid), until the data event of the same send arrives.
-    pending_writes: HashMap<(u32, u32), Vec<KernelIds>>,
-    kernel_ids: Vec<KernelIds>,
-}
-
-/// The ids the kernel put on a read (the SERVER span it chose).
-fn server_ids(header: &DataEvent) -> Option<KernelIds> {
-    (header.flags & FLAG_SERVER_SPAN != 0).then(|| KernelIds::Server {
-        span_id: SpanId(header.server_span),
-        started: (header.flags & FLAG_KERNEL_TRACE != 0).then_some(TraceId(header.trace_id)),
-    })
-}
-
-/// What the sk_msg program did with one outgoing head.
-fn client_ids(w: &WriteEvent) -> KernelIds {
-    let nonzero_span = |b: [u8; 8]| (b != [0; 8]).then_some(SpanId(b));
-    KernelIds::Client {
-        action: w.action,
-        span_id: SpanId(w.client_span),
-        parent: nonzero_span(w.parent_span),
-        trace_id: (w.trace_id != [0; 16]).then_some(TraceId(w.trace_id)),
-        sampled: w.sampled != 0,
-    }
 }
 
 impl Pipeline {
@@ -96,26 +76,23 @@ impl Pipeline {
             .map_or_else(host_name, |k| k.node_name.clone());
         Self {
             table: ConnTable::new(cfg.max_connections),
-            factory: SpanFactory {
-                tracker: Tracker::new(cfg.propagators.clone(), cfg.sampler),
-                processes: ProcessCache::new(PathBuf::from("/proc"), host, pods.clone()),
-                clock: Clock::now(),
-            },
+            sink: SpanSink::new(
+                Tracker::new(cfg.propagators.clone(), cfg.sampler),
+                ProcessCache::new(PathBuf::from("/proc"), host, pods.clone()),
+            ),
+            writes: WritePairing::default(),
             outputs,
             metrics,
             counters,
             pods,
             idle_timeout: cfg.idle_timeout,
             stats_interval: cfg.stats_interval,
-            spans: Vec::new(),
-            pending_writes: HashMap::new(),
-            kernel_ids: Vec::new(),
         }
     }
 
     fn handle(&mut self, record: &[u8]) {
         self.metrics.records.fetch_add(1, Relaxed);
-        let event = match events::decode(record) {
+        let event = match records::decode(record) {
             Ok(e) => e,
             Err(e) => {
                 self.metrics.decode_errors.fetch_add(1, Relaxed);
@@ -141,20 +118,19 @@ impl Pipeline {
                         .map(char::from)
                         .collect::<String>()
                 );
-                let mut kernel_ids = std::mem::take(&mut self.kernel_ids);
-                kernel_ids.clear();
-                if ingress {
-                    kernel_ids.extend(server_ids(&header));
-                } else if let Some(w) = self.pending_writes.remove(&(header.pid, header.tid)) {
-                    kernel_ids.extend(w);
-                }
                 let data = DataIn {
                     pid: header.pid,
                     tid: header.tid,
                     fd: header.fd,
-                    direction: header.direction,
-                    tuple: (header.flags & FLAG_HAS_TUPLE != 0).then_some(header.tuple),
-                    chunk: crate::http::Chunk {
+                    direction: if ingress {
+                        Direction::Ingress
+                    } else {
+                        Direction::Egress
+                    },
+                    peer: (header.flags & FLAG_HAS_TUPLE != 0)
+                        .then(|| peer_of(&header.tuple))
+                        .flatten(),
+                    chunk: Chunk {
                         data: payload,
                         gap: header.total_len - u64::from(header.captured_len),
                         tail: Event::tail(&header),
@@ -165,27 +141,17 @@ impl Pipeline {
                             header.enter_ns
                         },
                         end_ns: header.exit_ns,
-                        kernel: &kernel_ids,
+                        kernel: self.writes.ids_of(&header, ingress),
                     },
                 };
-                self.table
-                    .on_data(&data, &mut self.factory, &mut self.spans);
-                self.kernel_ids = kernel_ids;
+                self.table.on_data(&data, &mut self.sink);
             }
             Event::Conn(c) => {
                 let peer = socket_addr(c.family, c.port, &c.addr);
-                self.table.on_connect(
-                    c.pid,
-                    c.fd,
-                    peer,
-                    c.ts_ns,
-                    &mut self.factory,
-                    &mut self.spans,
-                );
+                self.table
+                    .on_connect(c.pid, c.fd, peer, c.ts_ns, &mut self.sink);
             }
-            Event::Close(c) => self
-                .table
-                .on_close(c.pid, c.fd, &mut self.factory, &mut self.spans),
+            Event::Close(c) => self.table.on_close(c.pid, c.fd, &mut self.sink),
             Event::Write(w) => {
                 debug!(
                     pid = w.pid,
@@ -194,41 +160,37 @@ impl Pipeline {
                     added = w.added,
                     "sk_msg saw a request head"
                 );
-                if self.pending_writes.len() >= MAX_PENDING_WRITES {
-                    self.pending_writes.clear();
-                }
-                self.pending_writes
-                    .entry((w.pid, w.tid))
-                    .or_default()
-                    .push(client_ids(&w));
+                self.writes.on_send(&w);
             }
         }
     }
 
     fn flush_spans(&mut self) {
-        for span in self.spans.drain(..) {
+        for span in self.sink.spans.drain(..) {
             self.outputs.emit(span);
         }
     }
 
     fn housekeeping(&mut self) {
-        self.factory.clock = Clock::now();
+        self.sink.clock = Clock::now();
         let idle_before = Clock::monotonic_ns()
             .saturating_sub(u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX));
-        self.table
-            .sweep(idle_before, &mut self.factory, &mut self.spans);
+        self.table.sweep(idle_before, &mut self.sink);
         self.flush_spans();
         for i in 0..counter::COUNT {
             if let Ok(values) = self.counters.get(&i, 0) {
                 self.metrics.kernel[i as usize].store(values.iter().sum(), Relaxed);
             }
         }
-        let skipped: u64 = kstats::own_programs()
+        let skipped: u64 = stats::own_programs()
             .iter()
             .map(|p| p.recursion_misses)
             .sum();
         self.metrics.kernel_skipped.store(skipped, Relaxed);
         self.metrics.set_conn_stats(self.table.stats);
+        self.metrics
+            .spans_unsampled
+            .store(self.sink.unsampled, Relaxed);
         self.metrics
             .connections
             .store(self.table.len() as u64, Relaxed);
@@ -237,7 +199,7 @@ impl Pipeline {
         }
         self.metrics
             .inflight_server_requests
-            .store(self.factory.tracker.inflight_count() as u64, Relaxed);
+            .store(self.sink.tracker.inflight_count() as u64, Relaxed);
     }
 
     /// Handles every record waiting in the ring buffer.
@@ -290,11 +252,11 @@ impl Pipeline {
             }
         }
         self.drain(ring.get_mut());
-        self.table.drain(&mut self.factory, &mut self.spans);
+        self.table.drain(&mut self.sink);
         self.flush_spans();
         self.housekeeping();
         self.outputs.close();
-        for p in kstats::own_programs()
+        for p in stats::own_programs()
             .iter()
             .filter(|p| p.recursion_misses > 0)
         {

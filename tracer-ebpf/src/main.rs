@@ -1,24 +1,25 @@
 //! Kernel side of the tracer: maps, load-time globals and the probe families.
 //!
 //! - [`syscalls`]: syscall tracepoints (accept, connect, read/write families, close), the
-//!   baseline that works on every kernel from 5.10 on.
+//!   baseline that works on every kernel from 5.10 on; what they do is in [`capture`], the
+//!   syscalls in flight in [`args`], the event buffers and the ring buffer in [`event`].
 //! - socket 4-tuple of the syscall in flight, one family chosen per kernel by the agent:
 //!   [`sock`] (fentry, kprobe or tp_btf on the TCP send/receive path, both directions) or
 //!   [`tcp`] (`tcp:tcp_rcv_space_adjust`, reads only, the fallback).
-//!
 //! - [`write`]: the write side (cgroup connect + sock_ops select the client sockets of
-//!   processes in rewrite/inject mode, sk_msg edits their outgoing request heads), with
-//!   [`head`] scanning request heads for it, and [`goroutines`] following the cause of a Go
-//!   program's outgoing requests across goroutines for inject.
+//!   processes in rewrite/inject mode, sk_msg edits their outgoing request heads, uprobes
+//!   follow a Go program's requests across goroutines).
 //!
 //! Programs only classify, filter and copy a bounded prefix; parsing happens in the agent.
+//! With `--kernel-log` the agent turns on their diagnostics (aya-log, `AYA_LOG_LEVEL`); off,
+//! the verifier removes the logging code.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
+mod args;
 mod capture;
-mod goroutines;
-mod head;
+mod event;
 mod sock;
 mod syscalls;
 mod tcp;
@@ -30,13 +31,18 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SYS_COUNT, SYS_INGRESS_COUNT,
-    SockOffsets, TcpTpOffsets, counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
+    counter,
 };
 
 use crate::{
-    capture::{ARGS_SLOTS, ArgsSlot, Scratch},
-    write::{HeadBuf, ServerCtx, TraceKey},
+    args::{ARGS_SLOTS, ArgsSlot},
+    event::{SYS_COUNT, SYS_INGRESS_COUNT, Scratch},
+    write::{
+        ctx::{ServerCtx, TraceKey},
+        inbound::HEADS_INBOUND,
+        msg::HeadBuf,
+    },
 };
 
 /// The agent's own process id: never traced.
@@ -86,15 +92,13 @@ static INJECT_FORMAT: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SAMPLE_BOUND: Global<u64> = Global::new(u64::MAX);
 
-/// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`.
+/// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`, `WriteEvent`.
 /// The agent resizes it at load time (`--ring-buffer-size`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Syscalls in flight: the arguments seen at entry, used at exit, in the slot of the thread id
-/// modulo the size, tagged with the full pid_tgid. An array, not a hash: saving and taking the
-/// arguments are plain stores, where a hash map takes a bucket lock for every insert and
-/// delete, twice per traced syscall.
+/// Syscalls in flight ([`args`]): the arguments seen at entry, used at exit, in the slot of the
+/// thread id modulo the size.
 #[map]
 static ARGS: Array<ArgsSlot> = Array::with_max_entries(ARGS_SLOTS, 0);
 
@@ -144,7 +148,7 @@ static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static MSG_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// Go programs in inject mode ([`goroutines`]): the request each goroutine serves, by `g`
+/// Go programs in inject mode ([`write::goroutines`]): the request each goroutine serves, by `g`
 /// pointer; each goroutine's creator; the creator a thread's `newproc1` is making a goroutine
 /// for; the cause of each outgoing `*http.Request`.
 #[map]
@@ -164,14 +168,12 @@ static FIRST_BYTE: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16384,
 /// Per-CPU work areas of the head scan: slot 0 for sk_msg, `1 + SYS_*` for the inbound scan
 /// tail-called by each read-side capture program (see `SCRATCH`).
 #[map]
-static HEADS: PerCpuArray<HeadBuf> = PerCpuArray::with_max_entries(1 + SYS_INGRESS_COUNT, 0);
+static HEADS: PerCpuArray<HeadBuf> =
+    PerCpuArray::with_max_entries(HEADS_INBOUND + SYS_INGRESS_COUNT, 0);
 
 /// Per-CPU buffers where an event is assembled before it is copied to the ring buffer (far too
-/// big for the 512-byte stack): one per capture program, indexed by its `SYS_*` constant. Some
-/// kernels (seen on 7.2) preempt a tracing program, and while it is off the CPU a *different*
-/// program may run there (the kernel only keeps a program from running twice on one CPU); a
-/// shared buffer would then mix two events without any check noticing, so each program has its
-/// own.
+/// big for the 512-byte stack): one per capture program, indexed by its `SYS_*` constant (see
+/// [`event`] for why not one shared buffer).
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SYS_COUNT, 0);
 

@@ -6,16 +6,17 @@
 //! (any kernel with CONFIG_KPROBES), and the BTF tracepoints `sock_send_length`/
 //! `sock_recv_length` (6.x). The agent attaches one family per kernel and says which. Rust eBPF
 //! cannot emit CO-RE relocations, so the field offsets come from the kernel's BTF at load time
-//! (`SOCK_OFF`). As with `tcp.rs`, the tuple is only attached to the thread's `ARGS` entry.
+//! (`SOCK_OFF`). As with `tcp.rs`, the tuple is only attached to the syscall in flight
+//! (`args::record_tuple`).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{AF_INET, AF_INET6, SockTuple};
+use tracer_common::{AF_INET, AF_INET6, SockOffsets, SockTuple};
 
-use crate::{SOCK_OFF, capture::args_of};
+use crate::{SOCK_OFF, args};
 
 #[fentry(function = "tcp_sendmsg")]
 pub fn fentry_tcp_sendmsg(ctx: FEntryContext) -> u32 {
@@ -65,30 +66,17 @@ fn read<T>(sk: u64, offset: u32) -> Option<T> {
 
 #[inline(always)]
 fn record(sk: u64) {
-    let id = bpf_get_current_pid_tgid();
-    let Some(args) = args_of(id) else {
-        return;
-    };
-    // SAFETY: this thread's own ARGS entry.
-    if sk == 0 || unsafe { (*args).has_tuple } != 0 {
-        return;
-    }
-    let off = SOCK_OFF.load();
-    if off.valid == 0 {
-        return;
-    }
-    let Some(tuple) = read_tuple(sk, &off) else {
-        return;
-    };
-    // SAFETY: as above.
-    unsafe {
-        (*args).tuple = tuple;
-        (*args).has_tuple = 1;
-    }
+    args::record_tuple(|| {
+        let off = SOCK_OFF.load();
+        if sk == 0 || off.valid == 0 {
+            return None;
+        }
+        read_tuple(sk, &off)
+    });
 }
 
 #[inline(always)]
-fn read_tuple(sk: u64, off: &tracer_common::SockOffsets) -> Option<SockTuple> {
+fn read_tuple(sk: u64, off: &SockOffsets) -> Option<SockTuple> {
     let family: u16 = read(sk, off.family)?;
     let mut tuple = SockTuple {
         family,

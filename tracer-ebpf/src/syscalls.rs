@@ -8,12 +8,15 @@
 //! agent attaches each program to `syscalls/<program name>`.
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{
-    DIR_EGRESS, DIR_INGRESS, ROLE_ACCEPTED, ROLE_CONNECTED, SYS_READ, SYS_READV, SYS_RECVFROM,
-    SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
-};
+use tracer_common::{DIR_EGRESS, DIR_INGRESS};
 
-use crate::capture::{on_close, on_enter, on_exit_conn, on_exit_data};
+use crate::{
+    capture::{on_close, on_enter, on_exit_conn, on_exit_data},
+    event::{
+        SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
+        SYS_WRITEV,
+    },
+};
 
 /// Pseudo-syscall ids for the entries that are not data transfers.
 const SYS_ACCEPT: u32 = 100;
@@ -70,7 +73,7 @@ data_syscall!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
 data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, SYS_SENDMSG, DIR_EGRESS);
 
 macro_rules! conn_syscall {
-    ($enter:ident, $exit:ident, $sys:expr, $role:expr) => {
+    ($enter:ident, $exit:ident, $sys:expr, $accepted:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
@@ -79,25 +82,15 @@ macro_rules! conn_syscall {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = on_exit_conn(ret(&ctx), $role);
+            let _ = on_exit_conn(ret(&ctx), $accepted);
             0
         }
     };
 }
 
-conn_syscall!(sys_enter_accept, sys_exit_accept, SYS_ACCEPT, ROLE_ACCEPTED);
-conn_syscall!(
-    sys_enter_accept4,
-    sys_exit_accept4,
-    SYS_ACCEPT,
-    ROLE_ACCEPTED
-);
-conn_syscall!(
-    sys_enter_connect,
-    sys_exit_connect,
-    SYS_CONNECT,
-    ROLE_CONNECTED
-);
+conn_syscall!(sys_enter_accept, sys_exit_accept, SYS_ACCEPT, true);
+conn_syscall!(sys_enter_accept4, sys_exit_accept4, SYS_ACCEPT, true);
+conn_syscall!(sys_enter_connect, sys_exit_connect, SYS_CONNECT, false);
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {

@@ -1,35 +1,25 @@
 //! `tcp:tcp_rcv_space_adjust`: called from tcp_recvmsg in the context of the reading thread,
 //! it carries the socket's 4-tuple. We hook it only to attach that tuple to the read in flight
-//! (found by pid_tgid in `ARGS`), so every read-side event knows both ends of its socket
-//! without a /proc scan. The record layout changed across kernels (family and the socket
+//! (`args::record_tuple`), so every read-side event knows both ends of its socket without a
+//! /proc scan. The record layout changed across kernels (family and the socket
 //! cookie were added later), so the agent reads the field offsets from tracefs and passes
 //! them in `TCP_TP`.
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{AF_INET, AF_INET6, SockTuple};
 
-use crate::{TCP_TP, capture::args_of};
+use crate::{TCP_TP, args};
 
 #[tracepoint]
 pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_rcv_space_adjust(&ctx);
+    args::record_tuple(|| read_tuple(&ctx).ok());
     0
 }
 
-fn try_tcp_rcv_space_adjust(ctx: &TracePointContext) -> Result<(), i32> {
-    let id = bpf_get_current_pid_tgid();
-    let Some(args) = args_of(id) else {
-        return Ok(());
-    };
-    // SAFETY: pointer into this thread's own ARGS entry.
-    if unsafe { (*args).has_tuple } != 0 {
-        return Ok(());
-    }
+fn read_tuple(ctx: &TracePointContext) -> Result<SockTuple, i32> {
     let off = TCP_TP.load();
     if off.sport == 0 {
-        return Ok(());
+        return Err(0);
     }
     // SAFETY: offsets come from the tracepoint's own format description.
     let (sport, dport) = unsafe {
@@ -63,10 +53,5 @@ fn try_tcp_rcv_space_adjust(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     tuple.family = family;
-    // SAFETY: as above; the entry belongs to the current thread.
-    unsafe {
-        (*args).tuple = tuple;
-        (*args).has_tuple = 1;
-    }
-    Ok(())
+    Ok(tuple)
 }

@@ -15,8 +15,10 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     config::StdoutFormat,
-    context::{SpanId, TraceId},
-    span::{AttrValue, Span, Status},
+    trace::{
+        ids::{SpanId, TraceId},
+        span::{AttrValue, Span, Status},
+    },
 };
 
 /// How long a trace stays open for more spans before it is printed.
@@ -204,7 +206,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{process::build_resource, span::SpanKind};
+    use crate::{procs::resource::build_resource, trace::span::SpanKind};
 
     fn span(trace: TraceId, id: u8, parent: Option<u8>, kind: SpanKind, start: u64) -> Span {
         Span {
@@ -225,7 +227,7 @@ mod tests {
                 "python3",
                 b"OTEL_SERVICE_NAME=svc-a\0",
                 "h",
-                &crate::process::Container::default(),
+                &crate::procs::resource::Container::default(),
             )),
         }
     }

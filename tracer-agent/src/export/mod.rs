@@ -6,7 +6,7 @@ pub mod otlp;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::{metrics::Metrics, span::Span};
+use crate::{metrics::Metrics, trace::span::Span};
 
 pub struct Outputs {
     console: console::Console,

@@ -31,8 +31,7 @@ use tracing::{info, warn};
 use crate::{
     config::{BatchConfig, OtlpConfig, OtlpProtocol},
     metrics::Metrics,
-    process::Resource,
-    span::{self, AttrValue, Span},
+    trace::span::{self, AttrValue, Resource, Span},
 };
 
 /// Exporters of processes that sent nothing for this long are dropped.

@@ -5,6 +5,8 @@
 //! The `user` feature adds `aya::Pod` so the agent can read and write them through aya's maps.
 #![no_std]
 
+pub mod http;
+
 /// Upper bound, fixed at compile time, of the bytes copied from one syscall's buffer.
 /// The effective limit is the `CAPTURE_SIZE` global set by the agent at load time (`--capture-size`).
 pub const MAX_CAPTURE: usize = 4096;
@@ -47,33 +49,12 @@ pub const DIR_EGRESS: u32 = 1;
 
 /// `DataEvent::flags`
 pub const FLAG_HAS_TUPLE: u32 = 1 << 0;
-/// The conn was first seen (classified as HTTP) with this event.
-pub const FLAG_NEW_CONN: u32 = 1 << 1;
 /// `DataEvent::server_span` holds the SERVER span id the kernel chose for the request whose
 /// head starts in this event (write side on: the id may reach the wire as a parent id).
 pub const FLAG_SERVER_SPAN: u32 = 1 << 2;
 /// The request carried no trace id the kernel could read: `DataEvent::trace_id` is the one it
-/// chose (and will inject), `FLAG_SAMPLED` its sampling decision.
+/// chose (and will inject).
 pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
-pub const FLAG_SAMPLED: u32 = 1 << 4;
-
-/// Which syscall produced a data event (diagnostics and self-metrics). Also the index of each
-/// capture program's per-CPU scratch buffer: the read side (inbound) ones come first.
-pub const SYS_READ: u32 = 0;
-pub const SYS_READV: u32 = 1;
-pub const SYS_RECVFROM: u32 = 2;
-pub const SYS_RECVMSG: u32 = 3;
-pub const SYS_WRITE: u32 = 4;
-pub const SYS_WRITEV: u32 = 5;
-pub const SYS_SENDTO: u32 = 6;
-pub const SYS_SENDMSG: u32 = 7;
-/// How many `SYS_*` values there are, and how many of them read.
-pub const SYS_COUNT: u32 = 8;
-pub const SYS_INGRESS_COUNT: u32 = 4;
-
-/// `ConnEvent::role`
-pub const ROLE_ACCEPTED: u32 = 1;
-pub const ROLE_CONNECTED: u32 = 2;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -109,11 +90,11 @@ pub struct DataEvent {
     pub total_len: u64,
     /// Bytes following this header (<= `total_len`, <= the capture size).
     pub captured_len: u32,
-    pub syscall: u32,
     /// Valid bytes in `tail`: set only when `total_len > captured_len`.
     pub tail_len: u32,
     /// Kernel-side use only: the thread filling the per-CPU buffer the event is built in.
     pub owner: u32,
+    pub pad: u32,
     pub tail: [u8; TAIL_LEN],
     pub tuple: SockTuple,
     /// With `FLAG_SERVER_SPAN`: the SERVER span id, big-endian (as written in hex).
@@ -128,16 +109,15 @@ const _: () = assert!(size_of::<DataEvent>() == 144);
 #[derive(Clone, Copy, Debug)]
 pub struct ConnEvent {
     pub kind: u32,
-    pub role: u32,
     pub pid: u32,
-    pub tid: u32,
     pub fd: u32,
     pub family: u16,
     pub port: u16,
+    /// When the socket was accepted or connected (the connection's first activity).
     pub ts_ns: u64,
     pub addr: [u8; 16],
 }
-const _: () = assert!(size_of::<ConnEvent>() == 48);
+const _: () = assert!(size_of::<ConnEvent>() == 40);
 
 /// A socket the kernel side tracked was closed.
 #[repr(C)]
@@ -145,13 +125,11 @@ const _: () = assert!(size_of::<ConnEvent>() == 48);
 pub struct CloseEvent {
     pub kind: u32,
     pub pid: u32,
-    pub tid: u32,
     pub fd: u32,
-    pub ts_ns: u64,
 }
-const _: () = assert!(size_of::<CloseEvent>() == 24);
+const _: () = assert!(size_of::<CloseEvent>() == 12);
 
-/// Write side, per process (`WRITE_MODE` map, absent = read-only): what the sk_msg program may
+/// Write side, per process (`WRITE_MODE` map, absent = read-only): what the `sk_msg` program may
 /// do to the HTTP/1.x requests the process sends.
 pub const WRITE_OFF: u32 = 0;
 pub const WRITE_READ_ONLY: u32 = 1;
@@ -160,12 +138,25 @@ pub const WRITE_REWRITE: u32 = 2;
 /// Rewrite, and add B3/W3C headers to requests that carry none when the causing request is known.
 pub const WRITE_INJECT: u32 = 3;
 
+/// The sampling rule the kernel (for the traces it starts) and the agent's ratio sampler share:
+/// a trace is sampled when the low 63 bits of its id's low half are below `bound` (the
+/// `SAMPLE_BOUND` global; `u64::MAX` keeps every trace, 0 none).
+#[expect(
+    clippy::inline_always,
+    reason = "kernel programs call it: no calls there"
+)]
+#[inline(always)]
+#[must_use]
+pub fn sampled_by_bound(trace_id_low: u64, bound: u64) -> bool {
+    (trace_id_low >> 1) < bound
+}
+
 /// `INJECT_FORMAT` global: the headers injected.
 pub const INJECT_B3_MULTI: u32 = 0;
 pub const INJECT_B3_SINGLE: u32 = 1;
 pub const INJECT_TRACEPARENT: u32 = 2;
 
-/// `WriteEvent::action`: what the sk_msg program did with one request head. One record per head
+/// `WriteEvent::action`: what the `sk_msg` program did with one request head. One record per head
 /// it saw, edited or not, in send order, so the agent can pair them with the heads it parses.
 pub const WRITE_REWRITTEN: u32 = 1;
 pub const WRITE_INJECTED: u32 = 2;
@@ -182,15 +173,15 @@ pub const WRITE_SKIP_NO_CONTEXT: u32 = 7;
 /// A helper (pull/push) failed: left unmodified or, after a push, see the counters.
 pub const WRITE_SKIP_FAILED: u32 = 8;
 
-/// Bytes of a send the sk_msg program examines for a request head.
+/// Bytes of a send the `sk_msg` program examines for a request head.
 pub const WRITE_HEAD_MAX: usize = 1024;
 
-/// `MSG_PROGS` slots: the sk_msg edit's later stages, tail-called by `tracer_sk_msg` in turn
+/// `MSG_PROGS` slots: the `sk_msg` edit's later stages, tail-called by `tracer_sk_msg` in turn
 /// (the agent fills them before attaching it).
 pub const MSG_PLAN: u32 = 0;
 pub const MSG_APPLY: u32 = 1;
 
-/// One request head seen by the sk_msg program, in the thread that sent it (the data event of
+/// One request head seen by the `sk_msg` program, in the thread that sent it (the data event of
 /// the same syscall follows it in the ring buffer).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -199,7 +190,6 @@ pub struct WriteEvent {
     pub action: u32,
     pub pid: u32,
     pub tid: u32,
-    pub ts_ns: u64,
     /// The CLIENT span id written to the wire (edited heads only), big-endian.
     pub client_span: [u8; 8],
     /// The parent written to the wire, zero if the kernel knew none.
@@ -211,7 +201,7 @@ pub struct WriteEvent {
     /// Bytes added to the head (inject), 0 for an in-place rewrite.
     pub added: u32,
 }
-const _: () = assert!(size_of::<WriteEvent>() == 64);
+const _: () = assert!(size_of::<WriteEvent>() == 56);
 
 /// Key of the kernel's connection map.
 #[repr(C)]
@@ -227,13 +217,14 @@ pub const PROTO_UNKNOWN: u32 = 0;
 pub const PROTO_HTTP: u32 = 1;
 pub const PROTO_OTHER: u32 = 2;
 
+/// Value of the kernel's connection map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
+    /// `PROTO_*`, decided from the socket's first payload.
     pub proto: u32,
-    pub role: u32,
 }
-const _: () = assert!(size_of::<ConnInfo>() == 8);
+const _: () = assert!(size_of::<ConnInfo>() == 4);
 
 /// A process's verdict, as the agent decides it; the kernel keeps one bit of it (`PROC_BITS`).
 pub const PROC_TRACE: u32 = 1;
@@ -263,7 +254,7 @@ pub mod counter {
     pub const CONN_EVENTS: u32 = 6;
     /// Client sockets of write-side processes put into the socket hash.
     pub const WRITE_SOCKETS: u32 = 7;
-    /// Request heads whose context the sk_msg program rewrote in place.
+    /// Request heads whose context the `sk_msg` program rewrote in place.
     pub const WRITE_REWRITTEN: u32 = 8;
     /// Request heads that got injected headers.
     pub const WRITE_INJECTED: u32 = 9;

@@ -1,0 +1,189 @@
+use std::collections::HashMap;
+
+use clap::Parser as _;
+
+use super::*;
+
+fn resolve(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    let cli =
+        Cli::try_parse_from(std::iter::once("tracer-agent").chain(args.iter().copied())).unwrap();
+    Config::resolve(cli, &|k| map.get(k).cloned())
+}
+
+#[test]
+fn defaults_to_console_tree() {
+    let c = resolve(&[], &[]).unwrap();
+    assert!(c.otlp.is_none());
+    assert_eq!(c.stdout, StdoutFormat::Tree);
+    assert_eq!(
+        c.propagators,
+        [
+            Propagator::B3Multi,
+            Propagator::B3Single,
+            Propagator::TraceContext
+        ]
+    );
+    assert_eq!(c.capture_size, 2048);
+    assert!(!c.selects_processes());
+}
+
+#[test]
+fn otlp_from_environment() {
+    let c = resolve(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    )
+    .unwrap();
+    let o = c.otlp.unwrap();
+    assert_eq!(o.endpoint, "http://c:4318/v1/traces");
+    assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(c.stdout, StdoutFormat::Off);
+
+    let c = resolve(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:9/custom"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.otlp.unwrap().endpoint, "http://c:9/custom");
+
+    let c = resolve(
+        &["--otlp-endpoint", "http://x:4317", "--stdout", "json"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:1")],
+    )
+    .unwrap();
+    let o = c.otlp.unwrap();
+    assert_eq!(
+        (o.endpoint.as_str(), o.protocol),
+        ("http://x:4317", OtlpProtocol::Grpc)
+    );
+    assert_eq!(c.stdout, StdoutFormat::Json);
+}
+
+#[test]
+fn errors_are_explained() {
+    assert!(matches!(
+        resolve(&[], &[("OTEL_TRACES_EXPORTER", "otlp")]),
+        Err(ConfigError::NoEndpoint)
+    ));
+    assert!(matches!(
+        resolve(&["--otlp-endpoint", "https://x"], &[]),
+        Err(ConfigError::Endpoint(_))
+    ));
+    assert!(matches!(
+        resolve(
+            &[
+                "--otlp-endpoint",
+                "http://x",
+                "--otlp-protocol",
+                "http/json"
+            ],
+            &[]
+        ),
+        Err(ConfigError::Protocol(_))
+    ));
+    assert!(matches!(
+        resolve(&[], &[("OTEL_PROPAGATORS", "xray")]),
+        Err(ConfigError::Propagator(_))
+    ));
+    assert!(matches!(
+        resolve(&[], &[("OTEL_BSP_SCHEDULE_DELAY", "soon")]),
+        Err(ConfigError::Number { .. })
+    ));
+    assert!(Cli::try_parse_from(["tracer-agent", "--capture-size", "10"]).is_err());
+    assert!(Cli::try_parse_from(["tracer-agent", "--ring-buffer-mib", "3"]).is_err());
+}
+
+#[test]
+fn kubernetes_mode() {
+    assert!(
+        resolve(&[], &[]).unwrap().kubernetes.is_none(),
+        "off outside a cluster"
+    );
+    assert!(matches!(
+        resolve(&[], &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]),
+        Err(ConfigError::NoNodeName)
+    ));
+    let c = resolve(
+        &["--node-name", "n1"],
+        &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+    )
+    .unwrap();
+    let k = c.kubernetes.as_ref().unwrap();
+    assert_eq!(k.node_name, "n1");
+    assert!(!k.required);
+    assert!(
+        c.selects_processes(),
+        "in a cluster only selected pods are traced"
+    );
+    let c = resolve(
+        &[
+            "--node-name",
+            "n1",
+            "--exclude-namespaces",
+            "",
+            "--namespaces",
+            "a,,b",
+        ],
+        &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.kubernetes.unwrap().filter,
+        PodFilter::new(vec!["a".into(), "b".into()], vec![], "").unwrap(),
+        "empty list items are no items"
+    );
+    let c = resolve(
+        &["--kubernetes", "off"],
+        &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+    )
+    .unwrap();
+    assert!(c.kubernetes.is_none());
+    assert!(matches!(
+        resolve(
+            &[
+                "--kubernetes",
+                "on",
+                "--node-name",
+                "n",
+                "--pod-selector",
+                "a b"
+            ],
+            &[]
+        ),
+        Err(ConfigError::Selector(_))
+    ));
+}
+
+#[test]
+fn env_and_flags_for_context_and_sampling() {
+    let c = resolve(
+        &[],
+        &[
+            ("OTEL_PROPAGATORS", "tracecontext,b3"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.propagators,
+        [Propagator::TraceContext, Propagator::B3Single]
+    );
+    assert_eq!(c.sampler, Sampler::Ratio(0.5));
+    let c = resolve(
+        &["--propagators", "b3"],
+        &[("OTEL_PROPAGATORS", "tracecontext")],
+    )
+    .unwrap();
+    assert_eq!(c.propagators, [Propagator::B3Single]);
+}

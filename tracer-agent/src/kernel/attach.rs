@@ -1,0 +1,308 @@
+//! The attach plan: which attach point each probe family gets on the running kernel, decided
+//! here and only here, then logged and exported as a metric.
+//!
+//! - capture (the bytes of reads and writes): syscall tracepoints on every kernel; they are the
+//!   only hooks that see user buffers without CO-RE.
+//! - socket tuple (both ends of the socket of the read or write in flight): the BTF tracepoints
+//!   `sock_send_length`/`sock_recv_length` (6.x), else fentry on `tcp_sendmsg`/`tcp_recvmsg`
+//!   where ftrace allows it, else kprobes, else `tcp:tcp_rcv_space_adjust` (reads only).
+//!   `--attach` forces one of them, for tests and for kernels where auto-detection lies.
+
+use std::{fmt, path::Path};
+
+use aya::{
+    Btf as AyaBtf, Ebpf,
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
+};
+use tracing::{debug, info};
+
+use super::object::program;
+
+/// Present when the kernel can create kprobes through perf events, which is how aya attaches.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+/// The families of the socket-tuple probes, in the order `auto` tries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TupleFamily {
+    Fentry,
+    TpBtf,
+    Kprobe,
+    Tracepoint,
+}
+
+impl TupleFamily {
+    /// `tp_btf` first: like fentry it only costs a direct call, and its recursion guard is per
+    /// program. A kprobe, and (seen on 7.2) fentry on the send path, can make the kernel skip a
+    /// syscall tracepoint that shares the per-CPU guard of classic tracing programs, which
+    /// loses that syscall's data.
+    const AUTO_ORDER: [Self; 4] = [Self::TpBtf, Self::Fentry, Self::Kprobe, Self::Tracepoint];
+
+    /// The `--attach` value naming this family.
+    #[must_use]
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::TpBtf => "tp-btf",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+
+    fn programs(self) -> [&'static str; 2] {
+        match self {
+            Self::Fentry => ["fentry_tcp_sendmsg", "fentry_tcp_recvmsg"],
+            Self::TpBtf => ["tp_btf_sock_send_length", "tp_btf_sock_recv_length"],
+            Self::Kprobe => ["kprobe_tcp_sendmsg", "kprobe_tcp_recvmsg"],
+            Self::Tracepoint => ["tcp_rcv_space_adjust", ""],
+        }
+    }
+}
+
+impl fmt::Display for TupleFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fentry => "fentry tcp_sendmsg/tcp_recvmsg",
+            Self::TpBtf => "tp_btf sock_send_length/sock_recv_length",
+            Self::Kprobe => "kprobe tcp_sendmsg/tcp_recvmsg",
+            Self::Tracepoint => "tracepoint tcp:tcp_rcv_space_adjust (reads only)",
+        })
+    }
+}
+
+/// What `--attach` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    Auto,
+    Fentry,
+    TpBtf,
+    Kprobe,
+    Tracepoint,
+}
+
+impl AttachMode {
+    fn candidates(self) -> Vec<TupleFamily> {
+        match self {
+            Self::Auto => TupleFamily::AUTO_ORDER.to_vec(),
+            Self::Fentry => vec![TupleFamily::Fentry],
+            Self::TpBtf => vec![TupleFamily::TpBtf],
+            Self::Kprobe => vec![TupleFamily::Kprobe],
+            Self::Tracepoint => vec![TupleFamily::Tracepoint],
+        }
+    }
+}
+
+/// How each probe family is attached on this kernel.
+#[derive(Clone, Debug, Default)]
+pub struct AttachPlan {
+    pub syscalls: Vec<String>,
+    pub missing_syscalls: Vec<String>,
+    pub socket_tuple: Option<TupleFamily>,
+    /// Families tried before the one chosen, with why they were passed over.
+    pub rejected: Vec<(TupleFamily, String)>,
+    /// The cgroup the write-side programs are attached to, when loaded.
+    pub write_side: Option<std::path::PathBuf>,
+}
+
+impl AttachPlan {
+    /// Programs attached: the syscall tracepoints and the socket-tuple pair.
+    #[must_use]
+    pub fn attached(&self) -> usize {
+        self.syscalls.len()
+            + self
+                .socket_tuple
+                .map_or(0, |f| f.programs().iter().filter(|p| !p.is_empty()).count())
+    }
+}
+
+impl fmt::Display for AttachPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "capture=syscall tracepoints ({} attached",
+            self.syscalls.len()
+        )?;
+        if !self.missing_syscalls.is_empty() {
+            write!(f, ", unavailable: {}", self.missing_syscalls.join(" "))?;
+        }
+        match self.socket_tuple {
+            Some(t) => write!(f, "), socket tuple={t}")?,
+            None => write!(f, "), socket tuple=connect/accept arguments only")?,
+        }
+        if let Some(cgroup) = &self.write_side {
+            write!(
+                f,
+                ", write side=sk_msg (connect4/6 + sock_ops on {})",
+                cgroup.display()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("eBPF program `{program}` could not be loaded or attached: {source}")]
+    Program {
+        program: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("no {0} syscall tracepoint could be attached (see the warnings above)")]
+    NoCapture(&'static str),
+    #[error("--attach {} is not available on this kernel: {reason}", family.flag())]
+    Forced { family: TupleFamily, reason: String },
+}
+
+/// Attaches every syscall tracepoint the kernel has; the read and write families are required.
+pub fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    plan: &mut AttachPlan,
+) -> Result<(), PlanError> {
+    let names: Vec<String> = ebpf
+        .programs()
+        .map(|(n, _)| n.to_owned())
+        .filter(|n| n.starts_with("sys_"))
+        .collect();
+    for name in names {
+        if !tracefs.join("events/syscalls").join(&name).is_dir() {
+            plan.missing_syscalls.push(name);
+            continue;
+        }
+        attach_tracepoint(ebpf, "syscalls", &name).map_err(|source| PlanError::Program {
+            program: name.clone(),
+            source,
+        })?;
+        plan.syscalls.push(name);
+    }
+    for (family, prefix) in [("read-side", "sys_exit_re"), ("write-side", "sys_exit_wr")] {
+        if !plan.syscalls.iter().any(|s| s.starts_with(prefix)) {
+            return Err(PlanError::NoCapture(family));
+        }
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), ProgramError> {
+    let p: &mut TracePoint = program(ebpf, name)?;
+    p.load()?;
+    p.attach(category, name).map(|_| ())
+}
+
+/// What the socket-tuple families need to know about the kernel.
+pub struct TupleInputs<'a> {
+    /// `struct sock` offsets were found in BTF (needed by all but the tracepoint).
+    pub sock_offsets: bool,
+    /// `tcp:tcp_rcv_space_adjust` has a readable format.
+    pub tcp_tracepoint: bool,
+    pub btf: Option<&'a AyaBtf>,
+}
+
+/// Attaches the first socket-tuple family that works, in `mode`'s order.
+pub fn attach_tuple(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    inputs: &TupleInputs<'_>,
+    plan: &mut AttachPlan,
+) -> Result<(), PlanError> {
+    for family in mode.candidates() {
+        match try_family(ebpf, family, inputs) {
+            Ok(()) => {
+                plan.socket_tuple = Some(family);
+                return Ok(());
+            }
+            Err(reason) => {
+                debug!("socket tuple via {family}: not available ({reason})");
+                if mode != AttachMode::Auto {
+                    return Err(PlanError::Forced { family, reason });
+                }
+                plan.rejected.push((family, reason));
+            }
+        }
+    }
+    info!("no socket-tuple probe could be attached; addresses come from connect/accept arguments");
+    Ok(())
+}
+
+/// Loads and attaches both programs of `family`, or none of them.
+fn try_family(
+    ebpf: &mut Ebpf,
+    family: TupleFamily,
+    inputs: &TupleInputs<'_>,
+) -> Result<(), String> {
+    let btf = || inputs.btf.ok_or_else(|| "no kernel BTF".to_owned());
+    match family {
+        TupleFamily::Tracepoint if !inputs.tcp_tracepoint => {
+            return Err("tcp:tcp_rcv_space_adjust format not readable".into());
+        }
+        TupleFamily::Fentry | TupleFamily::TpBtf | TupleFamily::Kprobe if !inputs.sock_offsets => {
+            return Err("struct sock offsets not found in kernel BTF".into());
+        }
+        TupleFamily::Kprobe if !Path::new(KPROBE_PMU).exists() => {
+            return Err("the kernel has no kprobe support (CONFIG_KPROBES is off)".into());
+        }
+        _ => {}
+    }
+    let mut attached = Vec::new();
+    for name in family.programs().into_iter().filter(|n| !n.is_empty()) {
+        let result = match family {
+            TupleFamily::Fentry => btf().and_then(|b| {
+                let p: &mut FEntry = program(ebpf, name).map_err(short)?;
+                let target = name.trim_start_matches("fentry_");
+                p.load(target, b)
+                    .and_then(|()| p.attach().map(|_| ()))
+                    .map_err(short)
+            }),
+            TupleFamily::TpBtf => btf().and_then(|b| {
+                let p: &mut BtfTracePoint = program(ebpf, name).map_err(short)?;
+                let target = name.trim_start_matches("tp_btf_");
+                p.load(target, b)
+                    .and_then(|()| p.attach().map(|_| ()))
+                    .map_err(short)
+            }),
+            TupleFamily::Kprobe => {
+                let target = name.trim_start_matches("kprobe_");
+                program::<KProbe>(ebpf, name)
+                    .and_then(|p| p.load().and_then(|()| p.attach(target, 0).map(|_| ())))
+                    .map_err(short)
+            }
+            TupleFamily::Tracepoint => attach_tracepoint(ebpf, "tcp", name).map_err(short),
+        };
+        if let Err(reason) = result {
+            for done in attached {
+                unload(ebpf, family, done);
+            }
+            return Err(reason);
+        }
+        attached.push(name);
+    }
+    Ok(())
+}
+
+/// Detaches and unloads one program of a family that could not be attached whole.
+fn unload(ebpf: &mut Ebpf, family: TupleFamily, name: &str) {
+    let result = match family {
+        TupleFamily::Fentry => program::<FEntry>(ebpf, name).and_then(FEntry::unload),
+        TupleFamily::TpBtf => program::<BtfTracePoint>(ebpf, name).and_then(BtfTracePoint::unload),
+        TupleFamily::Kprobe => program::<KProbe>(ebpf, name).and_then(KProbe::unload),
+        TupleFamily::Tracepoint => program::<TracePoint>(ebpf, name).and_then(TracePoint::unload),
+    };
+    if let Err(e) = result {
+        debug!("unloading {name}: {e}");
+    }
+}
+
+/// The first line of an aya error (verifier logs follow it), kept short for the plan.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as map_err(short), which hands over the error"
+)]
+fn short(e: ProgramError) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first
+        .trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end_matches('.');
+    first.trim_end().chars().take(160).collect()
+}

@@ -1,0 +1,179 @@
+//! HTTP semantics, whatever the framing: what a message head tells the tracer (RFC 9110). The
+//! HTTP/1.x framing that finds heads in a byte stream is in [`http1`](super::http1); HTTP/2
+//! will fill the same [`Head`] from its HEADERS frames.
+//!
+//! A head keeps one copy of its bytes ([`Bytes`]); its fields are slices of it ([`Text`]), not
+//! strings of their own. Credential headers are never kept.
+
+use std::{borrow::Borrow, fmt, ops::Deref};
+
+use bytes::Bytes;
+use tracer_common::http as names;
+
+use crate::kernel::write::ids::KernelIds;
+
+/// Text from a captured head: a slice of the head's bytes, valid UTF-8 (bytes that are not
+/// become U+FFFD, in a copy of their own).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// The part `part` of `whole` (a subslice of it, as the parsers return them).
+    #[must_use]
+    pub fn slice_of(whole: &Bytes, part: &[u8]) -> Self {
+        let bytes = if part.is_empty() {
+            Bytes::new()
+        } else {
+            whole.slice_ref(part)
+        };
+        Self::from_bytes(bytes)
+    }
+
+    #[must_use]
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Self(bytes),
+            Err(_) => Self(Bytes::from(
+                String::from_utf8_lossy(&bytes).into_owned().into_bytes(),
+            )),
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor checks or produces UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s.into_bytes()))
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Text, target: Text },
+    Response { status: u16 },
+}
+
+impl fmt::Display for StartLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Request { method, target } => write!(f, "{method} {target}"),
+            Self::Response { status } => write!(f, "{status}"),
+        }
+    }
+}
+
+/// The protocol version a message was sent with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    /// As `network.protocol.version` writes it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "1.0",
+            Self::Http11 => "1.1",
+        }
+    }
+}
+
+/// The parts of a message head the tracer uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub start: StartLine,
+    pub version: Version,
+    pub host: Option<Text>,
+    pub user_agent: Option<Text>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub context: ContextHeaders,
+    /// The capture ended before the head did.
+    pub truncated: bool,
+    /// The head could not be parsed as HTTP; only the start line is known.
+    pub malformed: bool,
+    pub start_ns: u64,
+    /// What the kernel chose or wrote for this request (write side), if anything.
+    pub kernel: Option<KernelIds>,
+}
+
+impl Head {
+    #[must_use]
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+}
+
+/// The trace-context headers a propagator may need, gathered once per request head.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextHeaders {
+    pub b3_trace_id: Option<Text>,
+    pub b3_span_id: Option<Text>,
+    pub b3_sampled: Option<Text>,
+    pub b3_flags: Option<Text>,
+    pub b3: Option<Text>,
+    pub traceparent: Option<Text>,
+}
+
+impl ContextHeaders {
+    /// Records `name: value` if it is one of the context headers (first occurrence wins).
+    pub fn offer(&mut self, name: &str, value: impl FnOnce() -> Text) {
+        let slot = if name.eq_ignore_ascii_case(names::B3_TRACE_ID) {
+            &mut self.b3_trace_id
+        } else if name.eq_ignore_ascii_case(names::B3_SPAN_ID) {
+            &mut self.b3_span_id
+        } else if name.eq_ignore_ascii_case(names::B3_SAMPLED) {
+            &mut self.b3_sampled
+        } else if name.eq_ignore_ascii_case(names::B3_FLAGS) {
+            &mut self.b3_flags
+        } else if name.eq_ignore_ascii_case(names::B3_SINGLE) {
+            &mut self.b3
+        } else if name.eq_ignore_ascii_case(names::TRACEPARENT) {
+            &mut self.traceparent
+        } else {
+            return;
+        };
+        if slot.is_none() {
+            *slot = Some(value());
+        }
+    }
+}

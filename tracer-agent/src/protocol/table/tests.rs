@@ -1,0 +1,321 @@
+use std::path::PathBuf;
+
+use tracer_common::{DIR_EGRESS, DIR_INGRESS};
+
+use super::*;
+use crate::{
+    procs::resource::ProcessCache,
+    trace::{
+        context::Propagator,
+        sampler::Sampler,
+        sink::SpanSink,
+        span::{AttrValue, Span, SpanKind},
+        tracker::Tracker,
+    },
+};
+
+type Sink = SpanSink<ProcessCache>;
+
+/// The table with the agent's own trace side: what it reports is checked as spans.
+fn sink() -> Sink {
+    SpanSink::new(
+        Tracker::new(
+            vec![
+                Propagator::B3Multi,
+                Propagator::B3Single,
+                Propagator::TraceContext,
+            ],
+            Sampler::AlwaysOn,
+        ),
+        ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into(), None),
+    )
+}
+
+struct Driver {
+    table: ConnTable<Sink>,
+    f: Sink,
+    t: u64,
+}
+
+impl Driver {
+    fn new() -> Self {
+        Self {
+            table: ConnTable::new(16),
+            f: sink(),
+            t: 1_000,
+        }
+    }
+
+    fn send(&mut self, pid: u32, tid: u32, fd: u32, direction: u32, data: &[u8]) {
+        self.t += 1_000;
+        let ev = DataIn {
+            pid,
+            tid,
+            fd,
+            direction: if direction == DIR_INGRESS {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
+            peer: None,
+            chunk: Chunk {
+                data,
+                gap: 0,
+                tail: &[],
+                start_ns: self.t,
+                end_ns: self.t + 10,
+                kernel: &[],
+            },
+        };
+        self.table.on_data(&ev, &mut self.f);
+    }
+
+    fn status(span: &Span) -> Option<i64> {
+        match span.attr("http.response.status_code") {
+            Some(AttrValue::Int(c)) => Some(*c),
+            _ => None,
+        }
+    }
+
+    fn path(span: &Span) -> String {
+        span.attr("url.path")
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+const REQ_B3: &[u8] = b"GET /a HTTP/1.1\r\nHost: svc:8080\r\nx-b3-traceid: 463ac35c9f6413ad\r\nx-b3-spanid: a2fb4a1d1a96d312\r\nx-b3-sampled: 1\r\n\r\n";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[test]
+fn server_span_from_request_and_response() {
+    let mut d = Driver::new();
+    d.send(1, 1, 5, DIR_INGRESS, REQ_B3);
+    assert!(d.f.spans.is_empty(), "no span before the response");
+    d.send(1, 1, 5, DIR_EGRESS, OK);
+    assert_eq!(d.f.spans.len(), 1);
+    let s = &d.f.spans[0];
+    assert_eq!(s.kind, SpanKind::Server);
+    assert_eq!(s.trace_id.to_string(), "0000000000000000463ac35c9f6413ad");
+    assert_eq!(s.parent_span_id.unwrap().to_string(), "a2fb4a1d1a96d312");
+    assert_eq!(Driver::status(s), Some(200));
+    assert_eq!(
+        s.attr("server.address"),
+        Some(&AttrValue::Str("svc".into()))
+    );
+    assert_eq!(s.attr("server.port"), Some(&AttrValue::Int(8080)));
+    assert_eq!(s.name, "GET");
+    assert!(s.end_unix_nanos > s.start_unix_nanos);
+}
+
+#[test]
+fn keep_alive_and_pipelining_pair_in_order() {
+    let mut d = Driver::new();
+    for i in 0..3 {
+        d.send(
+            1,
+            1,
+            5,
+            DIR_INGRESS,
+            format!("GET /k{i} HTTP/1.1\r\n\r\n").as_bytes(),
+        );
+        d.send(1, 1, 5, DIR_EGRESS, OK);
+    }
+    d.send(
+        1,
+        1,
+        5,
+        DIR_INGRESS,
+        b"GET /p1 HTTP/1.1\r\n\r\nHEAD /p2 HTTP/1.1\r\n\r\nGET /p3 HTTP/1.1\r\n\r\n",
+    );
+    d.send(
+        1,
+        1,
+        5,
+        DIR_EGRESS,
+        b"HTTP/1.1 201 A\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 202 B\r\nContent-Length: 100\r\n\r\nHTTP/1.1 203 C\r\nContent-Length: 0\r\n\r\n",
+    );
+    let got: Vec<(String, Option<i64>)> =
+        d.f.spans
+            .iter()
+            .map(|s| (Driver::path(s), Driver::status(s)))
+            .collect();
+    assert_eq!(
+        got,
+        [
+            ("/k0".into(), Some(200)),
+            ("/k1".into(), Some(200)),
+            ("/k2".into(), Some(200)),
+            ("/p1".into(), Some(201)),
+            ("/p2".into(), Some(202)),
+            ("/p3".into(), Some(203)),
+        ]
+    );
+    let traces: std::collections::HashSet<_> = d.f.spans.iter().map(|s| s.trace_id).collect();
+    assert_eq!(
+        traces.len(),
+        6,
+        "requests without context each start their own trace"
+    );
+}
+
+#[test]
+fn continue_100_then_final_response() {
+    let mut d = Driver::new();
+    d.send(
+        1,
+        1,
+        5,
+        DIR_INGRESS,
+        b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    d.send(1, 1, 5, DIR_EGRESS, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(d.f.spans.is_empty());
+    d.send(1, 1, 5, DIR_INGRESS, b"data");
+    d.send(
+        1,
+        1,
+        5,
+        DIR_EGRESS,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(d.f.spans.len(), 1);
+    assert_eq!(Driver::status(&d.f.spans[0]), Some(201));
+}
+
+#[test]
+fn client_span_is_child_of_server_span() {
+    let mut d = Driver::new();
+    d.send(7, 70, 3, DIR_INGRESS, REQ_B3);
+    // The app forwards the headers on another connection, from another thread.
+    d.send(7, 71, 9, DIR_EGRESS, REQ_B3);
+    d.send(
+        7,
+        71,
+        9,
+        DIR_INGRESS,
+        b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n",
+    );
+    d.send(
+        7,
+        70,
+        3,
+        DIR_EGRESS,
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(d.f.spans.len(), 2);
+    let client = &d.f.spans[0];
+    let server = &d.f.spans[1];
+    assert_eq!(client.kind, SpanKind::Client);
+    assert_eq!(server.kind, SpanKind::Server);
+    assert_eq!(client.parent_span_id, Some(server.span_id));
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(
+        client.status,
+        crate::trace::span::Status::Error(String::new())
+    );
+    assert_eq!(
+        server.status,
+        crate::trace::span::Status::Error(String::new())
+    );
+    assert_eq!(
+        client.attr("url.full"),
+        Some(&AttrValue::Str("http://svc:8080/a".into()))
+    );
+}
+
+#[test]
+fn a_response_reported_before_its_request_is_put_back_in_order() {
+    let mut d = Driver::new();
+    // Keep-alive client connection: the first exchange in order, then the second response
+    // (read by another thread) reported before the write of its request.
+    d.send(
+        7,
+        71,
+        9,
+        DIR_EGRESS,
+        b"GET /one HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    assert_eq!(
+        d.f.spans.len(),
+        1,
+        "the early response waits for its request"
+    );
+    d.send(
+        7,
+        71,
+        9,
+        DIR_EGRESS,
+        b"GET /two HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    assert_eq!(d.f.spans.len(), 2);
+    let two = &d.f.spans[1];
+    assert_eq!(two.kind, SpanKind::Client);
+    assert_eq!(Driver::path(two), "/two");
+    assert_eq!(Driver::status(two), Some(200));
+    assert_eq!(d.table.stats.http1.orphan_responses, 0);
+    assert_eq!(d.table.stats.http1.reordered_responses, 1);
+
+    // A response on a connection whose request is never seen is still an orphan, at close.
+    d.send(7, 72, 10, DIR_INGRESS, OK);
+    d.table.on_close(7, 10, &mut d.f);
+    assert_eq!(d.table.stats.http1.orphan_responses, 1);
+    assert_eq!(d.f.spans.len(), 2);
+}
+
+#[test]
+fn close_flushes_incomplete_and_close_delimited() {
+    let mut d = Driver::new();
+    d.send(1, 1, 5, DIR_INGRESS, b"GET /slow HTTP/1.1\r\n\r\n");
+    d.table.on_close(1, 5, &mut d.f);
+    assert_eq!(d.f.spans.len(), 1);
+    assert_eq!(
+        d.f.spans[0].attr("error.type"),
+        Some(&AttrValue::Str("incomplete".into()))
+    );
+
+    d.send(1, 1, 6, DIR_EGRESS, b"GET /old HTTP/1.0\r\n\r\n");
+    d.send(
+        1,
+        1,
+        6,
+        DIR_INGRESS,
+        b"HTTP/1.0 200 OK\r\n\r\nbody until close",
+    );
+    assert_eq!(d.f.spans.len(), 1);
+    d.table.on_close(1, 6, &mut d.f);
+    assert_eq!(d.f.spans.len(), 2);
+    assert_eq!(Driver::status(&d.f.spans[1]), Some(200));
+    assert_eq!(d.table.len(), 0);
+}
+
+#[test]
+fn unsampled_requests_are_counted_not_exported() {
+    let mut d = Driver::new();
+    let denied = String::from_utf8_lossy(REQ_B3).replace("x-b3-sampled: 1", "x-b3-sampled: 0");
+    d.send(1, 1, 5, DIR_INGRESS, denied.as_bytes());
+    d.send(1, 1, 5, DIR_EGRESS, OK);
+    assert!(d.f.spans.is_empty());
+    assert_eq!(d.f.unsampled, 1);
+}
+
+#[test]
+fn table_is_bounded_and_sweeps_idle() {
+    let mut d = Driver::new();
+    d.table = ConnTable::new(2);
+    for fd in 0..3 {
+        d.send(1, 1, fd, DIR_INGRESS, b"GET / HTTP/1.1\r\n\r\n");
+    }
+    assert_eq!(d.table.len(), 2);
+    assert_eq!(d.table.stats.evicted, 1);
+    assert_eq!(
+        d.f.spans.len(),
+        1,
+        "the evicted request is flushed as incomplete"
+    );
+    d.table.sweep(u64::MAX, &mut d.f);
+    assert_eq!(d.table.len(), 0);
+    assert_eq!(d.f.spans.len(), 3);
+}

@@ -1,0 +1,204 @@
+//! Span names and attributes after the OpenTelemetry HTTP semantic conventions (stable,
+//! v1.23+): `http.request.method`, `url.path`, `http.response.status_code`, `server.address`,
+//! `client.address`, `network.peer.*`, `user_agent.original`, and for errors `error.type`.
+//! Header values other than Host and User-Agent are never copied into a span.
+
+use std::sync::Arc;
+
+use tracer_common::http::METHODS;
+
+use super::{
+    clock::Clock,
+    span::{AttrValue, Resource, Span, SpanKind, Status},
+    tracker::Identity,
+};
+use crate::protocol::{self, http::StartLine};
+
+/// What the trace side decided when the request was seen: the ids the span carries and the
+/// resource of its process.
+#[derive(Debug)]
+pub struct SpanStart {
+    pub identity: Identity,
+    pub resource: Arc<Resource>,
+}
+
+/// An exchange as the protocols report it, with its span's start.
+pub type Exchange = protocol::Exchange<SpanStart>;
+
+/// Splits a request target into path and query; absolute-form targets lose scheme and host.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let without_authority = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .map_or(target, |rest| rest.find('/').map_or("/", |i| &rest[i..]));
+    match without_authority.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_authority, None),
+    }
+}
+
+/// `host[:port]` (IPv6 in brackets) to address and port.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((addr, after)) = rest.split_once(']')
+    {
+        return (addr, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+type Attrs = Vec<(&'static str, AttrValue)>;
+
+/// Method, path, query, scheme and protocol version of the request.
+fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attrs) {
+    if METHODS.contains(&method) {
+        attrs.push(("http.request.method", method.into()));
+    } else {
+        attrs.push(("http.request.method", "_OTHER".into()));
+        attrs.push(("http.request.method_original", method.into()));
+    }
+    let (path, query) = split_target(target);
+    attrs.push(("url.path", path.into()));
+    if let Some(q) = query {
+        attrs.push(("url.query", q.into()));
+    }
+    attrs.push(("url.scheme", "http".into()));
+    attrs.push((
+        "network.protocol.version",
+        x.request.version.as_str().into(),
+    ));
+    if let Some(ua) = &x.request.user_agent {
+        attrs.push(("user_agent.original", ua.as_str().into()));
+    }
+}
+
+/// server.*, client.* and network.peer.*: from the Host header and the socket.
+fn endpoint_attributes(x: &Exchange, target: &str, attrs: &mut Attrs) {
+    let kind = SpanKind::from(x.role);
+    match (x.request.host.as_deref().map(split_host), kind, x.peer) {
+        (Some((h, port)), _, _) => {
+            attrs.push(("server.address", h.into()));
+            if let Some(p) = port {
+                attrs.push(("server.port", i64::from(p).into()));
+            }
+        }
+        (None, SpanKind::Client, Some(peer)) => {
+            attrs.push(("server.address", peer.ip().to_string().into()));
+            attrs.push(("server.port", i64::from(peer.port()).into()));
+        }
+        _ => {}
+    }
+    if let Some(peer) = x.peer {
+        let ip = peer.ip().to_string();
+        if kind == SpanKind::Server {
+            attrs.push(("client.address", ip.clone().into()));
+        }
+        attrs.push(("network.peer.address", ip.into()));
+        attrs.push(("network.peer.port", i64::from(peer.port()).into()));
+    }
+    if kind == SpanKind::Client {
+        let authority = x
+            .request
+            .host
+            .as_deref()
+            .map(str::to_owned)
+            .or_else(|| x.peer.map(|p| p.to_string()));
+        if let Some(a) = authority {
+            let full = if target.starts_with("http://") {
+                target.to_owned()
+            } else {
+                format!("http://{a}{target}")
+            };
+            attrs.push(("url.full", full.into()));
+        }
+    }
+}
+
+/// Status code attribute and span status: an error is 5xx for a server, 4xx and 5xx for a
+/// client, and no response at all.
+fn response_status(x: &Exchange, attrs: &mut Attrs) -> Status {
+    let status = x.response.as_ref().and_then(|r| match r.start {
+        StartLine::Response { status } => Some(status),
+        StartLine::Request { .. } => None,
+    });
+    let error_from = if x.role == protocol::Role::Server {
+        500
+    } else {
+        400
+    };
+    let Some(code) = status else {
+        attrs.push(("error.type", "incomplete".into()));
+        return Status::Error("connection closed or timed out before the response".into());
+    };
+    attrs.push(("http.response.status_code", i64::from(code).into()));
+    if code >= error_from {
+        attrs.push(("error.type", code.to_string().into()));
+        Status::Error(String::new())
+    } else {
+        Status::Unset
+    }
+}
+
+/// Builds the span for an exchange that ended at `end_ns` (kernel time).
+#[must_use]
+pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock) -> Span {
+    let (method, target) = match &x.request.start {
+        StartLine::Request { method, target } => (&**method, &**target),
+        StartLine::Response { .. } => ("_OTHER", ""),
+    };
+    let mut attrs: Attrs = Vec::with_capacity(16);
+    request_attributes(x, method, target, &mut attrs);
+    endpoint_attributes(x, target, &mut attrs);
+    let status = response_status(x, &mut attrs);
+    let truncated = x.request.truncated || x.response.as_ref().is_some_and(|r| r.truncated);
+    if truncated {
+        attrs.push(("tracer.capture.truncated", true.into()));
+    }
+    attrs.push((
+        "tracer.context.source",
+        x.started
+            .identity
+            .source
+            .map_or("none", |s| s.name())
+            .into(),
+    ));
+    let name = if METHODS.contains(&method) {
+        method.to_owned()
+    } else {
+        "HTTP".to_owned()
+    };
+    let start = clock.to_unix_nanos(x.request.start_ns);
+    let identity = &x.started.identity;
+    Span {
+        trace_id: identity.trace_id,
+        span_id: identity.span_id,
+        parent_span_id: identity.parent,
+        kind: x.role.into(),
+        name,
+        start_unix_nanos: start,
+        end_unix_nanos: clock.to_unix_nanos(end_ns).max(start),
+        attributes: attrs,
+        status,
+        resource: x.started.resource.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_hosts() {
+        assert_eq!(split_target("/a/b?x=1&y"), ("/a/b", Some("x=1&y")));
+        assert_eq!(split_target("http://h:8/p?q"), ("/p", Some("q")));
+        assert_eq!(split_target("http://h"), ("/", None));
+        assert_eq!(split_target("*"), ("*", None));
+        assert_eq!(split_host("svc.ns:8080"), ("svc.ns", Some(8080)));
+        assert_eq!(split_host("svc"), ("svc", None));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host("::1"), ("::1", None));
+    }
+}

@@ -1,0 +1,115 @@
+//! The span the agent exports, independent of the output format, and the resource of the
+//! process it comes from.
+
+use std::{fmt, sync::Arc};
+
+use super::ids::{SpanId, TraceId};
+use crate::protocol::Role;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl From<Role> for SpanKind {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Server => Self::Server,
+            Role::Client => Self::Client,
+        }
+    }
+}
+
+impl SpanKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "SERVER",
+            Self::Client => "CLIENT",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(s),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl From<&str> for AttrValue {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+
+impl From<String> for AttrValue {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+
+impl From<i64> for AttrValue {
+    fn from(i: i64) -> Self {
+        Self::Int(i)
+    }
+}
+
+impl From<bool> for AttrValue {
+    fn from(b: bool) -> Self {
+        Self::Bool(b)
+    }
+}
+
+/// The resource of one traced process (see `procs::resource` for where it comes from).
+#[derive(Debug, PartialEq)]
+pub struct Resource {
+    pub service_name: String,
+    pub pid: u32,
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Unset,
+    Error(String),
+}
+
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "span_id and friends are the OpenTelemetry names"
+)]
+pub struct Span {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub kind: SpanKind,
+    pub name: String,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub status: Status,
+    pub resource: Arc<Resource>,
+}
+
+impl Span {
+    #[must_use]
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
