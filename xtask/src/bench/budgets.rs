@@ -3,7 +3,7 @@
 
 use super::{
     AgentFigures,
-    report::{Row, Stat, mb, scale},
+    rows::{Row, Stat, mb, scale},
 };
 
 /// The budget lines: name, measured figure, PASS/FAIL.

@@ -21,6 +21,7 @@ mod plot;
 mod procs;
 mod receiver;
 mod report;
+mod rows;
 mod run;
 
 use std::{

@@ -56,7 +56,7 @@ pub struct Options {
 
 /// Every attach family the agent knows; each runs on every kernel (a family the kernel lacks
 /// shows as n/a). `write` is the automatic plan plus the write side (`--write-mode rewrite`:
-/// cgroup connect hooks, sock_ops, sk_msg), whose suite requires the rewritten parent links.
+/// cgroup connect hooks, `sock_ops`, `sk_msg`), whose suite requires the rewritten parent links.
 pub const ALL_FAMILIES: [&str; 6] = ["auto", "tracepoint", "tp-btf", "kprobe", "fentry", "write"];
 
 impl Options {

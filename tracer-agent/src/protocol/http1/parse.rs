@@ -4,7 +4,6 @@
 use bytes::{Bytes, BytesMut};
 use tracer_common::http::message_starts;
 
-use super::stream::StreamStats;
 use crate::protocol::http::{ContextHeaders, Head, StartLine, Text, Version};
 
 /// How the body of a message is delimited.
@@ -73,8 +72,9 @@ pub fn could_start_http(data: &[u8]) -> bool {
 }
 
 /// Parses a complete head, or (when `truncated`) as much of one as was captured. The head's
-/// fields are slices of `bytes`.
-pub fn parse_head(bytes: Bytes, truncated: bool, start_ns: u64, stats: &mut StreamStats) -> Head {
+/// fields are slices of `bytes`. A head httparse refuses is read leniently and comes back
+/// `malformed`.
+pub fn parse_head(bytes: Bytes, truncated: bool, start_ns: u64) -> Head {
     let complete = if truncated {
         // Keep whole header lines only and close the head, so httparse can read them.
         let cut = find_last(&bytes, b"\r\n").map_or(0, |p| p + 2);
@@ -86,7 +86,6 @@ pub fn parse_head(bytes: Bytes, truncated: bool, start_ns: u64, stats: &mut Stre
         bytes.clone()
     };
     let mut head = parse_with_httparse(&complete).unwrap_or_else(|| {
-        stats.malformed_heads += 1;
         // A capture that ends inside the start line still tells the method and target.
         let whole_lines = if find(&bytes, b"\r\n").is_some() {
             complete

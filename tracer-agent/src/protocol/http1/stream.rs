@@ -178,13 +178,23 @@ impl HalfStream {
             return None;
         }
         // The rest of the head is not visible: use what we have.
-        let mut head = parse_head(self.head.split().freeze(), true, start_ns, &mut self.stats);
+        let bytes = self.head.split().freeze();
+        let mut head = self.parse(bytes, true, start_ns);
         head.kernel = kernel;
         rule(&head);
         out.push(Output::Head(Box::new(head)));
         self.state = State::Body(BodyState::Unknown);
         self.last_ns = end_ns;
         None
+    }
+
+    /// Parses a head, counting the ones httparse refused.
+    fn parse(&mut self, bytes: Bytes, truncated: bool, start_ns: u64) -> Head {
+        let head = parse_head(bytes, truncated, start_ns);
+        if head.malformed {
+            self.stats.malformed_heads += 1;
+        }
+        head
     }
 
     /// A complete head: parsed, reported, and its body rule decides what follows.
@@ -197,7 +207,7 @@ impl HalfStream {
         rule: &mut dyn FnMut(&Head) -> Body,
         out: &mut Vec<Output>,
     ) {
-        let mut head = parse_head(bytes, false, start_ns, &mut self.stats);
+        let mut head = self.parse(bytes, false, start_ns);
         head.kernel = kernel;
         self.start_body(head, rule, end_ns, out);
     }
@@ -340,8 +350,8 @@ impl HalfStream {
         match std::mem::take(&mut self.state) {
             State::Idle => {}
             State::Head { start_ns, kernel } => {
-                let mut head =
-                    parse_head(self.head.split().freeze(), true, start_ns, &mut self.stats);
+                let bytes = self.head.split().freeze();
+                let mut head = self.parse(bytes, true, start_ns);
                 head.kernel = kernel;
                 out.push(Output::Head(Box::new(head)));
                 out.push(Output::End {
