@@ -8,7 +8,7 @@ use std::{env, path::PathBuf};
 
 use anyhow::Context as _;
 
-use crate::ebpf_build::{EbpfBuild, bpf_target_arch};
+use crate::ebpf_build::{EbpfBuild, bpf_target_arch, toolchain};
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("cargo:rerun-if-env-changed=TRACER_EBPF_TOOLCHAIN");
 
-    let toolchain = env::var("TRACER_EBPF_TOOLCHAIN").unwrap_or_else(|_| "rust-web".to_owned());
+    let toolchain = toolchain();
     let arch = bpf_target_arch(&env::var("CARGO_CFG_TARGET_ARCH")?)?;
     // Two objects: read-only (no socket hash, which needs CAP_NET_ADMIN) and with the write side.
     for (dir, features, name) in [

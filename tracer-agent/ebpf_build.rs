@@ -29,6 +29,12 @@ const SCRUB: &[&str] = &[
     "RUSTUP_TOOLCHAIN",
 ];
 
+/// The rustup toolchain that builds the programs: `TRACER_EBPF_TOOLCHAIN`, else `rust-web`
+/// (Debian's rustc-web, linked by `cargo xtask setup`).
+pub fn toolchain() -> String {
+    env::var("TRACER_EBPF_TOOLCHAIN").unwrap_or_else(|_| "rust-web".to_owned())
+}
+
 /// The architectures whose register layout and syscall ABI the kernel programs know.
 pub const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
 

@@ -233,9 +233,9 @@ fn dockerfile_builder_does_what_setup_and_build_do() {
         runs.contains("sh.rustup.rs") && runs.contains("--default-toolchain \"$RUST_TOOLCHAIN\"")
     );
 
-    // The toolchain name tracer-agent's build.rs runs the eBPF build with.
-    let build_rs = read("tracer-agent/build.rs");
-    assert!(build_rs.contains("unwrap_or_else(|_| \"rust-web\".to_owned())"));
+    // The toolchain name tracer-agent's build script runs the eBPF build with.
+    let recipe = read("tracer-agent/ebpf_build.rs");
+    assert!(recipe.contains("unwrap_or_else(|_| \"rust-web\".to_owned())"));
     assert!(runs.contains("rustup toolchain link rust-web /usr"));
 
     // The release build of the agent, exactly Cargo.lock, from the whole workspace.

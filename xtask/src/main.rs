@@ -21,6 +21,9 @@
 mod bench;
 mod build;
 mod demo;
+// The kernel programs' build recipe, shared with tracer-agent's build script.
+#[path = "../../tracer-agent/ebpf_build.rs"]
+mod ebpf_build;
 mod helm;
 mod image;
 mod pytools;
