@@ -6,10 +6,9 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::process::Proc;
@@ -71,10 +70,7 @@ pub fn root_test() -> MutexGuard<'static, ()> {
 /// If no port can be bound.
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
+    tracer_test_support::free_port().expect("binding a free port")
 }
 
 /// `bytes` random bytes as lowercase hex, never all zeros (an all-zero id is invalid).
@@ -369,7 +365,7 @@ fn clear_otel_env(cmd: &mut Command) {
 /// `tests/services`.
 #[must_use]
 pub fn services_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("services")
+    tracer_test_support::services_dir()
 }
 
 /// A command running the Python script `script` of tests/services/python with the real
@@ -382,77 +378,14 @@ pub fn python_script(script: &str) -> Command {
     cmd
 }
 
-/// The Python interpreter behind `python3` (`TRACER_TEST_PYTHON` overrides), resolved once.
+/// The Python interpreter behind `python3` (see [`tracer_test_support::python_interpreter`]).
 fn python_interpreter() -> PathBuf {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TRACER_TEST_PYTHON") {
-            return p.into();
-        }
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("python3 not found: run `cargo xtask setup`");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    tracer_test_support::python_interpreter().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Builds the Go service when its sources are newer than the binary; returns the binary.
+/// The Go service, built when its sources are newer than the binary.
 fn go_service_binary() -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let src = services_dir().join("go");
-    let out_dir = target_dir().join("test-services");
-    // Short name: the kernel's comm is 15 bytes, and the test expects it as service.name.
-    let out = out_dir.join("go-demo-svc");
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_src = ["main.go", "go.mod"]
-        .iter()
-        .filter_map(|f| mtime(&src.join(f)))
-        .max();
-    if matches!((mtime(&out), newest_src), (Some(b), Some(s)) if b >= s) {
-        return out;
-    }
-    let go = find_go().unwrap_or_else(|| {
-        panic!("Go toolchain not found (/usr/lib/go-1.23/bin/go, $GO or go on PATH): run `cargo xtask setup`")
-    });
-    std::fs::create_dir_all(&out_dir).expect("creating target/test-services");
-    let tmp = out_dir.join(format!("go-demo-svc.tmp{}", std::process::id()));
-    let status = Command::new(&go)
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(&src)
-        // Never try to download a toolchain; keep the build cache inside target/ (HOME may be unset).
-        .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", out_dir.join("go-build-cache"))
-        .status()
-        .unwrap_or_else(|e| panic!("running {} build: {e}", go.display()));
-    assert!(
-        status.success(),
-        "go build of {} failed ({status})",
-        src.display()
-    );
-    std::fs::rename(&tmp, &out).expect("installing the Go service binary");
-    out
-}
-
-fn find_go() -> Option<PathBuf> {
-    let candidates = std::env::var_os("GO")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("/usr/lib/go-1.23/bin/go")])
-        .chain(
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths)
-                .map(|d| d.join("go"))
-                .collect::<Vec<_>>(),
-        );
-    candidates.into_iter().find(|p| p.is_file())
+    tracer_test_support::go_service(&target_dir()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs the real agent with `--check-config` in exactly the environment `env` (nothing

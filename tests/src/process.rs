@@ -1,5 +1,10 @@
 //! Child processes with collected output, for the harness.
 //!
+//! Distinct from the bench's children (`xtask/src/bench/procs.rs`) on purpose: a test is short
+//! and its children's output belongs in the failure message, so it is kept in memory here; a
+//! bench runs for minutes and writes it to log files. What both share about the demo services
+//! (building the Go one, finding Python, free ports) is in `tests/support`.
+//!
 //! stdout and stderr are read by background threads into one buffer (and a line channel, to wait
 //! for readiness lines); when the test thread is panicking, dropping the process prints the buffer.
 //! Every live child is also listed in a registry, so that a signal handler (the mesh demo's) can

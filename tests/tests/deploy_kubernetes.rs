@@ -31,7 +31,7 @@ use k8s_openapi::{
     serde::{Deserialize as _, Serialize, de::DeserializeOwned},
 };
 use serde_json::Value as Json;
-use tracer_tests::harness::{self, agent_binary, target_dir, workspace_root};
+use tracer_tests::harness::{self, target_dir, workspace_root};
 
 /// The capabilities of the unprivileged `DaemonSet`, as Kubernetes spells them (no `CAP_`).
 const CAPABILITIES: [&str; 5] = [

@@ -1,7 +1,7 @@
 //! Root: the container image `cargo xtask image` builds (`cargo xtask test` builds it first and
 //! passes its path in `TRACER_IMAGE`) is a well-formed OCI image archive whose digests and sizes
 //! match its blobs, and the agent run from the image's root filesystem alone (chroot, with the
-//! host's /proc, /sys and /dev mounted as a DaemonSet does) loads its eBPF programs and reports
+//! host's /proc, /sys and /dev mounted as a `DaemonSet` does) loads its eBPF programs and reports
 //! the span of a real request.
 
 use std::{

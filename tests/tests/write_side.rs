@@ -1,4 +1,4 @@
-//! Root: the write side (sk_msg) on this kernel, with real services and the real agent.
+//! Root: the write side (`sk_msg`) on this kernel, with real services and the real agent.
 //!
 //! - rewrite: the span id an app forwards is replaced by its CLIENT span's id (and the parent
 //!   id by its SERVER span's), so the downstream SERVER span is the CLIENT span's child;

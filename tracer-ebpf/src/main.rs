@@ -31,8 +31,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, SockOffsets, TcpTpOffsets,
-    counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, MSG_STAGES, SockOffsets,
+    TcpTpOffsets, counter,
 };
 
 use crate::{
@@ -143,10 +143,10 @@ static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries
 #[map]
 static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// The later stages of the sk_msg edit (`tracer_common::MSG_PLAN`, `MSG_APPLY`), tail-called
+/// The later stages of the sk_msg edit (`tracer_common::MSG_PLAN`, `MSG_APPLY`, `MSG_LOG`), tail-called
 /// in turn by `tracer_sk_msg`.
 #[map]
-static MSG_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+static MSG_PROGS: ProgramArray = ProgramArray::with_max_entries(MSG_STAGES, 0);
 
 /// Go programs in inject mode ([`write::goroutines`]): the request each goroutine serves, by `g`
 /// pointer; each goroutine's creator; the creator a thread's `newproc1` is making a goroutine

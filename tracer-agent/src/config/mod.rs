@@ -151,7 +151,7 @@ impl Config {
         let propagators = cli
             .propagators
             .or_else(|| var("OTEL_PROPAGATORS", env))
-            .unwrap_or_else(|| "b3multi,b3,tracecontext".into());
+            .unwrap_or_else(|| Propagator::ALL.map(Propagator::name).join(","));
         let sampler_name = cli
             .sampler
             .or_else(|| var("OTEL_TRACES_SAMPLER", env))

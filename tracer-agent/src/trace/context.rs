@@ -31,6 +31,9 @@ pub enum Propagator {
 }
 
 impl Propagator {
+    /// Every propagator, in the default order (`b3multi,b3,tracecontext`).
+    pub const ALL: [Self; 3] = [Self::B3Multi, Self::B3Single, Self::TraceContext];
+
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -188,11 +191,7 @@ pub fn parse_propagators(list: &str) -> Result<Vec<Propagator>, UnknownPropagato
 mod tests {
     use super::*;
 
-    const ALL: [Propagator; 3] = [
-        Propagator::B3Multi,
-        Propagator::B3Single,
-        Propagator::TraceContext,
-    ];
+    const ALL: [Propagator; 3] = Propagator::ALL;
 
     use crate::protocol::http::Text;
 

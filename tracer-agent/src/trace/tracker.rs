@@ -206,14 +206,7 @@ mod tests {
     }
 
     fn tracker() -> Tracker {
-        Tracker::new(
-            vec![
-                Propagator::B3Multi,
-                Propagator::B3Single,
-                Propagator::TraceContext,
-            ],
-            Sampler::AlwaysOn,
-        )
+        Tracker::new(Propagator::ALL.to_vec(), Sampler::AlwaysOn)
     }
 
     const B3_IN: &str = "GET /in HTTP/1.1\r\nx-b3-traceid: 463ac35c9f6413ad\r\nx-b3-spanid: a2fb4a1d1a96d312\r\nx-b3-sampled: 1\r\n\r\n";

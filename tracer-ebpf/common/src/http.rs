@@ -2,6 +2,9 @@
 //! names of the context headers. The kernel classifies sockets and scans heads with them, the
 //! agent parses and reads context with them; one table, so the two cannot disagree.
 
+// The kernel programs call these: there, everything must be inlined.
+#![expect(clippy::inline_always, reason = "called by the kernel programs")]
+
 /// The request methods of RFC 9110 (and PATCH, RFC 5789): the ones a socket is taken for HTTP
 /// by, and the ones a span names as themselves (others become `_OTHER`).
 pub const METHODS: [&str; 9] = [
@@ -92,18 +95,12 @@ const START_BYTES: [[u8; 8]; START_COUNT] = {
     out
 };
 
-/// The first eight bytes of a message start a request line with a known method.
-#[expect(
-    clippy::inline_always,
-    reason = "kernel programs call it: no calls there"
-)]
+/// Whether the word `w` matches one of the message starts `first..last`.
 #[inline(always)]
-#[must_use]
-pub fn is_request_start(b: &[u8; 8]) -> bool {
-    let w = u64::from_le_bytes(*b);
+fn matches_start(w: u64, first: usize, last: usize) -> bool {
     let mut hit = false;
-    let mut i = 0;
-    while i < METHODS.len() {
+    let mut i = first;
+    while i < last {
         let (word, mask) = START_WORDS[i];
         hit |= w & mask == word;
         i += 1;
@@ -111,16 +108,18 @@ pub fn is_request_start(b: &[u8; 8]) -> bool {
     hit
 }
 
+/// The first eight bytes of a message start a request line with a known method.
+#[inline(always)]
+#[must_use]
+pub fn is_request_start(b: &[u8; 8]) -> bool {
+    matches_start(u64::from_le_bytes(*b), 0, METHODS.len())
+}
+
 /// The first eight bytes of a message start a request line or a status line.
-#[expect(
-    clippy::inline_always,
-    reason = "kernel programs call it: no calls there"
-)]
 #[inline(always)]
 #[must_use]
 pub fn is_message_start(b: &[u8; 8]) -> bool {
-    let (word, mask) = START_WORDS[METHODS.len()];
-    is_request_start(b) || u64::from_le_bytes(*b) & mask == word
+    matches_start(u64::from_le_bytes(*b), 0, START_COUNT)
 }
 
 /// Trace-context header names, lowercase (header names compare case-insensitively).

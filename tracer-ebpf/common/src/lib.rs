@@ -177,9 +177,13 @@ pub const WRITE_SKIP_FAILED: u32 = 8;
 pub const WRITE_HEAD_MAX: usize = 1024;
 
 /// `MSG_PROGS` slots: the `sk_msg` edit's later stages, tail-called by `tracer_sk_msg` in turn
-/// (the agent fills them before attaching it).
+/// (the agent fills them before attaching it), and the kernel log of a head left unedited
+/// (`--kernel-log`), tail-called by the last stage.
 pub const MSG_PLAN: u32 = 0;
 pub const MSG_APPLY: u32 = 1;
+pub const MSG_LOG: u32 = 2;
+/// Slots of `MSG_PROGS`.
+pub const MSG_STAGES: u32 = 3;
 
 /// One request head seen by the `sk_msg` program, in the thread that sent it (the data event of
 /// the same syscall follows it in the ring buffer).

@@ -18,9 +18,12 @@ use aya_ebpf::{
     macros::sk_msg,
     programs::SkMsgContext,
 };
-use aya_log_ebpf::info;
+use aya_log_ebpf::{
+    info,
+    macro_support::{Level, level_enabled},
+};
 use tracer_common::{
-    EventKind, MSG_APPLY, MSG_PLAN, WRITE_HEAD_MAX, WRITE_INJECTED, WRITE_REWRITTEN,
+    EventKind, MSG_APPLY, MSG_LOG, MSG_PLAN, WRITE_HEAD_MAX, WRITE_INJECTED, WRITE_REWRITTEN,
     WRITE_SKIP_FAILED, WRITE_SKIP_LONG, WRITE_SKIP_MALFORMED, WRITE_SKIP_NO_CAUSE,
     WRITE_SKIP_NO_CONTEXT, WRITE_SKIP_SPLIT, WriteEvent, counter,
 };
@@ -58,6 +61,23 @@ pub fn tracer_sk_msg_plan(ctx: SkMsgContext) -> u32 {
 #[sk_msg]
 pub fn tracer_sk_msg_apply(ctx: SkMsgContext) -> u32 {
     let _ = apply_msg(&ctx);
+    SK_PASS
+}
+
+/// With `--kernel-log`, after stage 3 left a head unedited: says why. A program of its own,
+/// with a stack of its own: in stage 3, whose stack is nearly full, the log record did not fit.
+#[sk_msg]
+pub fn tracer_sk_msg_log(ctx: SkMsgContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(hb) = owned_heads(id) {
+        info!(
+            &ctx,
+            "pid {} tid {}: outgoing request head left unedited, reason {} (3 split over sends, 4 longer than the 1024 bytes examined, 5 inject without a known cause, 6 a context value of the wrong shape, 7 no context to rewrite, 8 a helper failed)",
+            (id >> 32) as u32,
+            id as u32,
+            hb.plan.action
+        );
+    }
     SK_PASS
 }
 
@@ -164,7 +184,14 @@ fn apply_msg(ctx: &SkMsgContext) -> Option<()> {
         // SAFETY: valid context.
         unsafe { bpf_msg_apply_bytes(ctx.msg, skip) };
     }
-    report(ctx, id, &plan, added);
+    report(id, &plan, added);
+    let edited = plan.action == WRITE_REWRITTEN || plan.action == WRITE_INJECTED;
+    // Off (the default), the verifier resolves this branch at load time and drops it.
+    if !edited && level_enabled(Level::Info) {
+        owned_heads(id)?.plan.action = plan.action;
+        // SAFETY: `ctx` is this sk_msg program's context; `MSG_PROGS` holds sk_msg programs.
+        let _ = unsafe { MSG_PROGS.tail_call(ctx, MSG_LOG) };
+    }
     Some(())
 }
 
@@ -335,24 +362,6 @@ fn check_hex16(ctx: &SkMsgContext, off: u32, bad: *mut u32) {
     }
 }
 
-/// Calls `f` with each id field a rewrite overwrites and the id it gets: the span-id fields
-/// the CLIENT span's id, the parent fields the causing SERVER span's when it is known.
-#[inline(always)]
-fn each_field(plan: &Plan, mut f: impl FnMut(u32, u64)) {
-    for at in plan.span_at {
-        if at != 0 {
-            f(at, plan.client);
-        }
-    }
-    if plan.parent != 0 {
-        for at in plan.parent_at {
-            if at != 0 {
-                f(at, plan.parent);
-            }
-        }
-    }
-}
-
 /// Performs the plan; returns the bytes added to the message.
 #[inline(always)]
 fn apply(ctx: &SkMsgContext, hb: &mut HeadBuf, plan: &mut Plan) -> u32 {
@@ -360,18 +369,41 @@ fn apply(ctx: &SkMsgContext, hb: &mut HeadBuf, plan: &mut Plan) -> u32 {
         WRITE_REWRITTEN => {
             // An id is only ever written over 16 hex digits in the message itself: a field of
             // unexpected content stays as the app wrote it, and so would the whole head if a
-            // plan ever pointed elsewhere.
+            // plan ever pointed elsewhere. Plain loops, checked then written: one helper taking
+            // a closure for both took the stage past the 512-byte stack.
             let bad = &raw mut hb.msg.bad;
             // SAFETY: valid pointer into the map value.
             unsafe { core::ptr::write_volatile(bad, 0) };
-            each_field(plan, |at, _| check_hex16(ctx, at, bad));
+            for at in plan.span_at {
+                if at != 0 {
+                    check_hex16(ctx, at, bad);
+                }
+            }
+            if plan.parent != 0 {
+                for at in plan.parent_at {
+                    if at != 0 {
+                        check_hex16(ctx, at, bad);
+                    }
+                }
+            }
             // SAFETY: as above.
             if unsafe { core::ptr::read_volatile(bad) } != 0 {
                 plan.action = WRITE_SKIP_MALFORMED;
                 return 0;
             }
             let mut ok = true;
-            each_field(plan, |at, id| ok &= put_hex16(ctx, at, id));
+            for at in plan.span_at {
+                if at != 0 {
+                    ok &= put_hex16(ctx, at, plan.client);
+                }
+            }
+            if plan.parent != 0 {
+                for at in plan.parent_at {
+                    if at != 0 {
+                        ok &= put_hex16(ctx, at, plan.parent);
+                    }
+                }
+            }
             if !ok {
                 plan.action = WRITE_SKIP_FAILED;
             }
@@ -385,21 +417,12 @@ fn apply(ctx: &SkMsgContext, hb: &mut HeadBuf, plan: &mut Plan) -> u32 {
 /// Counts what the edit did and reports it to the agent, edited or not, so it can pair every
 /// head it parses with the ids on the wire. With `--kernel-log`, says why a head was left alone.
 #[inline(always)]
-fn report(ctx: &SkMsgContext, id: u64, plan: &Plan, added: u32) {
+fn report(id: u64, plan: &Plan, added: u32) {
     let edited = plan.action == WRITE_REWRITTEN || plan.action == WRITE_INJECTED;
     match plan.action {
         WRITE_REWRITTEN => count(counter::WRITE_REWRITTEN),
         WRITE_INJECTED => count(counter::WRITE_INJECTED),
-        _ => {
-            count(counter::WRITE_SKIPPED);
-            info!(
-                ctx,
-                "pid {} tid {}: outgoing request head left unedited, reason {} (3 split over sends, 4 longer than the 1024 bytes examined, 5 inject without a known cause, 6 a context value of the wrong shape, 7 no context to rewrite, 8 a helper failed)",
-                (id >> 32) as u32,
-                id as u32,
-                plan.action
-            );
-        }
+        _ => count(counter::WRITE_SKIPPED),
     }
     // Reserved in the ring buffer and filled in place: the BPF stack has no room for a copy.
     let Some(mut entry) = EVENTS.reserve::<WriteEvent>(0) else {

@@ -5,9 +5,13 @@
 //! restores `kernel.bpf_stats_enabled`. Children's stdout and stderr go to a log file under
 //! target/bench/logs (Python prints a traceback for every connection a client resets, which
 //! must not flood the terminal); a failure message points at it.
+//!
+//! Distinct from the tests' children (`tests/src/process.rs`), which keep their output in memory
+//! for a failing test's message; how the demo services are built and found is shared with the
+//! tests (`tests/support`).
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{File, OpenOptions},
     io::{BufRead as _, BufReader, Read, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
@@ -204,12 +208,16 @@ impl Target {
 
     /// Starts the service on 127.0.0.1:`port` as the test harness does (tests/src/harness.rs).
     pub fn start(self, port: u16, log: &Path) -> Result<Proc> {
-        let services = util::workspace_root().join("tests/services");
         let mut cmd = match self {
-            Target::Go => Command::new(go_service()?),
+            Target::Go => Command::new(
+                tracer_test_support::go_service(&util::target_dir()).map_err(anyhow::Error::msg)?,
+            ),
             Target::Python => {
-                let mut cmd = Command::new(python()?);
-                cmd.arg("-u").arg(services.join("python/server.py"));
+                let mut cmd = Command::new(
+                    tracer_test_support::python_interpreter().map_err(anyhow::Error::msg)?,
+                );
+                cmd.arg("-u")
+                    .arg(tracer_test_support::services_dir().join("python/server.py"));
                 cmd
             }
         };
@@ -220,55 +228,9 @@ impl Target {
     }
 }
 
-/// The interpreter behind `python3` (a pyenv shim would make the pid a wrapper's), as the
-/// harness resolves it.
-fn python() -> Result<PathBuf> {
-    let exe =
-        util::output(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]))
-            .context("python3 is needed for the Python service")?;
-    Ok(PathBuf::from(exe.trim()))
-}
-
-const GO: &str = "/usr/lib/go-1.23/bin/go";
-
-/// target/test-services/go-demo-svc, built like the tests build it when the sources are newer.
-fn go_service() -> Result<PathBuf> {
-    let src = util::workspace_root().join("tests/services/go");
-    let dir = util::target_dir().join("test-services");
-    let bin = dir.join("go-demo-svc");
-    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_src = ["main.go", "go.mod"]
-        .iter()
-        .filter_map(|f| mtime(&src.join(f)))
-        .max();
-    if matches!((mtime(&bin), newest_src), (Some(b), Some(s)) if b >= s) {
-        return Ok(bin);
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Built under a temporary name and renamed, so a concurrent test never runs half a binary.
-    let tmp = dir.join(format!("go-demo-svc.tmp{}", std::process::id()));
-    util::output(
-        Command::new(GO)
-            .current_dir(&src)
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOCACHE", dir.join("go-build-cache")),
-    )
-    .context(
-        "go build of tests/services/go failed (is golang-1.23-go installed? `cargo xtask setup`)",
-    )?;
-    fs::rename(&tmp, &bin).with_context(|| format!("cannot install {}", bin.display()))?;
-    Ok(bin)
-}
-
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot bind a free port on 127.0.0.1")?
-        .port())
+    tracer_test_support::free_port().context("cannot bind a free port on 127.0.0.1")
 }
 
 /// Four random bytes, never all zero: run tags and generator seeds.

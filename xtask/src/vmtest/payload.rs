@@ -3,20 +3,17 @@
 //! every kernel boots.
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{cpio::Archive, fetch::Qemu};
 use crate::{
     build,
     util::{self, Outcome, Step},
 };
-
-const GO: &str = "/usr/lib/go-1.23/bin/go";
 
 /// PID 1 of the guests. The markers (`GUEST-RUN`, `GUEST-RESULT` from the suite, `GUEST-DONE`)
 /// are what the host reads on the serial console; `poweroff -f` ends QEMU (with -no-reboot).
@@ -67,23 +64,15 @@ pub fn build(vm: &Path) -> Result<Binaries> {
     })?;
     let server = vm.join("payload/go-demo-svc");
     Step::start("vm-test", "static Go demo service").run(|_| {
-        let dir = vm.join("payload");
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        // CGO_ENABLED=0: a static binary that needs nothing from the guest. The caches stay
-        // under target/ so the build writes nothing into the home directory.
-        util::output(
-            Command::new(GO)
-                .current_dir(util::workspace_root().join("tests/services/go"))
-                .args(["build", "-trimpath", "-o"])
-                .arg(&server)
-                .arg(".")
-                .env("CGO_ENABLED", "0")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOCACHE", vm.join("go/cache"))
-                .env("GOPATH", vm.join("go/path")),
-        )
-        .context("go build of tests/services/go failed (is golang-1.23-go installed? `cargo xtask setup`)")?;
+        // A static binary that needs nothing from the guest; the cache stays under target/ so
+        // the build writes nothing into the home directory.
+        tracer_test_support::GoService {
+            out: &server,
+            cache: &vm.join("go/cache"),
+            static_binary: true,
+        }
+        .build()
+        .map_err(anyhow::Error::msg)?;
         Ok(Outcome::Info(server.display().to_string()))
     })?;
     Ok(Binaries {

@@ -109,6 +109,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     for (slot, name) in [
         (tracer_common::MSG_PLAN, "tracer_sk_msg_plan"),
         (tracer_common::MSG_APPLY, "tracer_sk_msg_apply"),
+        (tracer_common::MSG_LOG, "tracer_sk_msg_log"),
     ] {
         let stage: &mut SkMsg = program(ebpf, name)?;
         stage.load().map_err(err(name))?;

@@ -49,15 +49,43 @@ pub struct Conn<T> {
     parked: Option<Parked>,
 }
 
-/// A read kept back until the connection's next write: one copy of its bytes, sliced.
+/// A read kept back until the connection's next write: one copy of its bytes (data, then
+/// tail), outliving the ring-buffer record they came in.
 struct Parked {
     tid: u32,
-    data: Bytes,
+    bytes: Bytes,
+    data_len: usize,
+    kernel: Vec<KernelIds>,
     gap: u64,
-    tail: Bytes,
     start_ns: u64,
     end_ns: u64,
-    kernel: Vec<KernelIds>,
+}
+
+impl Parked {
+    fn keep(tid: u32, chunk: &Chunk<'_>) -> Self {
+        Self {
+            tid,
+            bytes: Bytes::from([chunk.data, chunk.tail].concat()),
+            data_len: chunk.data.len(),
+            kernel: chunk.kernel.to_vec(),
+            gap: chunk.gap,
+            start_ns: chunk.start_ns,
+            end_ns: chunk.end_ns,
+        }
+    }
+
+    /// The chunk as it was read.
+    fn chunk(&self) -> Chunk<'_> {
+        let (data, tail) = self.bytes.split_at(self.data_len);
+        Chunk {
+            data,
+            tail,
+            kernel: &self.kernel,
+            gap: self.gap,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+        }
+    }
 }
 
 impl<T> Conn<T> {
@@ -100,17 +128,7 @@ impl<T> Conn<T> {
     ) {
         if dir == Direction::Ingress {
             if self.parked.is_none() && self.is_early_response(chunk) {
-                let mut kept = Bytes::from([chunk.data, chunk.tail].concat());
-                let data = kept.split_to(chunk.data.len());
-                self.parked = Some(Parked {
-                    tid,
-                    data,
-                    gap: chunk.gap,
-                    tail: kept,
-                    start_ns: chunk.start_ns,
-                    end_ns: chunk.end_ns,
-                    kernel: chunk.kernel.to_vec(),
-                });
+                self.parked = Some(Parked::keep(tid, chunk));
                 self.last_ns = self.last_ns.max(chunk.end_ns);
                 return;
             }
@@ -135,15 +153,7 @@ impl<T> Conn<T> {
 
     fn unpark<S: ExchangeSink<Started = T>>(&mut self, sink: &mut S, st: &mut Http1Stats) {
         if let Some(p) = self.parked.take() {
-            let chunk = Chunk {
-                data: &p.data,
-                gap: p.gap,
-                tail: &p.tail,
-                start_ns: p.start_ns,
-                end_ns: p.end_ns,
-                kernel: &p.kernel,
-            };
-            self.feed_now(Direction::Ingress, p.tid, &chunk, sink, st);
+            self.feed_now(Direction::Ingress, p.tid, &p.chunk(), sink, st);
         }
     }
 

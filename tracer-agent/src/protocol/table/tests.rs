@@ -19,14 +19,7 @@ type Sink = SpanSink<ProcessCache>;
 /// The table with the agent's own trace side: what it reports is checked as spans.
 fn sink() -> Sink {
     SpanSink::new(
-        Tracker::new(
-            vec![
-                Propagator::B3Multi,
-                Propagator::B3Single,
-                Propagator::TraceContext,
-            ],
-            Sampler::AlwaysOn,
-        ),
+        Tracker::new(Propagator::ALL.to_vec(), Sampler::AlwaysOn),
         ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into(), None),
     )
 }
@@ -85,6 +78,10 @@ impl Driver {
 }
 
 const REQ_B3: &[u8] = b"GET /a HTTP/1.1\r\nHost: svc:8080\r\nx-b3-traceid: 463ac35c9f6413ad\r\nx-b3-spanid: a2fb4a1d1a96d312\r\nx-b3-sampled: 1\r\n\r\n";
+const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n";
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+const GET_ONE: &[u8] = b"GET /one HTTP/1.1\r\nHost: svc\r\n\r\n";
+const GET_TWO: &[u8] = b"GET /two HTTP/1.1\r\nHost: svc\r\n\r\n";
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 #[test]
@@ -189,20 +186,8 @@ fn client_span_is_child_of_server_span() {
     d.send(7, 70, 3, DIR_INGRESS, REQ_B3);
     // The app forwards the headers on another connection, from another thread.
     d.send(7, 71, 9, DIR_EGRESS, REQ_B3);
-    d.send(
-        7,
-        71,
-        9,
-        DIR_INGRESS,
-        b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n",
-    );
-    d.send(
-        7,
-        70,
-        3,
-        DIR_EGRESS,
-        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
-    );
+    d.send(7, 71, 9, DIR_INGRESS, UNAVAILABLE);
+    d.send(7, 70, 3, DIR_EGRESS, BAD_GATEWAY);
     assert_eq!(d.f.spans.len(), 2);
     let client = &d.f.spans[0];
     let server = &d.f.spans[1];
@@ -229,13 +214,7 @@ fn a_response_reported_before_its_request_is_put_back_in_order() {
     let mut d = Driver::new();
     // Keep-alive client connection: the first exchange in order, then the second response
     // (read by another thread) reported before the write of its request.
-    d.send(
-        7,
-        71,
-        9,
-        DIR_EGRESS,
-        b"GET /one HTTP/1.1\r\nHost: svc\r\n\r\n",
-    );
+    d.send(7, 71, 9, DIR_EGRESS, GET_ONE);
     d.send(7, 72, 9, DIR_INGRESS, OK);
     d.send(7, 72, 9, DIR_INGRESS, OK);
     assert_eq!(
@@ -243,13 +222,7 @@ fn a_response_reported_before_its_request_is_put_back_in_order() {
         1,
         "the early response waits for its request"
     );
-    d.send(
-        7,
-        71,
-        9,
-        DIR_EGRESS,
-        b"GET /two HTTP/1.1\r\nHost: svc\r\n\r\n",
-    );
+    d.send(7, 71, 9, DIR_EGRESS, GET_TWO);
     assert_eq!(d.f.spans.len(), 2);
     let two = &d.f.spans[1];
     assert_eq!(two.kind, SpanKind::Client);
