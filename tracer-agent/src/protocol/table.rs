@@ -9,7 +9,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use super::{
     Chunk, Direction, ExchangeSink,
-    http1::{Conn, Http1Stats},
+    http1::{Conn, Http1Stats, Report},
 };
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,7 +32,7 @@ pub struct DataIn<'a> {
 }
 
 pub struct ConnTable<S: ExchangeSink> {
-    conns: HashMap<(u32, u32), Conn<S::Started>>,
+    conns: HashMap<(u32, u32), Conn<S>>,
     capacity: usize,
     pub stats: ConnStats,
 }
@@ -87,12 +87,16 @@ impl<S: ExchangeSink> ConnTable<S> {
         if ev.peer.is_some() {
             conn.peer = ev.peer;
         }
-        conn.feed(ev.direction, ev.tid, &ev.chunk, sink, &mut stats.http1);
+        let mut to = Report {
+            sink,
+            stats: &mut stats.http1,
+        };
+        conn.feed(ev.direction, ev.tid, &ev.chunk, &mut to);
     }
 
     pub fn on_close(&mut self, pid: u32, fd: u32, sink: &mut S) {
         if let Some(conn) = self.conns.remove(&(pid, fd)) {
-            conn.close(sink, &mut self.stats.http1);
+            flush(conn, sink, &mut self.stats.http1);
         }
     }
 
@@ -107,7 +111,7 @@ impl<S: ExchangeSink> ConnTable<S> {
         for k in idle {
             if let Some(conn) = self.conns.remove(&k) {
                 self.stats.idle_closed += 1;
-                conn.close(sink, &mut self.stats.http1);
+                flush(conn, sink, &mut self.stats.http1);
             }
         }
     }
@@ -115,27 +119,32 @@ impl<S: ExchangeSink> ConnTable<S> {
     /// Flushes every connection (shutdown).
     pub fn drain(&mut self, sink: &mut S) {
         for (_, conn) in std::mem::take(&mut self.conns) {
-            conn.close(sink, &mut self.stats.http1);
+            flush(conn, sink, &mut self.stats.http1);
         }
     }
+}
+
+/// Ends a connection: what it still holds goes to the sink.
+fn flush<S: ExchangeSink>(conn: Conn<S>, sink: &mut S, stats: &mut Http1Stats) {
+    conn.close(&mut Report { sink, stats });
 }
 
 /// The connection for `key`, created if new; when the table is full the least recently
 /// active connection is flushed to make room.
 fn entry<'a, S: ExchangeSink>(
-    conns: &'a mut HashMap<(u32, u32), Conn<S::Started>>,
+    conns: &'a mut HashMap<(u32, u32), Conn<S>>,
     stats: &mut ConnStats,
     capacity: usize,
     key: (u32, u32),
     now_ns: u64,
     sink: &mut S,
-) -> &'a mut Conn<S::Started> {
+) -> &'a mut Conn<S> {
     if !conns.contains_key(&key) {
         if conns.len() >= capacity {
             let oldest = conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k);
             if let Some(conn) = oldest.and_then(|k| conns.remove(&k)) {
                 stats.evicted += 1;
-                conn.close(sink, &mut stats.http1);
+                flush(conn, sink, &mut stats.http1);
             }
         }
         stats.opened += 1;

@@ -31,7 +31,13 @@ pub struct Http1Stats {
     pub streams: StreamStats,
 }
 
-pub struct Conn<T> {
+/// Where a connection reports: the trace side, and the counters of what it could not follow.
+pub struct Report<'a, S> {
+    pub sink: &'a mut S,
+    pub stats: &'a mut Http1Stats,
+}
+
+pub struct Conn<S: ExchangeSink> {
     pid: u32,
     role: Option<Role>,
     /// The other end of the socket, when known.
@@ -40,7 +46,7 @@ pub struct Conn<T> {
     egress: HalfStream,
     /// Requests whose final response head has not arrived: true for HEAD requests.
     awaiting: VecDeque<bool>,
-    exchanges: VecDeque<Exchange<T>>,
+    exchanges: VecDeque<Exchange<S::Started>>,
     /// An interim (1xx) response head was seen; its end is not a real response end.
     interim: bool,
     /// Kernel time of the last activity.
@@ -88,7 +94,7 @@ impl Parked {
     }
 }
 
-impl<T> Conn<T> {
+impl<S: ExchangeSink> Conn<S> {
     #[must_use]
     pub fn new(pid: u32, now_ns: u64) -> Self {
         Self {
@@ -118,28 +124,21 @@ impl<T> Conn<T> {
     /// its way out of `write`, and the reading thread's event may be sent first. So a response
     /// head that no request waits for is kept back until the connection's next write (or next
     /// read, or close), and then fed after it. Reads keep their order among themselves.
-    pub fn feed<S: ExchangeSink<Started = T>>(
-        &mut self,
-        dir: Direction,
-        tid: u32,
-        chunk: &Chunk<'_>,
-        sink: &mut S,
-        st: &mut Http1Stats,
-    ) {
+    pub fn feed(&mut self, dir: Direction, tid: u32, chunk: &Chunk<'_>, to: &mut Report<'_, S>) {
         if dir == Direction::Ingress {
             if self.parked.is_none() && self.is_early_response(chunk) {
                 self.parked = Some(Parked::keep(tid, chunk));
                 self.last_ns = self.last_ns.max(chunk.end_ns);
                 return;
             }
-            self.unpark(sink, st);
+            self.unpark(to);
         }
-        self.feed_now(dir, tid, chunk, sink, st);
+        self.feed_now(dir, tid, chunk, to);
         if dir == Direction::Egress {
             if self.parked.is_some() {
-                st.reordered_responses += 1;
+                to.stats.reordered_responses += 1;
             }
-            self.unpark(sink, st);
+            self.unpark(to);
         }
     }
 
@@ -151,20 +150,13 @@ impl<T> Conn<T> {
             && !self.exchanges.iter().any(|x| x.response.is_none())
     }
 
-    fn unpark<S: ExchangeSink<Started = T>>(&mut self, sink: &mut S, st: &mut Http1Stats) {
+    fn unpark(&mut self, to: &mut Report<'_, S>) {
         if let Some(p) = self.parked.take() {
-            self.feed_now(Direction::Ingress, p.tid, &p.chunk(), sink, st);
+            self.feed_now(Direction::Ingress, p.tid, &p.chunk(), to);
         }
     }
 
-    fn feed_now<S: ExchangeSink<Started = T>>(
-        &mut self,
-        dir: Direction,
-        tid: u32,
-        chunk: &Chunk<'_>,
-        sink: &mut S,
-        st: &mut Http1Stats,
-    ) {
+    fn feed_now(&mut self, dir: Direction, tid: u32, chunk: &Chunk<'_>, to: &mut Report<'_, S>) {
         let mut out = Vec::new();
         let awaiting = &mut self.awaiting;
         let mut rule = |h: &Head| body_rule(h, awaiting);
@@ -173,21 +165,14 @@ impl<T> Conn<T> {
             Direction::Egress => self.egress.feed(chunk, &mut rule, &mut out),
         }
         self.last_ns = self.last_ns.max(chunk.end_ns);
-        self.process(dir, tid, out, sink, st);
+        self.process(dir, tid, out, to);
     }
 
-    fn process<S: ExchangeSink<Started = T>>(
-        &mut self,
-        dir: Direction,
-        tid: u32,
-        out: Vec<Output>,
-        sink: &mut S,
-        st: &mut Http1Stats,
-    ) {
+    fn process(&mut self, dir: Direction, tid: u32, out: Vec<Output>, to: &mut Report<'_, S>) {
         for o in out {
             match o {
                 Output::Head(head) if head.is_request() => {
-                    self.on_request(dir, tid, *head, sink, st);
+                    self.on_request(dir, tid, *head, to);
                 }
                 Output::Head(head) => {
                     if Some(dir) == self.request_dir() {
@@ -199,7 +184,7 @@ impl<T> Conn<T> {
                     }
                     match self.exchanges.iter_mut().find(|x| x.response.is_none()) {
                         Some(x) => x.response = Some(*head),
-                        None => st.orphan_responses += 1,
+                        None => to.stats.orphan_responses += 1,
                     }
                 }
                 Output::End { end_ns } => {
@@ -212,21 +197,14 @@ impl<T> Conn<T> {
                     }
                     if self.exchanges.front().is_some_and(|x| x.response.is_some()) {
                         let x = self.exchanges.pop_front().expect("front exists");
-                        sink.finish(x, end_ns);
+                        to.sink.finish(x, end_ns);
                     }
                 }
             }
         }
     }
 
-    fn on_request<S: ExchangeSink<Started = T>>(
-        &mut self,
-        dir: Direction,
-        tid: u32,
-        head: Head,
-        sink: &mut S,
-        st: &mut Http1Stats,
-    ) {
+    fn on_request(&mut self, dir: Direction, tid: u32, head: Head, to: &mut Report<'_, S>) {
         if self.role.is_none() {
             self.role = Some(match dir {
                 Direction::Ingress => Role::Server,
@@ -245,10 +223,10 @@ impl<T> Conn<T> {
             Direction::Egress => (&mut self.ingress, Direction::Ingress),
         };
         if response_stream.end_unknown(&mut ended) {
-            self.process(response_dir, tid, ended, sink, st);
+            self.process(response_dir, tid, ended, to);
         }
         let role = self.role.unwrap_or(Role::Server);
-        let started = sink.request(role, self.pid, tid, &head);
+        let started = to.sink.request(role, self.pid, tid, &head);
         self.exchanges.push_back(Exchange {
             role,
             pid: self.pid,
@@ -261,24 +239,24 @@ impl<T> Conn<T> {
 
     /// Flushes everything: messages cut by the close end at the last byte seen, requests
     /// without a response end without one.
-    pub fn close<S: ExchangeSink<Started = T>>(mut self, sink: &mut S, st: &mut Http1Stats) {
-        self.unpark(sink, st);
+    pub fn close(mut self, to: &mut Report<'_, S>) {
+        self.unpark(to);
         for dir in [Direction::Ingress, Direction::Egress] {
             let mut out = Vec::new();
             match dir {
                 Direction::Ingress => self.ingress.close(&mut out),
                 Direction::Egress => self.egress.close(&mut out),
             }
-            self.process(dir, 0, out, sink, st);
+            self.process(dir, 0, out, to);
         }
         let last = self.last_ns;
         for x in self.exchanges.drain(..) {
-            sink.finish(x, last);
+            to.sink.finish(x, last);
         }
         for s in [self.ingress.stats, self.egress.stats] {
-            st.streams.skipped_bytes += s.skipped_bytes;
-            st.streams.malformed_heads += s.malformed_heads;
-            st.streams.lost_sync += s.lost_sync;
+            to.stats.streams.skipped_bytes += s.skipped_bytes;
+            to.stats.streams.malformed_heads += s.malformed_heads;
+            to.stats.streams.lost_sync += s.lost_sync;
         }
     }
 }

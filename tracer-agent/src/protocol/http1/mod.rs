@@ -7,4 +7,4 @@ pub mod conn;
 pub mod parse;
 pub mod stream;
 
-pub use conn::{Conn, Http1Stats};
+pub use conn::{Conn, Http1Stats, Report};
