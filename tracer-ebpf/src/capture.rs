@@ -99,16 +99,21 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
                 return None;
             }
             if proto == PROTO_UNKNOWN {
-                let http = classify(ctx, key, source, ret);
+                // A socket accept/connect reported: its first payload decides, once.
+                let head = first_bytes(source, ret);
+                let http = head.is_some_and(|h| http::is_message_start(&h));
                 // SAFETY: as above.
                 unsafe { (*conn).proto = if http { PROTO_HTTP } else { PROTO_OTHER } };
                 if !http {
+                    log_not_http(ctx, key, head, ret);
                     return None;
                 }
             }
         }
         None => {
-            if !classify(ctx, key, source, ret) {
+            // A socket older than the agent, or no socket at all (a pipe, an eventfd): only an
+            // HTTP/1 start makes it one of ours.
+            if !first_bytes(source, ret).is_some_and(|h| http::is_message_start(&h)) {
                 return None;
             }
             if CONNS
@@ -146,31 +151,25 @@ fn read_iov(iov: u64, index: u64) -> Option<IoVec> {
     unsafe { bpf_probe_read_user((iov + index * 16) as *const IoVec) }.ok()
 }
 
-/// Whether the first bytes of a socket's first payload start an HTTP/1.x request or status
-/// line. With `--kernel-log`, says why a socket was not taken (the agent's log).
+/// With `--kernel-log`: why a socket's first payload did not make it an HTTP/1 connection.
 #[inline(always)]
-fn classify(ctx: &TracePointContext, key: ConnKey, source: Source, len: i64) -> bool {
-    let Some(head) = first_bytes(source, len) else {
-        info!(
-            ctx,
-            "pid {} fd {}: first payload of {} bytes unreadable or shorter than 8: not taken for HTTP/1",
-            key.tgid,
-            key.fd,
-            len
-        );
-        return false;
-    };
-    let http = http::is_message_start(&head);
-    if !http {
-        info!(
+fn log_not_http(ctx: &TracePointContext, key: ConnKey, head: Option<[u8; 8]>, len: i64) {
+    match head {
+        Some(head) => info!(
             ctx,
             "pid {} fd {}: first bytes {:x} are no HTTP/1 request or status line: not traced",
             key.tgid,
             key.fd,
-            u64::from_be_bytes(head)
-        );
+            &head
+        ),
+        None => info!(
+            ctx,
+            "pid {} fd {}: first payload of {} bytes shorter than 8 or unreadable: not traced",
+            key.tgid,
+            key.fd,
+            len
+        ),
     }
-    http
 }
 
 /// The first 8 bytes a syscall moved, when it moved at least that many in its first buffer.

@@ -60,7 +60,11 @@ pub fn tracer_sk_msg_plan(ctx: SkMsgContext) -> u32 {
 /// Stage 3: edits the message as planned and reports what it did.
 #[sk_msg]
 pub fn tracer_sk_msg_apply(ctx: SkMsgContext) -> u32 {
-    let _ = apply_msg(&ctx);
+    // Off (the default), the verifier resolves the log test at load time and drops the branch.
+    if apply_msg(&ctx) == Some(false) && level_enabled(Level::Info) {
+        // SAFETY: `ctx` is this sk_msg program's context; `MSG_PROGS` holds sk_msg programs.
+        let _ = unsafe { MSG_PROGS.tail_call(&ctx, MSG_LOG) };
+    }
     SK_PASS
 }
 
@@ -170,8 +174,9 @@ fn plan_msg() -> Option<()> {
     Some(())
 }
 
+/// Edits the send as planned; whether a head was edited (`None`: not this thread's plan).
 #[inline(always)]
-fn apply_msg(ctx: &SkMsgContext) -> Option<()> {
+fn apply_msg(ctx: &SkMsgContext) -> Option<bool> {
     let id = bpf_get_current_pid_tgid();
     let hb = owned_heads(id)?;
     // SAFETY: valid reference into the map value; read in one go, then the owner is checked
@@ -184,15 +189,10 @@ fn apply_msg(ctx: &SkMsgContext) -> Option<()> {
         // SAFETY: valid context.
         unsafe { bpf_msg_apply_bytes(ctx.msg, skip) };
     }
+    // The outcome, for the log program.
+    hb.plan.action = plan.action;
     report(id, &plan, added);
-    let edited = plan.action == WRITE_REWRITTEN || plan.action == WRITE_INJECTED;
-    // Off (the default), the verifier resolves this branch at load time and drops it.
-    if !edited && level_enabled(Level::Info) {
-        owned_heads(id)?.plan.action = plan.action;
-        // SAFETY: `ctx` is this sk_msg program's context; `MSG_PROGS` holds sk_msg programs.
-        let _ = unsafe { MSG_PROGS.tail_call(ctx, MSG_LOG) };
-    }
-    Some(())
+    Some(plan.action == WRITE_REWRITTEN || plan.action == WRITE_INJECTED)
 }
 
 /// Copies the pulled part of the message into the per-CPU buffer; returns the bytes copied.
