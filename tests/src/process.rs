@@ -31,7 +31,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 static OWN_GROUP: AtomicBool = AtomicBool::new(false);
 
 /// From now on, start children in their own process group, so that Ctrl-C in the terminal reaches
-/// only this process (which then stops them in order, see [`terminate_all`]) and not every child
+/// only this process (which then stops them in order, see `terminate_all`) and not every child
 /// at once. Not for tests: a test binary killed by Ctrl-C runs no cleanup, and then its children
 /// must get the signal themselves.
 pub fn detach_from_terminal_signals() {

@@ -85,7 +85,7 @@ enum Verb {
     /// (Python) -> service-c (Node), each behind an Envoy sidecar reporting Zipkin spans, and the
     /// agent exporting the apps' spans over OTLP through rotel. Sends a normal request, one that
     /// service-c answers with 500, and one with 128-bit trace ids, prints each joined trace
-    /// ([envoy] = sidecar span, [agent] = app span), then stops every process it started (also
+    /// (`[envoy]` = sidecar span, `[agent]` = app span), then stops every process it started (also
     /// on Ctrl-C or failure). No collector needed.
     Demo,
     /// Setup, build, then run all the workspace's tests against the built agent (needs root).

@@ -1,8 +1,8 @@
 //! Loads the embedded eBPF object, sets its load-time globals and attaches the programs.
 //!
 //! What the kernel offers (tracefs formats, BTF offsets) is read here and handed to
-//! [`attach`](super::attach), which decides the attach points; the write side's programs are
-//! attached by [`write::attach`](super::write::attach) when some process edits.
+//! [`attach`], which decides the attach points; the write side's programs are attached by
+//! [`write::attach`] when some process edits.
 
 use std::{fs, path::Path};
 

@@ -7,7 +7,7 @@
 //! - [`attach`]: the attach plan, which attach point each probe family gets on this kernel
 //!   (with [`btf`] for the `struct sock` offsets the programs need).
 //! - [`records`]: ring-buffer records decoded into typed events, the pipeline's input.
-//! - [`write`]: the write side's programs and the pairing of the ids they chose with the events.
+//! - [`write`](mod@write): the write side's programs and the pairing of the ids they chose with the events.
 //! - [`stats`]: per-program statistics (runs the kernel skipped); [`log`]: the programs' own
 //!   log with `--kernel-log`.
 

@@ -1,7 +1,7 @@
 //! The agent under test and what it costs: CPU and peak RSS from /proc, drops and span counts
 //! from its /metrics, and the kernel's run-time statistics of its eBPF programs.
 //!
-//! The programs' statistics come from /proc/<agent>/fdinfo of its `bpf-prog` descriptors
+//! The programs' statistics come from `/proc/<agent>/fdinfo` of its `bpf-prog` descriptors
 //! (`run_time_ns`, `run_cnt`; non-zero only while `kernel.bpf_stats_enabled` is 1), and their
 //! names from /proc/kallsyms (`bpf_prog_<tag>_<name>`), so no bpftool and no bpf(2) calls.
 
