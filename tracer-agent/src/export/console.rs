@@ -31,7 +31,8 @@ pub struct Console {
 
 fn json_value(v: &AttrValue) -> Value {
     match v {
-        AttrValue::Str(s) => Value::String(s.clone()),
+        AttrValue::Str(s) => Value::String(s.to_string()),
+        AttrValue::Static(s) => Value::String((*s).to_owned()),
         AttrValue::Int(i) => json!(i),
         AttrValue::Bool(b) => Value::Bool(*b),
     }
@@ -214,7 +215,7 @@ mod tests {
             span_id: SpanId([id; 8]),
             parent_span_id: parent.map(|p| SpanId([p; 8])),
             kind,
-            name: "GET".into(),
+            name: "GET",
             start_unix_nanos: start,
             end_unix_nanos: start + 1_500_000,
             attributes: vec![

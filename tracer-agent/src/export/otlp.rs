@@ -251,7 +251,8 @@ impl OtlpExporter {
 
 fn otel_value(v: &AttrValue) -> Value {
     match v {
-        AttrValue::Str(s) => Value::from(s.clone()),
+        AttrValue::Str(s) => Value::String(s.clone().into()),
+        AttrValue::Static(s) => Value::from(*s),
         AttrValue::Int(i) => Value::from(*i),
         AttrValue::Bool(b) => Value::from(*b),
     }
@@ -288,7 +289,7 @@ fn span_data(s: &Span, scope: &InstrumentationScope) -> SpanData {
             span::SpanKind::Server => SpanKind::Server,
             span::SpanKind::Client => SpanKind::Client,
         },
-        name: Cow::Owned(s.name.clone()),
+        name: Cow::Borrowed(s.name),
         start_time: time(s.start_unix_nanos),
         end_time: time(s.end_unix_nanos),
         attributes: s

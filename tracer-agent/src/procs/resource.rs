@@ -160,7 +160,7 @@ pub fn build_resource(
             service_from_attrs = Some(v.clone());
         }
         attributes.retain(|(existing, _)| *existing != k);
-        attributes.push((k, AttrValue::Str(v)));
+        attributes.push((k, AttrValue::from(v)));
     }
     let service_name = service_env
         .filter(|s| !s.is_empty())
@@ -175,16 +175,16 @@ pub fn build_resource(
         .unwrap_or_else(|| comm.to_owned());
     let mut platform: Vec<(String, AttrValue)> = Vec::new();
     if let Some(id) = container.id {
-        platform.push(("container.id".to_owned(), AttrValue::Str(id.to_owned())));
+        platform.push(("container.id".to_owned(), AttrValue::from(id.to_owned())));
     }
     if let Some(pod) = container.pod {
         platform.extend(pod.attributes(container.id));
     }
     let own = [
-        ("service.name", AttrValue::Str(service_name.clone())),
+        ("service.name", AttrValue::from(service_name.clone())),
         ("process.pid", AttrValue::Int(i64::from(pid))),
-        ("process.executable.name", AttrValue::Str(comm.to_owned())),
-        ("host.name", AttrValue::Str(host_name.to_owned())),
+        ("process.executable.name", AttrValue::from(comm.to_owned())),
+        ("host.name", AttrValue::from(host_name.to_owned())),
     ];
     let own = own
         .into_iter()

@@ -29,6 +29,16 @@ impl Text {
         Self::from_bytes(bytes)
     }
 
+    /// The text `part` of `whole` (a subslice of it), already known to be UTF-8.
+    #[must_use]
+    pub fn str_of(whole: &Bytes, part: &str) -> Self {
+        if part.is_empty() {
+            Self(Bytes::new())
+        } else {
+            Self(whole.slice_ref(part.as_bytes()))
+        }
+    }
+
     #[must_use]
     pub fn from_bytes(bytes: Bytes) -> Self {
         match std::str::from_utf8(&bytes) {

@@ -116,14 +116,28 @@ fn extract_b3_multi(h: &ContextHeaders) -> Option<Extracted> {
     })
 }
 
+/// The first `N` dash-separated fields of `v` and how many fields it has (counting past `N`),
+/// without collecting them.
+fn dash_fields<const N: usize>(v: &str) -> ([&str; N], usize) {
+    let mut fields = [""; N];
+    let mut count = 0;
+    for (i, f) in v.split('-').enumerate() {
+        if let Some(slot) = fields.get_mut(i) {
+            *slot = f;
+        }
+        count = i + 1;
+    }
+    (fields, count)
+}
+
 /// `{traceid}-{spanid}[-{sampling}[-{parentspanid}]]`, or a lone sampling state.
 fn extract_b3_single(v: &str) -> Option<Extracted> {
-    let parts: Vec<&str> = v.split('-').collect();
-    let (ids, sampling) = match parts.as_slice() {
-        [state] => (None, b3_sampled_value(state)?),
-        [t, s] => (Some((t, s)), Sampling::Deferred),
-        [t, s, state] => (Some((t, s)), b3_sampled_value(state)?),
-        [t, s, state, parent] => {
+    let ([t, s, state, parent], count) = dash_fields::<4>(v);
+    let (ids, sampling) = match count {
+        1 => (None, b3_sampled_value(t)?),
+        2 => (Some((t, s)), Sampling::Deferred),
+        3 => (Some((t, s)), b3_sampled_value(state)?),
+        4 => {
             SpanId::from_hex(parent, false)?;
             (Some((t, s)), b3_sampled_value(state)?)
         }
@@ -145,15 +159,14 @@ fn extract_b3_single(v: &str) -> Option<Extracted> {
 
 /// `{version}-{trace-id}-{parent-id}-{flags}`, lowercase hex as the W3C spec requires.
 fn extract_traceparent(v: &str) -> Option<Extracted> {
-    let parts: Vec<&str> = v.split('-').collect();
-    if parts.len() < 4 {
+    let ([version, trace, span, flags], count) = dash_fields::<4>(v);
+    if count < 4 {
         return None;
     }
-    let [version, trace, span, flags] = [parts[0], parts[1], parts[2], parts[3]];
     let mut ver = [0u8; 1];
     decode_hex(version, &mut ver, true)?;
     // Version ff is forbidden; version 00 has exactly four fields; later versions may add more.
-    if ver[0] == 0xff || (ver[0] == 0 && parts.len() != 4) {
+    if ver[0] == 0xff || (ver[0] == 0 && count != 4) {
         return None;
     }
     let mut fl = [0u8; 1];

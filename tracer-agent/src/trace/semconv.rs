@@ -54,10 +54,10 @@ type Attrs = Vec<(&'static str, AttrValue)>;
 
 /// Method, path, query, scheme and protocol version of the request.
 fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attrs) {
-    if METHODS.contains(&method) {
-        attrs.push(("http.request.method", method.into()));
+    if let Some(m) = known_method(method) {
+        attrs.push(("http.request.method", AttrValue::Static(m)));
     } else {
-        attrs.push(("http.request.method", "_OTHER".into()));
+        attrs.push(("http.request.method", AttrValue::Static("_OTHER")));
         attrs.push(("http.request.method_original", method.into()));
     }
     let (path, query) = split_target(target);
@@ -65,10 +65,10 @@ fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attr
     if let Some(q) = query {
         attrs.push(("url.query", q.into()));
     }
-    attrs.push(("url.scheme", "http".into()));
+    attrs.push(("url.scheme", AttrValue::Static("http")));
     attrs.push((
         "network.protocol.version",
-        x.request.version.as_str().into(),
+        AttrValue::Static(x.request.version.as_str()),
     ));
     if let Some(ua) = &x.request.user_agent {
         attrs.push(("user_agent.original", ua.as_str().into()));
@@ -92,11 +92,11 @@ fn endpoint_attributes(x: &Exchange, target: &str, attrs: &mut Attrs) {
         _ => {}
     }
     if let Some(peer) = x.peer {
-        let ip = peer.ip().to_string();
+        let ip = AttrValue::from(peer.ip().to_string());
         if kind == SpanKind::Server {
-            attrs.push(("client.address", ip.clone().into()));
+            attrs.push(("client.address", ip.clone()));
         }
-        attrs.push(("network.peer.address", ip.into()));
+        attrs.push(("network.peer.address", ip));
         attrs.push(("network.peer.port", i64::from(peer.port()).into()));
     }
     if kind == SpanKind::Client {
@@ -130,7 +130,7 @@ fn response_status(x: &Exchange, attrs: &mut Attrs) -> Status {
         400
     };
     let Some(code) = status else {
-        attrs.push(("error.type", "incomplete".into()));
+        attrs.push(("error.type", AttrValue::Static("incomplete")));
         return Status::Error("connection closed or timed out before the response".into());
     };
     attrs.push(("http.response.status_code", i64::from(code).into()));
@@ -140,6 +140,11 @@ fn response_status(x: &Exchange, attrs: &mut Attrs) -> Status {
     } else {
         Status::Unset
     }
+}
+
+/// The method as the conventions name it, when it is one of the standard ones.
+fn known_method(method: &str) -> Option<&'static str> {
+    METHODS.into_iter().find(|m| *m == method)
 }
 
 /// Builds the span for an exchange that ended at `end_ns` (kernel time).
@@ -159,17 +164,9 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock) -> Span {
     }
     attrs.push((
         "tracer.context.source",
-        x.started
-            .identity
-            .source
-            .map_or("none", |s| s.name())
-            .into(),
+        AttrValue::Static(x.started.identity.source.map_or("none", |s| s.name())),
     ));
-    let name = if METHODS.contains(&method) {
-        method.to_owned()
-    } else {
-        "HTTP".to_owned()
-    };
+    let name = known_method(method).unwrap_or("HTTP");
     let start = clock.to_unix_nanos(x.request.start_ns);
     let identity = &x.started.identity;
     Span {

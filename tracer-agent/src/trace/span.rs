@@ -31,17 +31,44 @@ impl SpanKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// An attribute value. Text is shared, not copied, on its way to the exporters.
+#[derive(Clone, Debug)]
 pub enum AttrValue {
-    Str(String),
+    /// Text of this span (a path, an address).
+    Str(Arc<str>),
+    /// Text the same for every span (a method, a scheme, a protocol version).
+    Static(&'static str),
     Int(i64),
     Bool(bool),
+}
+
+impl AttrValue {
+    /// The value as text, if it is text.
+    #[must_use]
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            Self::Static(s) => Some(s),
+            Self::Int(_) | Self::Bool(_) => None,
+        }
+    }
+}
+
+impl PartialEq for AttrValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Int(a), Self::Int(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            _ => self.as_str().is_some() && self.as_str() == other.as_str(),
+        }
+    }
 }
 
 impl fmt::Display for AttrValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Str(s) => f.write_str(s),
+            Self::Static(s) => f.write_str(s),
             Self::Int(i) => write!(f, "{i}"),
             Self::Bool(b) => write!(f, "{b}"),
         }
@@ -50,13 +77,13 @@ impl fmt::Display for AttrValue {
 
 impl From<&str> for AttrValue {
     fn from(s: &str) -> Self {
-        Self::Str(s.to_owned())
+        Self::Str(s.into())
     }
 }
 
 impl From<String> for AttrValue {
     fn from(s: String) -> Self {
-        Self::Str(s)
+        Self::Str(s.into())
     }
 }
 
@@ -96,7 +123,8 @@ pub struct Span {
     pub span_id: SpanId,
     pub parent_span_id: Option<SpanId>,
     pub kind: SpanKind,
-    pub name: String,
+    /// The method, or `HTTP` for one that is not standard: one of a fixed set.
+    pub name: &'static str,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
     pub attributes: Vec<(&'static str, AttrValue)>,

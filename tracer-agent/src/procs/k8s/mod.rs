@@ -93,15 +93,18 @@ impl PodMeta {
     #[must_use]
     pub fn attributes(&self, container_id: Option<&str>) -> Vec<(String, AttrValue)> {
         let mut attrs = vec![
-            ("k8s.pod.name".to_owned(), AttrValue::Str(self.name.clone())),
-            ("k8s.pod.uid".to_owned(), AttrValue::Str(self.uid.clone())),
+            (
+                "k8s.pod.name".to_owned(),
+                AttrValue::from(self.name.clone()),
+            ),
+            ("k8s.pod.uid".to_owned(), AttrValue::from(self.uid.clone())),
             (
                 "k8s.namespace.name".to_owned(),
-                AttrValue::Str(self.namespace.clone()),
+                AttrValue::from(self.namespace.clone()),
             ),
         ];
         if let Some(node) = &self.node {
-            attrs.push(("k8s.node.name".to_owned(), AttrValue::Str(node.clone())));
+            attrs.push(("k8s.node.name".to_owned(), AttrValue::from(node.clone())));
         }
         if let Some(name) = container_id
             .and_then(|id| self.containers.iter().find(|(c, _)| c == id))
@@ -109,12 +112,12 @@ impl PodMeta {
         {
             attrs.push((
                 "k8s.container.name".to_owned(),
-                AttrValue::Str(name.clone()),
+                AttrValue::from(name.clone()),
             ));
         }
         if let Some((kind, name)) = &self.owner {
             for (key, value) in workload(kind, name, &self.labels) {
-                attrs.push((key.to_owned(), AttrValue::Str(value)));
+                attrs.push((key.to_owned(), AttrValue::from(value)));
             }
         }
         attrs

@@ -128,8 +128,8 @@ fn parse_with_httparse(bytes: &Bytes) -> Option<Head> {
                 Ok(httparse::Status::Complete(_)) => Some(build_head(
                     bytes,
                     StartLine::Request {
-                        method: Text::slice_of(bytes, req.method?.as_bytes()),
-                        target: Text::slice_of(bytes, req.path?.as_bytes()),
+                        method: Text::str_of(bytes, req.method?),
+                        target: Text::str_of(bytes, req.path?),
                     },
                     version(req.version?),
                     req.headers.iter().map(|h| (h.name, h.value)),
@@ -155,7 +155,7 @@ fn version(minor: u8) -> Version {
 /// UTF-8.
 fn value_text(whole: &Bytes, raw: &[u8]) -> Text {
     match std::str::from_utf8(raw) {
-        Ok(v) => Text::slice_of(whole, v.trim().as_bytes()),
+        Ok(v) => Text::str_of(whole, v.trim()),
         Err(_) => Text::from_bytes(Bytes::from(
             String::from_utf8_lossy(raw).trim().to_owned().into_bytes(),
         )),
