@@ -127,9 +127,11 @@ impl Pipeline {
                     } else {
                         Direction::Egress
                     },
-                    peer: (header.flags & FLAG_HAS_TUPLE != 0)
-                        .then(|| peer_of(&header.tuple))
-                        .flatten(),
+                    peer: if header.flags & FLAG_HAS_TUPLE != 0 {
+                        peer_of(&header.tuple)
+                    } else {
+                        None
+                    },
                     chunk: Chunk {
                         data: payload,
                         gap: header.total_len - u64::from(header.captured_len),

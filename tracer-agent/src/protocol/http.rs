@@ -39,8 +39,7 @@ impl Text {
         }
     }
 
-    #[must_use]
-    pub fn from_bytes(bytes: Bytes) -> Self {
+    fn from_bytes(bytes: Bytes) -> Self {
         match std::str::from_utf8(&bytes) {
             Ok(_) => Self(bytes),
             Err(_) => Self(Bytes::from(

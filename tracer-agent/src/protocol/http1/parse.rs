@@ -156,9 +156,7 @@ fn version(minor: u8) -> Version {
 fn value_text(whole: &Bytes, raw: &[u8]) -> Text {
     match std::str::from_utf8(raw) {
         Ok(v) => Text::str_of(whole, v.trim()),
-        Err(_) => Text::from_bytes(Bytes::from(
-            String::from_utf8_lossy(raw).trim().to_owned().into_bytes(),
-        )),
+        Err(_) => Text::from(String::from_utf8_lossy(raw).trim().to_owned()),
     }
 }
 
