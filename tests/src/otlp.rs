@@ -127,8 +127,11 @@ pub fn dump(spans: &[Span]) -> String {
 #[derive(Default)]
 struct Store {
     spans: Vec<Span>,
-    /// Request bodies as they arrived (gRPC: length-prefixed message frames; HTTP: the protobuf body).
+    /// Request bodies as they arrived (gRPC: length-prefixed message frames; HTTP: the protobuf
+    /// body, after gzip if it was compressed).
     raw: Vec<Vec<u8>>,
+    /// The headers (gRPC metadata) of each OTLP export request, names in lowercase.
+    headers: Vec<Vec<(String, String)>>,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -238,6 +241,13 @@ impl Receiver {
         lock(&self.store).raw.len()
     }
 
+    /// The headers (gRPC metadata) of every OTLP export request received so far, names in
+    /// lowercase, in arrival order.
+    #[must_use]
+    pub fn export_headers(&self) -> Vec<Vec<(String, String)>> {
+        lock(&self.store).headers.clone()
+    }
+
     /// Whether `needle` occurs in the raw bytes of any export request received so far.
     #[must_use]
     pub fn raw_contains(&self, needle: &[u8]) -> bool {
@@ -344,10 +354,26 @@ async fn grpc_request(
             return Ok(status.into_http());
         }
     };
-    lock(&store).raw.push(bytes.to_vec());
+    {
+        let mut store = lock(&store);
+        store.raw.push(bytes.to_vec());
+        store.headers.push(header_list(&parts.headers));
+    }
     trace_service
         .call(Request::from_parts(parts, Full::new(bytes)))
         .await
+}
+
+fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn spans_of_trace(store: &Shared, trace_id: &str) -> Vec<Span> {
@@ -402,17 +428,37 @@ async fn http_request(
             );
         }
     };
-    if req.headers().contains_key("content-encoding") {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compression not supported",
-        );
-    }
-    let bytes = match req.into_body().collect().await {
+    let headers = header_list(req.headers());
+    let gzip = match req.headers().get("content-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(_) => {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "only gzip compression is supported",
+            );
+        }
+    };
+    let mut bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
-    lock(&store).raw.push(bytes.to_vec());
+    if gzip {
+        let mut plain = Vec::new();
+        if let Err(e) =
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain)
+        {
+            return text(StatusCode::BAD_REQUEST, &format!("gzip: {e}"));
+        }
+        bytes = Bytes::from(plain);
+    }
+    {
+        let mut store = lock(&store);
+        store.raw.push(bytes.to_vec());
+        if !zipkin {
+            store.headers.push(headers);
+        }
+    }
     if zipkin {
         return match crate::zipkin::parse_spans(&bytes) {
             Ok(spans) => {

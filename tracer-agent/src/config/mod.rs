@@ -1,5 +1,5 @@
 //! Command line and environment. Flags ([`cli`]) win over the standard OpenTelemetry variables
-//! (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`, `OTEL_PROPAGATORS`, `OTEL_TRACES_SAMPLER*`,
+//! (`OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,PROTOCOL,HEADERS,COMPRESSION,TIMEOUT}`, `OTEL_TRACES_EXPORTER`, `OTEL_PROPAGATORS`, `OTEL_TRACES_SAMPLER*`,
 //! `OTEL_BSP_*`), which win over the defaults.
 
 mod cli;
@@ -51,6 +51,8 @@ pub enum ConfigError {
         "--write-mode {0} edits requests only of selected processes: select them with --pid, --exe, --port or the Kubernetes filters (the sk_msg program is never given every socket on the node)"
     )]
     WriteNeedsSelection(WriteMode),
+    #[error("{0}=`{1}` is not supported: use gzip or none")]
+    Compression(&'static str, String),
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +60,17 @@ pub struct OtlpConfig {
     /// For grpc the channel URL; for http/protobuf the full URL spans are posted to.
     pub endpoint: String,
     pub protocol: OtlpProtocol,
+    /// Sent with every request (gRPC metadata or HTTP headers), e.g. an API key.
+    pub headers: Vec<(String, String)>,
+    pub compression: OtlpCompression,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpCompression {
+    None,
+    Gzip,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -236,7 +249,15 @@ impl Config {
                     OtlpProtocol::Grpc => "grpc",
                     OtlpProtocol::HttpProtobuf => "http/protobuf",
                 };
-                format!("{proto} {}", o.endpoint)
+                // Header values are often credentials: only their names are shown.
+                let headers: Vec<&str> = o.headers.iter().map(|(k, _)| k.as_str()).collect();
+                format!(
+                    "{proto} {}, compression {:?}, timeout {:?}, headers [{}]",
+                    o.endpoint,
+                    o.compression,
+                    o.timeout,
+                    headers.join(",")
+                )
             },
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
@@ -354,7 +375,46 @@ fn resolve_otlp(
         }
         _ => url,
     };
-    Ok(Some(OtlpConfig { endpoint, protocol }))
+    // The signal-specific variables win over the generic ones.
+    let either = |generic: &'static str, traces: &'static str| {
+        var(traces, env)
+            .map(|v| (traces, v))
+            .or_else(|| var(generic, env).map(|v| (generic, v)))
+    };
+    let headers = either(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    )
+    .map(|(_, v)| crate::procs::resource::parse_key_values(&v))
+    .unwrap_or_default();
+    let compression = match either(
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    ) {
+        None => OtlpCompression::None,
+        Some((name, v)) => match v.trim() {
+            "gzip" => OtlpCompression::Gzip,
+            "none" => OtlpCompression::None,
+            _ => return Err(ConfigError::Compression(name, v)),
+        },
+    };
+    let timeout_ms = match either(
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ) {
+        None => 10_000,
+        Some((name, v)) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Number { name, value: v })?,
+    };
+    Ok(Some(OtlpConfig {
+        endpoint,
+        protocol,
+        headers,
+        compression,
+        timeout: Duration::from_millis(timeout_ms),
+    }))
 }
 
 #[cfg(test)]

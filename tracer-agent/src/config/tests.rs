@@ -70,6 +70,81 @@ fn otlp_from_environment() {
 }
 
 #[test]
+fn otlp_headers_compression_and_timeout_from_environment() {
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317");
+    let o = resolve(&[], &[endpoint]).unwrap().otlp.unwrap();
+    assert!(o.headers.is_empty());
+    assert_eq!(o.compression, OtlpCompression::None);
+    assert_eq!(o.timeout, Duration::from_secs(10));
+
+    let c = resolve(
+        &[],
+        &[
+            endpoint,
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=a%20b, x-tenant = t1 ,bad",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ],
+    )
+    .unwrap();
+    let o = c.otlp.as_ref().unwrap();
+    assert_eq!(
+        o.headers,
+        [
+            ("api-key".to_owned(), "a b".to_owned()),
+            ("x-tenant".to_owned(), "t1".to_owned())
+        ]
+    );
+    assert_eq!(o.compression, OtlpCompression::Gzip);
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    // Header values are often credentials: --check-config shows their names only.
+    let described = c.describe();
+    assert!(
+        described.contains("headers [api-key,x-tenant]"),
+        "{described}"
+    );
+    assert!(!described.contains("a b"), "{described}");
+
+    // The traces-specific variables win.
+    let o = resolve(
+        &[],
+        &[
+            endpoint,
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=generic"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "a=traces"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "3000"),
+        ],
+    )
+    .unwrap()
+    .otlp
+    .unwrap();
+    assert_eq!(o.headers, [("a".to_owned(), "traces".to_owned())]);
+    assert_eq!(o.compression, OtlpCompression::None);
+    assert_eq!(o.timeout, Duration::from_secs(3));
+
+    let err = resolve(
+        &[],
+        &[endpoint, ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION=`zstd` is not supported: use gzip or none"
+    );
+    let err = resolve(&[], &[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "OTEL_EXPORTER_OTLP_TIMEOUT=`10s` is not a number");
+}
+
+#[test]
 fn errors_are_explained() {
     assert!(matches!(
         resolve(&[], &[("OTEL_TRACES_EXPORTER", "otlp")]),

@@ -153,7 +153,7 @@ pub fn build_resource(
     let mut service_from_attrs = None;
     for (k, v) in attrs_env
         .as_deref()
-        .map(parse_resource_attributes)
+        .map(parse_key_values)
         .unwrap_or_default()
     {
         if k == "service.name" {
@@ -202,9 +202,10 @@ pub fn build_resource(
 }
 
 /// `key1=value1,key2=value2` with percent-encoded values (W3C baggage octets), as the
-/// OpenTelemetry SDK environment specification defines it. Malformed pairs are skipped.
+/// OpenTelemetry SDK environment specification defines it for `OTEL_RESOURCE_ATTRIBUTES` and
+/// `OTEL_EXPORTER_OTLP_HEADERS`. Malformed pairs are skipped.
 #[must_use]
-pub fn parse_resource_attributes(s: &str) -> Vec<(String, String)> {
+pub fn parse_key_values(s: &str) -> Vec<(String, String)> {
     s.split(',')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
@@ -294,7 +295,7 @@ mod tests {
     #[test]
     fn malformed_resource_attributes_are_skipped() {
         assert_eq!(
-            parse_resource_attributes("a=1,,=x,novalue,b=%zz,c=%41"),
+            parse_key_values("a=1,,=x,novalue,b=%zz,c=%41"),
             vec![
                 ("a".into(), "1".into()),
                 ("b".into(), "%zz".into()),
