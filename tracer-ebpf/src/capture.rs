@@ -26,8 +26,8 @@ use crate::{
     args::{self, SyscallArgs},
     count,
     event::{
-        SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITEV, Scratch, bounded, output_conn_event,
-        output_scratch,
+        SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITE, SYS_WRITEV, Scratch, bounded,
+        output_conn_event, output_scratch,
     },
     is_traced,
     write::{head, inbound},
@@ -63,8 +63,15 @@ pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
             syscall,
             buf,
             count: count_arg,
-            // SAFETY: helper without preconditions.
-            enter_ns: unsafe { bpf_ktime_get_ns() },
+            // Only a write's start is used (a read's data arrived when it returned): reads, and
+            // Go's many reads that end in EAGAIN, skip the clock. `syscall` is a constant of the
+            // calling probe, so the test is compiled away.
+            enter_ns: if syscall >= SYS_WRITE && syscall <= SYS_SENDMSG {
+                // SAFETY: helper without preconditions.
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
             has_tuple: 0,
             pad: 0,
             tuple: SockTuple::default(),

@@ -84,6 +84,7 @@ pub struct DataEvent {
     pub tid: u32,
     pub fd: u32,
     pub flags: u32,
+    /// When a write began (`bpf_ktime_get_ns`); 0 for reads, whose data arrived at `exit_ns`.
     pub enter_ns: u64,
     pub exit_ns: u64,
     /// Bytes the syscall moved (its return value).
