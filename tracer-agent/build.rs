@@ -40,7 +40,11 @@ fn main() -> anyhow::Result<()> {
         .filter(|f| !f.is_empty())
         .map(str::to_owned)
         .collect();
-    let suffix: String = extra.iter().map(|f| format!("-{f}")).collect();
+    let suffix = extra.iter().fold(String::new(), |mut s, f| {
+        s.push('-');
+        s.push_str(f);
+        s
+    });
     // Two objects: read-only (no socket hash, which needs CAP_NET_ADMIN) and with the write side.
     for (dir, features, name) in [
         ("bpf", "", "tracer.bpf.o"),
