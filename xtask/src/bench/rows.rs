@@ -266,3 +266,80 @@ pub fn scale(s: Stat, k: f64) -> Stat {
         max: s.max * k,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{ProgRun, Scale, load::LoadResult, procs::Target};
+
+    fn run(arm: Arm, stats: bool, requests: u64, bpf_ns: u64) -> Run {
+        Run {
+            scenario: 0,
+            round: 1,
+            arm,
+            stats,
+            load: LoadResult {
+                tool: "wrk",
+                requests,
+                errors: 0,
+                unsent: 0,
+                first_error: None,
+                secs: 1.0,
+                latencies: Vec::new(),
+                lag_p99: None,
+            },
+            syscall_wall_ns: 0.0,
+            agent: (arm != Arm::Without).then(|| AgentFigures {
+                millicores: 100.0,
+                peak_rss_kib: 1024,
+                rss_kib: 1024,
+                progs: vec![ProgRun {
+                    name: "p".into(),
+                    insns: 1,
+                    ns: bpf_ns,
+                    runs: requests,
+                }],
+                syscall_bpf_ns: 0.0,
+                stats_ns: 0.0,
+                prog_fds: 25,
+                server_spans: if arm == Arm::Agent { requests } else { 0 },
+                spans_built: 0,
+                kernel_drops: 0,
+                user_drops: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn ratios_come_from_statistics_off_runs_and_ebpf_time_from_the_passes() {
+        let runs = vec![
+            run(Arm::Without, false, 1000, 0),
+            run(Arm::Floor, false, 990, 0),
+            run(Arm::Agent, false, 800, 0),
+            // The passes' throughput must not count; only their eBPF time.
+            run(Arm::Floor, true, 500, 50_000),
+            run(Arm::Agent, true, 400, 400_000),
+        ];
+        let sc = Scenario {
+            target: Target::Go,
+            close: false,
+            rate: None,
+            scale: Scale::Plain,
+        };
+        let rounds = rounds(&runs, 0);
+        assert_eq!(rounds.len(), 1);
+        let r = row(
+            sc,
+            &rounds,
+            &stats_passes(&runs, 0, Arm::Agent),
+            &stats_passes(&runs, 0, Arm::Floor),
+        );
+        let near = |s: Option<Stat>, v: f64| (s.expect("measured").med - v).abs() < 1e-9;
+        assert!(near(r.ratio, 0.8));
+        assert!(near(r.floor_ratio, 0.99));
+        assert!(near(r.bpf_per_req, 1000.0));
+        assert!(near(r.floor_bpf_per_req, 100.0));
+        assert!((r.floor_multiple().expect("both measured") - 10.0).abs() < 1e-9);
+        assert_eq!(r.span_mismatches, 0);
+    }
+}
