@@ -26,20 +26,41 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     println!("cargo:rerun-if-env-changed=TRACER_EBPF_TOOLCHAIN");
+    println!("cargo:rerun-if-env-changed=TRACER_EBPF_FEATURES");
 
     let toolchain = toolchain();
     let arch = bpf_target_arch(&env::var("CARGO_CFG_TARGET_ARCH")?)?;
+    // Extra features of tracer-ebpf for both objects, comma-separated: `floor` is the bench's
+    // build whose programs return at once (`cargo xtask bench`). They get eBPF target
+    // directories of their own, so switching never rebuilds the real objects.
+    let extra: Vec<String> = env::var("TRACER_EBPF_FEATURES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let suffix = extra.iter().fold(String::new(), |mut s, f| {
+        s.push('-');
+        s.push_str(f);
+        s
+    });
     // Two objects: read-only (no socket hash, which needs CAP_NET_ADMIN) and with the write side.
     for (dir, features, name) in [
         ("bpf", "", "tracer.bpf.o"),
         ("bpf-write", "write-side", "tracer-write.bpf.o"),
     ] {
+        let features = std::iter::once(features)
+            .chain(extra.iter().map(String::as_str))
+            .filter(|f| !f.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
         let object = EbpfBuild {
             root,
             toolchain: &toolchain,
             arch,
-            features,
-            target_dir: &root.join("target").join(format!("{dir}-{arch}")),
+            features: &features,
+            target_dir: &root.join("target").join(format!("{dir}{suffix}-{arch}")),
         }
         .run()?;
         let out = PathBuf::from(env::var("OUT_DIR")?).join(name);

@@ -17,6 +17,26 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
+/// The first line of every program: with the `floor` feature (the bench's "floor" arm, see
+/// `cargo xtask bench`) the program returns `$verdict` at once, so only the cost of the hooks
+/// themselves remains. The test reads a load-time global rather than being a constant: the
+/// compiler then keeps every program body, map and global as in the real object (the agent
+/// loads and configures the floor object exactly like the real one), and the verifier, which
+/// knows the value of the read-only global, removes the rest of the program at load time.
+/// Without the feature it expands to nothing.
+#[cfg(feature = "floor")]
+macro_rules! floor {
+    ($verdict:expr) => {
+        if crate::FLOOR.load() != 0 {
+            return $verdict;
+        }
+    };
+}
+#[cfg(not(feature = "floor"))]
+macro_rules! floor {
+    ($verdict:expr) => {};
+}
+
 mod args;
 mod capture;
 mod event;
@@ -91,6 +111,11 @@ static INJECT_FORMAT: Global<u32> = Global::new(0);
 /// 63 bits of the trace id are below this bound (the agent's ratio sampler, same rule).
 #[unsafe(no_mangle)]
 static SAMPLE_BOUND: Global<u64> = Global::new(u64::MAX);
+
+/// 1 in the floor build: every program returns at its first line ([`floor!`]).
+#[cfg(feature = "floor")]
+#[unsafe(no_mangle)]
+static FLOOR: Global<u32> = Global::new(1);
 
 /// Records for the agent: `DataEvent` + payload, `ConnEvent`, `CloseEvent`, `WriteEvent`.
 /// The agent resizes it at load time (`--ring-buffer-size`).

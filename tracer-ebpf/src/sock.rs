@@ -20,18 +20,21 @@ use crate::{SOCK_OFF, args};
 
 #[fentry(function = "tcp_sendmsg")]
 pub fn fentry_tcp_sendmsg(ctx: FEntryContext) -> u32 {
+    floor!(0);
     record(ctx.arg::<u64>(0));
     0
 }
 
 #[fentry(function = "tcp_recvmsg")]
 pub fn fentry_tcp_recvmsg(ctx: FEntryContext) -> u32 {
+    floor!(0);
     record(ctx.arg::<u64>(0));
     0
 }
 
 #[kprobe]
 pub fn kprobe_tcp_sendmsg(ctx: ProbeContext) -> u32 {
+    floor!(0);
     if let Some(sk) = ctx.arg::<u64>(0) {
         record(sk);
     }
@@ -40,6 +43,7 @@ pub fn kprobe_tcp_sendmsg(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
+    floor!(0);
     if let Some(sk) = ctx.arg::<u64>(0) {
         record(sk);
     }
@@ -48,12 +52,14 @@ pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn tp_btf_sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    floor!(0);
     record(ctx.arg::<u64>(0));
     0
 }
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn tp_btf_sock_recv_length(ctx: BtfTracePointContext) -> u32 {
+    floor!(0);
     record(ctx.arg::<u64>(0));
     0
 }

@@ -41,12 +41,14 @@ macro_rules! data_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            floor!(0);
             on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
             0
         }
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            floor!(0);
             let _ = on_exit_data(&ctx, ret(&ctx), $dir, $sys);
             0
         }
@@ -76,12 +78,14 @@ macro_rules! conn_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $accepted:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            floor!(0);
             on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
             0
         }
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            floor!(0);
             let _ = on_exit_conn(ret(&ctx), $accepted);
             0
         }
@@ -94,6 +98,7 @@ conn_syscall!(sys_enter_connect, sys_exit_connect, SYS_CONNECT, false);
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    floor!(0);
     let _ = on_close(arg(&ctx, 0));
     0
 }

@@ -12,6 +12,7 @@ use crate::{TCP_TP, args};
 
 #[tracepoint]
 pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
+    floor!(0);
     args::record_tuple(|| read_tuple(&ctx).ok());
     0
 }

@@ -42,6 +42,7 @@ fn injecting() -> Option<u32> {
 
 #[uprobe]
 pub fn go_serve_http(ctx: ProbeContext) -> u32 {
+    floor!(0);
     let Some(tid) = injecting() else { return 0 };
     let g = go_abi::goroutine(regs(&ctx));
     // The context the read path left for this thread is this request's, once: a second request
@@ -61,6 +62,7 @@ pub fn go_serve_http(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_newproc1(ctx: ProbeContext) -> u32 {
+    floor!(0);
     let Some(tid) = injecting() else { return 0 };
     // newproc1(fn, callergp, ...): the creating goroutine.
     let parent = go_abi::arg(regs(&ctx), 1);
@@ -70,6 +72,7 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_runqput(ctx: ProbeContext) -> u32 {
+    floor!(0);
     let Some(tid) = injecting() else { return 0 };
     // SAFETY: copied out at once.
     let Some(parent) = (unsafe { PENDING_G.get(&tid) }).copied() else {
@@ -85,6 +88,7 @@ pub fn go_runqput(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_round_trip(ctx: ProbeContext) -> u32 {
+    floor!(0);
     if injecting().is_none() {
         return 0;
     }
@@ -107,6 +111,7 @@ pub fn go_round_trip(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_request_write(ctx: ProbeContext) -> u32 {
+    floor!(0);
     let Some(tid) = injecting() else { return 0 };
     // (*Request).write(r, w, ...)
     let req = go_abi::arg(regs(&ctx), 0);

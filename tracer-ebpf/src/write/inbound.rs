@@ -87,6 +87,7 @@ fn server_request(id: u64, slot: u32, buf: *const u8, len: u64, ev: &mut DataEve
 /// with a request head in the per-CPU scratch buffer: adds the SERVER span id and sends it.
 #[tracepoint]
 pub fn tracer_server_ctx(_ctx: TracePointContext) -> u32 {
+    floor!(0);
     let id = bpf_get_current_pid_tgid();
     // The caller's buffer: the one read-side buffer of this CPU that this thread owns (a run
     // releases its buffer when it sends, so no other one keeps this thread's tag).

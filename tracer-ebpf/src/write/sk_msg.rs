@@ -42,6 +42,7 @@ use crate::{EVENTS, HEADS, MSG_PROGS, THREAD_CTX, TRACE_CTX, count};
 /// Stage 1: copies the start of a send of a rewrite/inject process into the per-CPU work area.
 #[sk_msg]
 pub fn tracer_sk_msg(ctx: SkMsgContext) -> u32 {
+    floor!(SK_PASS);
     if copy_msg(&ctx).is_some() {
         next_stage(&ctx, MSG_PLAN);
     }
@@ -51,6 +52,7 @@ pub fn tracer_sk_msg(ctx: SkMsgContext) -> u32 {
 /// Stage 2: scans the copied head and decides the edit.
 #[sk_msg]
 pub fn tracer_sk_msg_plan(ctx: SkMsgContext) -> u32 {
+    floor!(SK_PASS);
     if plan_msg().is_some() {
         next_stage(&ctx, MSG_APPLY);
     }
@@ -60,6 +62,7 @@ pub fn tracer_sk_msg_plan(ctx: SkMsgContext) -> u32 {
 /// Stage 3: edits the message as planned and reports what it did.
 #[sk_msg]
 pub fn tracer_sk_msg_apply(ctx: SkMsgContext) -> u32 {
+    floor!(SK_PASS);
     // Off (the default), the verifier resolves the log test at load time and drops the branch.
     if apply_msg(&ctx) == Some(false) && level_enabled(Level::Info) {
         // SAFETY: `ctx` is this sk_msg program's context; `MSG_PROGS` holds sk_msg programs.
@@ -72,6 +75,7 @@ pub fn tracer_sk_msg_apply(ctx: SkMsgContext) -> u32 {
 /// with a stack of its own: in stage 3, whose stack is nearly full, the log record did not fit.
 #[sk_msg]
 pub fn tracer_sk_msg_log(ctx: SkMsgContext) -> u32 {
+    floor!(SK_PASS);
     let id = bpf_get_current_pid_tgid();
     if let Some(hb) = owned_heads(id) {
         info!(

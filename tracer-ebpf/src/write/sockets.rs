@@ -20,12 +20,14 @@ use crate::PENDING_SOCKS;
 
 #[cgroup_sock_addr(connect4)]
 pub fn tracer_connect4(ctx: SockAddrContext) -> i32 {
+    floor!(1);
     mark_socket(&ctx);
     1
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn tracer_connect6(ctx: SockAddrContext) -> i32 {
+    floor!(1);
     mark_socket(&ctx);
     1
 }
@@ -44,6 +46,7 @@ fn mark_socket(ctx: &SockAddrContext) {
 #[cfg(feature = "write-side")]
 #[aya_ebpf::macros::sock_ops]
 pub fn tracer_sockops(ctx: aya_ebpf::programs::SockOpsContext) -> u32 {
+    floor!(1);
     use tracer_common::counter;
 
     use crate::{SOCKS, count};

@@ -2,7 +2,8 @@
 //! from its /metrics, and the kernel's run-time statistics of its eBPF programs.
 //!
 //! The programs' statistics come from `/proc/<agent>/fdinfo` of its `bpf-prog` descriptors
-//! (`run_time_ns`, `run_cnt`; non-zero only while `kernel.bpf_stats_enabled` is 1), and their
+//! (`run_time_ns`, `run_cnt`; counted only while `kernel.bpf_stats_enabled` is 1, which the
+//! bench turns on for its statistics passes only), and their
 //! names from /proc/kallsyms (`bpf_prog_<tag>_<name>`), so no bpftool and no bpf(2) calls.
 
 use std::{
@@ -26,11 +27,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent tracing `pid` only, exporting to `endpoint` over OTLP http/protobuf with
-    /// the default batching, and waits for `agent ready`.
+    /// Starts the agent (or the floor agent: `bin`) tracing `pids` only, exporting to
+    /// `endpoint` over OTLP http/protobuf with the default batching, and waits for `agent ready`.
     pub fn start(
         bin: &Path,
-        pid: u32,
+        pids: &[u32],
         endpoint: &str,
         log: &Path,
         extra: &[String],
@@ -47,7 +48,13 @@ impl Agent {
         }
         cmd.env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
-            .args(["--pid", &pid.to_string()])
+            .arg("--pid")
+            .arg(
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .args([
                 "--otlp-endpoint",
                 endpoint,
@@ -257,12 +264,19 @@ pub fn prog_names() -> Result<HashMap<String, String>> {
             entry.push_str(name);
         }
     }
+    // Sorted: kallsyms lists them in load order, which changes from one agent to the next, and
+    // the report matches programs of different runs by name.
+    for joined in names.values_mut() {
+        let mut parts: Vec<&str> = joined.split('/').collect();
+        parts.sort_unstable();
+        *joined = parts.join("/");
+    }
     Ok(names)
 }
 
-/// Sets `kernel.bpf_stats_enabled` to 1 while alive and restores the previous value on drop
-/// (also after a failure or Ctrl-C). The statistics cost two clock reads per program run,
-/// charged to the "with agent" runs only.
+/// Sets `kernel.bpf_stats_enabled` to 0 while alive and restores the previous value on drop
+/// (also after a failure or Ctrl-C). The statistics cost two clock reads per program run, so
+/// they stay off except in the statistics passes ([`StatsOn`]).
 pub struct BpfStats {
     previous: String,
 }
@@ -270,12 +284,12 @@ pub struct BpfStats {
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    pub fn enable() -> Result<Self> {
+    pub fn off() -> Result<Self> {
         let previous = fs::read_to_string(BPF_STATS)
             .with_context(|| format!("cannot read {BPF_STATS}"))?
             .trim()
             .to_owned();
-        set_bpf_stats(true)?;
+        set_bpf_stats(false)?;
         Ok(Self { previous })
     }
 }
@@ -293,6 +307,24 @@ impl Drop for BpfStats {
                 "warning: could not restore {BPF_STATS} to {}: {e}",
                 self.previous
             );
+        }
+    }
+}
+
+/// The statistics on for one statistics pass, off again on drop.
+pub struct StatsOn(());
+
+impl StatsOn {
+    pub fn new() -> Result<Self> {
+        set_bpf_stats(true)?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        if let Err(e) = set_bpf_stats(false) {
+            eprintln!("warning: could not turn {BPF_STATS} off: {e}");
         }
     }
 }

@@ -2,13 +2,23 @@
 //!
 //! Two "hello" services (Go net/http, Python http.server) take load with keep-alive and with a
 //! new connection per request, at saturation (`wrk`) and at 1k and 5k requests/s (the open-loop
-//! generator in [`load`]). Every scenario runs without the agent, then with it, round after
-//! round (A B A B ...), so drift of the machine hits both sides alike; the figures are medians
-//! with min-max over rounds, each "with" figure paired with the "without" run of its round.
+//! generator in [`load`]); two scaling scenarios repeat Go keep-alive at saturation with 10,000
+//! more connections held open and idle, and with the agent tracing 50 processes ([`Scale`]).
 //!
-//! With the agent, each run starts a fresh agent tracing the service's pid and exporting over
-//! OTLP to the counting receiver in [`receiver`]; the bench reads its CPU time and peak RSS from
-//! /proc, its drops from /metrics and its eBPF programs' run time from the kernel's statistics
+//! Three arms per scenario, round after round (A F B A F B ...), so drift of the machine hits
+//! them alike: without the agent (A), the floor agent (F: the same binary built with the
+//! eBPF feature `floor`, attached to the same points, whose programs return at once: what the
+//! hooks alone cost) and the agent (B). These runs keep `kernel.bpf_stats_enabled` off: the
+//! statistics add two clock reads per program run, which must not count as the agent's cost.
+//! Throughput, latency, agent CPU, RSS and spans come from them; the figures are medians with
+//! min-max over rounds, each F and B figure paired with the A run of its round. The eBPF time
+//! per request comes from separate passes with the statistics on, one per scenario for each of
+//! F and B, in the last round.
+//!
+//! With an agent, each run starts a fresh one tracing the service's pid (and the idle copies'
+//! in the 50-process scenario) and exporting over OTLP to the counting receiver in
+//! [`receiver`]; the bench reads its CPU time and peak RSS from /proc, its drops from /metrics
+//! and its eBPF programs (their count, and in a stats pass their run time) from their fdinfo
 //! ([`agent`]), then stops it (it flushes) and compares the SERVER spans received with the
 //! requests the load completed. [`report`] writes target/bench/results.md, latency.svg and
 //! runs.tsv, prints the tables and which budgets of the README are met. A missed budget does not
@@ -16,6 +26,7 @@
 
 mod agent;
 mod budgets;
+mod idle;
 mod load;
 mod plot;
 mod procs;
@@ -43,10 +54,12 @@ use run::Bench;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Smoke run: one round of 2-second runs (about 2 minutes) instead of 3 rounds of 5 s.
+    /// Smoke run: one round of 2-second runs (about 6 minutes once built) instead of 3 rounds of
+    /// 5 s (about 20 minutes).
     #[arg(long)]
     quick: bool,
-    /// Rounds over all scenarios (each scenario once without and once with the agent per round).
+    /// Rounds over all scenarios (each scenario once without the agent, once with the floor
+    /// agent and once with the agent per round; the eBPF statistics passes run in the last).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: Option<u32>,
     /// Seconds of load per run.
@@ -70,6 +83,42 @@ pub struct Scenario {
     pub close: bool,
     /// Fixed requests per second; `None` is saturation.
     pub rate: Option<u32>,
+    pub scale: Scale,
+}
+
+/// What surrounds the load: the plain case, or one of the scaling scenarios.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scale {
+    /// The load's own connections (wrk: 16) and one traced process.
+    Plain,
+    /// [`IDLE_CONNS`] more connections to the same service, held open and idle during the run.
+    IdleConns,
+    /// The agent traces [`TRACED_PROCS`] processes: the service and idle copies of it.
+    Procs,
+}
+
+/// Extra connections of [`Scale::IdleConns`].
+pub const IDLE_CONNS: usize = 10_000;
+/// Traced processes of [`Scale::Procs`], the loaded service included.
+pub const TRACED_PROCS: usize = 50;
+
+impl Scale {
+    /// The words `--only` matches (`10k-conns`, `50-procs`).
+    fn word(self) -> &'static str {
+        match self {
+            Scale::Plain => "",
+            Scale::IdleConns => "10k-conns",
+            Scale::Procs => "50-procs",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Scale::Plain => "16 connections, 1 traced process",
+            Scale::IdleConns => "+10,000 idle connections (10k-conns)",
+            Scale::Procs => "50 traced processes (50-procs)",
+        }
+    }
 }
 
 impl Scenario {
@@ -82,18 +131,36 @@ impl Scenario {
                         target,
                         close,
                         rate,
+                        scale: Scale::Plain,
                     });
+                    // Scaling: does the cost grow with open connections or traced processes?
+                    // Go keep-alive at saturation, next to its plain case.
+                    if target == Target::Go && !close && rate.is_none() {
+                        for scale in [Scale::IdleConns, Scale::Procs] {
+                            all.push(Scenario {
+                                target,
+                                close,
+                                rate,
+                                scale,
+                            });
+                        }
+                    }
                 }
             }
         }
         all
     }
 
-    pub fn conn_label(&self) -> &'static str {
-        if self.close {
+    pub fn conn_label(&self) -> String {
+        let base = if self.close {
             "new conn/request"
         } else {
             "keep-alive"
+        };
+        match self.scale {
+            Scale::Plain => base.to_owned(),
+            Scale::IdleConns => format!("{base}, +10k idle conns"),
+            Scale::Procs => format!("{base}, 50 traced procs"),
         }
     }
 
@@ -104,13 +171,53 @@ impl Scenario {
         }
     }
 
+    /// Service, connections and load, without the scale.
+    pub fn base_label(&self) -> String {
+        let base = if self.close {
+            "new conn/request"
+        } else {
+            "keep-alive"
+        };
+        format!("{}, {base}, {}", self.target.label(), self.load_label())
+    }
+
     pub fn label(&self) -> String {
-        format!(
-            "{}, {}, {}",
-            self.target.label(),
-            self.conn_label(),
-            self.load_label()
-        )
+        let mut label = self.base_label();
+        if self.scale != Scale::Plain {
+            label.push_str(", ");
+            label.push_str(self.scale.word());
+        }
+        label
+    }
+}
+
+/// Which agent runs, if any.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Arm {
+    /// No agent (A).
+    Without,
+    /// The floor agent (F): same attach points, programs that return at once.
+    Floor,
+    /// The agent (B).
+    Agent,
+}
+
+impl Arm {
+    pub fn label(self) -> &'static str {
+        match self {
+            Arm::Without => "without agent",
+            Arm::Floor => "floor agent",
+            Arm::Agent => "with agent",
+        }
+    }
+
+    /// Short name for runs.tsv.
+    pub fn short(self) -> &'static str {
+        match self {
+            Arm::Without => "without",
+            Arm::Floor => "floor",
+            Arm::Agent => "agent",
+        }
     }
 }
 
@@ -126,6 +233,8 @@ pub struct AgentFigures {
     pub syscall_bpf_ns: f64,
     /// What `kernel.bpf_stats_enabled` itself adds to an unrelated syscall (ns of wall time).
     pub stats_ns: f64,
+    /// eBPF program descriptors the agent held (every program it loaded).
+    pub prog_fds: usize,
     pub server_spans: u64,
     pub spans_built: u64,
     pub kernel_drops: u64,
@@ -150,10 +259,15 @@ pub struct ProgRun {
 pub struct Run {
     pub scenario: usize,
     pub round: u32,
+    pub arm: Arm,
+    /// A statistics pass: `kernel.bpf_stats_enabled` was on during the load; only its eBPF
+    /// figures are reported (its throughput, latency and CPU include the statistics' cost).
+    pub stats: bool,
     pub load: LoadResult,
-    /// Wall time of one unrelated syscall of the micro-load (ns), with or without the agent (and
-    /// with the eBPF statistics off).
+    /// Wall time of one unrelated syscall of the micro-load (ns), in this run's arm, with the
+    /// eBPF statistics off.
     pub syscall_wall_ns: f64,
+    /// `None` without the agent.
     pub agent: Option<AgentFigures>,
 }
 
@@ -185,8 +299,12 @@ pub fn bench(opts: &Options) -> Result<()> {
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 3 });
     let secs = opts.duration.unwrap_or(if opts.quick { 2 } else { 5 });
     setup::setup()?;
+    if scenarios.iter().any(|sc| sc.scale == Scale::IdleConns) {
+        idle::raise_nofile(IDLE_CONNS + 1024)?;
+    }
     let out = util::target_dir().join("bench");
-    let agent_bin = build_agent(&out)?;
+    let agent_bin = build_agent(&out, false)?;
+    let floor_bin = build_agent(&out, true)?;
     let logs = out.join("logs");
     // Fresh logs per invocation: they are appended to by every run.
     let _ = fs::remove_dir_all(&logs);
@@ -196,9 +314,11 @@ pub fn bench(opts: &Options) -> Result<()> {
         .with_context(|| format!("cannot write {}", script.display()))?;
     procs::catch_ctrl_c();
     let busy_before = quiet_machine()?;
-    let _stats = agent::BpfStats::enable()?;
+    // Off for every run but the statistics passes, restored at the end (also after a failure).
+    let _stats = agent::BpfStats::off()?;
     let mut bench = Bench {
         agent_bin,
+        floor_bin,
         receiver: receiver::Receiver::start()?,
         script,
         logs,
@@ -208,40 +328,14 @@ pub fn bench(opts: &Options) -> Result<()> {
     };
     let mut services = bench.start_services(&scenarios)?;
 
-    let total = scenarios.len() * 2 * rounds as usize;
+    let per_scenario = 3 * rounds as usize + 2;
+    let total = scenarios.len() * per_scenario;
     println!(
-        "[bench] {total} runs of {secs} s: {} scenarios x without/with the agent x {rounds} round(s)",
+        "[bench] {total} runs of {secs} s: {} scenarios x (without / floor / with the agent x \
+         {rounds} round(s) + one eBPF statistics pass each for the floor and the agent)",
         scenarios.len()
     );
-    let mut runs = Vec::new();
-    for round in 1..=rounds {
-        for (index, sc) in scenarios.iter().enumerate() {
-            let svc = services
-                .iter_mut()
-                .find(|s| s.target == sc.target)
-                .context("every target's service was started")?;
-            for with_agent in [false, true] {
-                procs::check_interrupt()?;
-                let name = format!(
-                    "round {round}/{rounds} {}, {} agent",
-                    sc.label(),
-                    if with_agent { "with" } else { "without" }
-                );
-                let mut result = None;
-                Step::start("bench", name).run(|_| {
-                    let run = bench.run(sc, svc, with_agent)?;
-                    let summary = report::run_summary(sc, &run);
-                    result = Some(Run {
-                        scenario: index,
-                        round,
-                        ..run
-                    });
-                    Ok(Outcome::Info(summary))
-                })?;
-                runs.extend(result);
-            }
-        }
-    }
+    let runs = run_all(&mut bench, &scenarios, &mut services, rounds)?;
     drop(services);
     bench.receiver.check()?;
     let strays = bench.receiver.other_spans();
@@ -264,6 +358,63 @@ pub fn bench(opts: &Options) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Every run: per round, each scenario without the agent, with the floor agent and with the
+/// agent (statistics off), and in the last round the two statistics passes.
+fn run_all(
+    bench: &mut Bench,
+    scenarios: &[Scenario],
+    services: &mut [run::Service],
+    rounds: u32,
+) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for round in 1..=rounds {
+        for (index, sc) in scenarios.iter().enumerate() {
+            let svc = services
+                .iter_mut()
+                .find(|s| s.target == sc.target)
+                .context("every target's service was started")?;
+            // The 49 idle copies traced along with the service in the 50-process scenario,
+            // only while it runs.
+            let copies = match sc.scale {
+                Scale::Procs => bench.start_copies(sc.target, TRACED_PROCS - 1)?,
+                _ => Vec::new(),
+            };
+            let copy_pids: Vec<u32> = copies.iter().map(procs::Proc::pid).collect();
+            let mut passes = vec![
+                (Arm::Without, false),
+                (Arm::Floor, false),
+                (Arm::Agent, false),
+            ];
+            if round == rounds {
+                passes.extend([(Arm::Floor, true), (Arm::Agent, true)]);
+            }
+            for (arm, stats) in passes {
+                procs::check_interrupt()?;
+                let name = format!(
+                    "round {round}/{rounds} {}, {}{}",
+                    sc.label(),
+                    arm.label(),
+                    if stats { ", eBPF statistics pass" } else { "" }
+                );
+                let mut result = None;
+                Step::start("bench", name).run(|_| {
+                    let run = bench.run(sc, svc, arm, stats, &copy_pids)?;
+                    let summary = report::run_summary(sc, &run);
+                    result = Some(Run {
+                        scenario: index,
+                        round,
+                        ..run
+                    });
+                    Ok(Outcome::Info(summary))
+                })?;
+                runs.extend(result);
+            }
+            drop(copies);
+        }
+    }
+    Ok(runs)
 }
 
 /// Measures how busy the machine is without us; warns when other work (a build, a VM, another
@@ -289,19 +440,42 @@ fn quiet_machine() -> Result<f64> {
 /// `cargo build --release --locked -p tracer-agent` (only the agent, which is what is measured),
 /// then a copy under target/bench/: every run of this invocation uses the same binary even if a
 /// build replaces target/release/tracer-agent meanwhile.
-fn build_agent(out: &Path) -> Result<PathBuf> {
-    let bin = util::target_dir().join("release/tracer-agent");
-    let copy = out.join("tracer-agent");
-    Step::start("bench", "cargo build --release --locked -p tracer-agent").run(|s| {
+///
+/// With `floor`, the same build with `TRACER_EBPF_FEATURES=floor` (tracer-agent/build.rs: the
+/// kernel programs return at their first line) in a target directory of its own,
+/// target/bench/floor-target, so it never replaces the real binary; run as
+/// target/bench/tracer-agent-floor. The first floor build compiles the agent's dependencies once
+/// more (a few minutes on 2 cores); later ones only what changed.
+fn build_agent(out: &Path, floor: bool) -> Result<PathBuf> {
+    let (target, copy) = if floor {
+        (out.join("floor-target"), out.join("tracer-agent-floor"))
+    } else {
+        (util::target_dir(), out.join("tracer-agent"))
+    };
+    let bin = target.join("release/tracer-agent");
+    let what = if floor {
+        "TRACER_EBPF_FEATURES=floor cargo build --release --locked -p tracer-agent (the floor agent)"
+    } else {
+        "cargo build --release --locked -p tracer-agent"
+    };
+    Step::start("bench", what).run(|s| {
         s.break_line();
-        util::run(util::cargo().current_dir(util::workspace_root()).args([
+        let mut cmd = util::cargo();
+        cmd.current_dir(util::workspace_root()).args([
             "build",
             "--release",
             "--locked",
             "-p",
             "tracer-agent",
-        ]))
-        .context("the release build failed: the compiler errors are above")?;
+        ]);
+        if floor {
+            cmd.env("TRACER_EBPF_FEATURES", "floor")
+                .env("CARGO_TARGET_DIR", &target);
+        } else {
+            // A floor build in the caller's shell must not leak into the real agent.
+            cmd.env_remove("TRACER_EBPF_FEATURES");
+        }
+        util::run(&mut cmd).context("the release build failed: the compiler errors are above")?;
         fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         fs::copy(&bin, &copy)
             .with_context(|| format!("cannot copy {} to {}", bin.display(), copy.display()))?;

@@ -1,4 +1,5 @@
-//! One run: the service under load without or with a fresh agent, and what the agent cost.
+//! One run: the service under load without an agent, with a fresh floor agent or with a fresh
+//! agent, and what the agent cost; in a statistics pass, also its programs' run time.
 
 use std::{
     collections::HashMap,
@@ -10,8 +11,9 @@ use std::{
 use anyhow::{Result, bail};
 
 use super::{
-    AgentFigures, ProgRun, Run, Scenario,
+    AgentFigures, Arm, IDLE_CONNS, ProgRun, Run, Scale, Scenario,
     agent::{self, Agent, f64_of},
+    idle::IdleConns,
     load::{self, LoadResult, Spec},
     procs::{self, Proc, Target},
     receiver,
@@ -27,6 +29,8 @@ const BACKGROUND: Duration = Duration::from_millis(500);
 /// Everything a run needs that lives for the whole bench.
 pub struct Bench {
     pub agent_bin: PathBuf,
+    /// The floor build of the agent (programs that return at once).
+    pub floor_bin: PathBuf,
     pub receiver: receiver::Receiver,
     pub script: PathBuf,
     pub logs: PathBuf,
@@ -90,7 +94,35 @@ impl Bench {
         Ok(services)
     }
 
-    pub fn run(&mut self, sc: &Scenario, svc: &mut Service, with_agent: bool) -> Result<Run> {
+    /// Starts `n` idle copies of `target`'s service (the 50-procs scenario), each on its own
+    /// port, logging to services.log; stopped on drop.
+    pub fn start_copies(&self, target: Target, n: usize) -> Result<Vec<Proc>> {
+        let mut copies = Vec::with_capacity(n);
+        Step::start(
+            "bench",
+            format!("start {n} idle copies of {}", target.label()),
+        )
+        .run(|_| {
+            for _ in 0..n {
+                procs::check_interrupt()?;
+                copies.push(target.start(procs::free_port()?, &self.logs.join("services.log"))?);
+            }
+            Ok(Outcome::Done)
+        })?;
+        Ok(copies)
+    }
+
+    /// One run of `sc` in `arm`. With `stats`, `kernel.bpf_stats_enabled` is on from just before
+    /// the agent's idle sample to the end of the load's accounting, and the programs' run time
+    /// is what the run is for; otherwise it stays off.
+    pub fn run(
+        &mut self,
+        sc: &Scenario,
+        svc: &mut Service,
+        arm: Arm,
+        stats: bool,
+        copies: &[u32],
+    ) -> Result<Run> {
         svc.proc.check_running()?;
         let spec = Spec {
             port: svc.port,
@@ -99,17 +131,23 @@ impl Bench {
             secs: self.secs,
             tag: procs::random_u32()?,
         };
-        let mut agent = None;
+        let agent = self.start_agent(arm, svc.proc.pid(), copies)?;
+        // After the agent is ready, so it sees them accepted; closed when the run ends.
+        let idle = match sc.scale {
+            Scale::IdleConns => Some(IdleConns::open(svc.port, IDLE_CONNS)?),
+            _ => None,
+        };
+        let _stats_on = if stats {
+            Some(agent::StatsOn::new()?)
+        } else {
+            None
+        };
         let mut baseline = None;
-        if with_agent {
-            let log = self.logs.join("agent.log");
-            let a = Agent::start(
-                &self.agent_bin,
-                svc.proc.pid(),
-                &self.receiver.endpoint(),
-                &log,
-                &self.agent_args,
-            )?;
+        if agent.is_none() && idle.is_some() {
+            // As long as an agent's idle sample: the service settles after 10,000 accepts.
+            thread::sleep(BACKGROUND);
+        }
+        if let Some(a) = &agent {
             let idle = agent::progs(a.pid())?;
             thread::sleep(BACKGROUND);
             baseline = Some(Baseline {
@@ -118,7 +156,6 @@ impl Bench {
                 cpu: agent::cpu_secs(a.pid())?,
                 at: Instant::now(),
             });
-            agent = Some(a);
         }
         let load = match sc.rate {
             Some(_) => load::generate(&spec, load::RATE_WORKERS)?,
@@ -134,35 +171,28 @@ impl Bench {
             );
         }
         let (Some(mut agent), Some(baseline)) = (agent, baseline) else {
+            drop(idle);
             let (n, wall) = agent::unrelated_syscalls(MICRO_LOAD)?;
             return Ok(Run {
                 scenario: 0,
                 round: 0,
+                arm,
+                stats,
                 syscall_wall_ns: wall.as_secs_f64() * 1e9 / f64_of(n),
                 load,
                 agent: None,
             });
         };
         let figures = self.measure(&mut agent, &load, &baseline)?;
-        // The wall time is taken with the statistics off: they cost two clock reads per program
-        // run, which must not count as the agent's. The eBPF time needs them on; the difference
-        // is what the statistics themselves cost here, reported so the figures can be read.
-        agent::set_bpf_stats(false)?;
-        let wall_off = agent::unrelated_syscalls(MICRO_LOAD);
-        agent::set_bpf_stats(true)?;
-        let (n, wall_off) = wall_off?;
-        let before = agent::progs(agent.pid())?;
-        let (_, wall_on) = agent::unrelated_syscalls(MICRO_LOAD)?;
-        let after = agent::progs(agent.pid())?;
-        let ns: u64 = agent::delta(&before, &after).iter().map(|d| d.1).sum();
-        let per = |d: Duration| d.as_secs_f64() * 1e9 / f64_of(n);
-        let (syscall_wall_ns, syscall_bpf_ns) = (per(wall_off), f64_of(ns) / f64_of(n));
-        let stats_ns = per(wall_on) - per(wall_off);
+        drop(idle);
+        let (syscall_wall_ns, syscall_bpf_ns, stats_ns) = syscall_figures(&agent, stats)?;
         agent.stop()?;
         self.receiver.check()?;
         Ok(Run {
             scenario: 0,
             round: 0,
+            arm,
+            stats,
             syscall_wall_ns,
             agent: Some(AgentFigures {
                 syscall_bpf_ns,
@@ -173,6 +203,24 @@ impl Bench {
             }),
             load,
         })
+    }
+
+    /// A fresh agent for `arm` (none without), tracing the service and its idle copies.
+    fn start_agent(&self, arm: Arm, pid: u32, copies: &[u32]) -> Result<Option<Agent>> {
+        let (bin, log) = match arm {
+            Arm::Without => return Ok(None),
+            Arm::Floor => (&self.floor_bin, "floor-agent.log"),
+            Arm::Agent => (&self.agent_bin, "agent.log"),
+        };
+        let pids: Vec<u32> = std::iter::once(pid).chain(copies.iter().copied()).collect();
+        Agent::start(
+            bin,
+            &pids,
+            &self.receiver.endpoint(),
+            &self.logs.join(log),
+            &self.agent_args,
+        )
+        .map(Some)
     }
 
     /// Waits until the agent has built the run's spans (its count reaches the requests or stops
@@ -219,6 +267,7 @@ impl Bench {
         let background = agent::delta(&baseline.idle, &baseline.progs);
         let scale = window.as_secs_f64() / BACKGROUND.as_secs_f64();
         Ok(AgentFigures {
+            prog_fds: progs.len(),
             millicores: cpu * 1000.0 / load.secs,
             peak_rss_kib: agent::rss_kib(pid, "VmHWM")?,
             rss_kib: agent::rss_kib(pid, "VmRSS")?,
@@ -247,6 +296,32 @@ impl Bench {
             user_drops: count("tracer_dropped_"),
         })
     }
+}
+
+/// The micro-load with the agent running: wall time per unrelated syscall with the statistics
+/// off (they cost two clock reads per program run, which must not count as the agent's); in a
+/// statistics pass also the eBPF time per syscall with them on, and the wall-time difference,
+/// what the statistics themselves cost here, reported so the figures can be read. Returns
+/// (wall ns, eBPF ns, statistics ns) per syscall.
+fn syscall_figures(agent: &Agent, stats: bool) -> Result<(f64, f64, f64)> {
+    agent::set_bpf_stats(false)?;
+    let (n, wall_off) = agent::unrelated_syscalls(MICRO_LOAD)?;
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / f64_of(n);
+    if !stats {
+        return Ok((per(wall_off), 0.0, 0.0));
+    }
+    agent::set_bpf_stats(true)?;
+    let before = agent::progs(agent.pid())?;
+    let wall_on = agent::unrelated_syscalls(MICRO_LOAD);
+    let after = agent::progs(agent.pid());
+    agent::set_bpf_stats(false)?;
+    let (_, wall_on) = wall_on?;
+    let ns: u64 = agent::delta(&before, &after?).iter().map(|d| d.1).sum();
+    Ok((
+        per(wall_off),
+        f64_of(ns) / f64_of(n),
+        per(wall_on) - per(wall_off),
+    ))
 }
 
 /// The agent's state just before a load.
