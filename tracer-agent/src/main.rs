@@ -29,16 +29,18 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::mpsc,
-};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::{
     config::{Cli, Config, KubernetesConfig},
-    export::{Outputs, console::Console, otlp::OtlpExporter},
+    export::{
+        Outputs,
+        console::Console,
+        otlp::OtlpExporter,
+        queue::{SpanTx, span_queue},
+    },
     kernel::loader::{self, LoadOptions, Probes},
     metrics::Metrics,
     pipeline::Pipeline,
@@ -47,7 +49,6 @@ use crate::{
         resource::host_name,
         selection::{Selection, Selector},
     },
-    trace::span::Span,
 };
 
 /// Longest wait for the final OTLP flush at shutdown.
@@ -245,11 +246,11 @@ fn start_exporter(
     cfg: &Config,
     metrics: &'static Metrics,
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<(Option<mpsc::Sender<Span>>, Option<ExporterTask>)> {
+) -> anyhow::Result<(Option<SpanTx>, Option<ExporterTask>)> {
     let Some(o) = &cfg.otlp else {
         return Ok((None, None));
     };
-    let (tx, rx) = mpsc::channel(cfg.batch.max_queue);
+    let (tx, rx) = span_queue(cfg.batch.max_queue);
     let exporter = OtlpExporter::new(o.clone(), cfg.batch, metrics, stop.clone())?;
     Ok((Some(tx), Some(tokio::spawn(exporter.run(rx)))))
 }

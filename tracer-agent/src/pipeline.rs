@@ -168,9 +168,7 @@ impl Pipeline {
     }
 
     fn flush_spans(&mut self) {
-        for span in self.sink.spans.drain(..) {
-            self.outputs.emit(span);
-        }
+        self.outputs.emit(&mut self.sink.spans);
     }
 
     fn housekeeping(&mut self) {

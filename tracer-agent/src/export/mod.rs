@@ -3,14 +3,13 @@
 
 pub mod console;
 pub mod otlp;
-
-use tokio::sync::mpsc::{self, error::TrySendError};
+pub mod queue;
 
 use crate::{metrics::Metrics, trace::span::Span};
 
 pub struct Outputs {
     console: console::Console,
-    otlp: Option<mpsc::Sender<Span>>,
+    otlp: Option<queue::SpanTx>,
     metrics: &'static Metrics,
 }
 
@@ -18,7 +17,7 @@ impl Outputs {
     #[must_use]
     pub fn new(
         console: console::Console,
-        otlp: Option<mpsc::Sender<Span>>,
+        otlp: Option<queue::SpanTx>,
         metrics: &'static Metrics,
     ) -> Self {
         Self {
@@ -28,17 +27,26 @@ impl Outputs {
         }
     }
 
-    pub fn emit(&mut self, span: Span) {
+    /// Takes every span of `spans` (one drain's worth) to the outputs.
+    pub fn emit(&mut self, spans: &mut Vec<Span>) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.metrics.spans_built.fetch_add(1, Relaxed);
-        self.console.add(&span);
-        if let Some(tx) = &self.otlp {
-            match tx.try_send(span) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                    self.metrics.spans_queue_full.fetch_add(1, Relaxed);
-                }
+        if spans.is_empty() {
+            return;
+        }
+        self.metrics
+            .spans_built
+            .fetch_add(spans.len() as u64, Relaxed);
+        for span in spans.iter() {
+            self.console.add(span);
+        }
+        match &self.otlp {
+            Some(tx) => {
+                let dropped = tx.send(std::mem::take(spans));
+                self.metrics
+                    .spans_queue_full
+                    .fetch_add(dropped as u64, Relaxed);
             }
+            None => spans.clear(),
         }
     }
 

@@ -25,11 +25,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
     config::{BatchConfig, OtlpConfig, OtlpProtocol},
+    export::queue::SpanRx,
     metrics::Metrics,
     trace::span::Span,
 };
@@ -83,7 +83,7 @@ impl OtlpExporter {
     }
 
     /// Runs until the queue is closed and drained.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Span>) {
+    pub async fn run(mut self, mut rx: SpanRx) {
         info!(
             "exporting spans over OTLP {} to {}",
             match self.config.protocol {
@@ -92,27 +92,37 @@ impl OtlpExporter {
             },
             self.config.endpoint
         );
-        let mut batch = Vec::with_capacity(self.batch.max_batch);
+        let max = self.batch.max_batch;
+        let mut pending: Vec<Span> = Vec::new();
+        let mut closed = false;
         loop {
-            let Some(first) = rx.recv().await else { break };
-            batch.push(first);
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(spans) => pending = spans,
+                    None => break,
+                }
+            }
+            // A batch leaves when full, or `schedule_delay` after its first span came.
             let deadline = tokio::time::Instant::now() + self.batch.schedule_delay;
-            let mut closed = false;
-            while batch.len() < self.batch.max_batch {
+            while !closed && pending.len() < max {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(s)) => batch.push(s),
-                    Ok(None) => {
-                        closed = true;
-                        break;
-                    }
+                    Ok(Some(mut spans)) => pending.append(&mut spans),
+                    Ok(None) => closed = true,
                     Err(_) => break,
                 }
             }
+            let mut batch = if pending.len() <= max {
+                std::mem::take(&mut pending)
+            } else {
+                pending.drain(..max).collect()
+            };
+            let count = batch.len();
+            rx.release(count);
             let body = self.encode(&mut batch);
-            let count = batch.len() as u64;
-            batch.clear();
-            self.export(body, count).await;
-            if closed {
+            // The spans (and the request heads their text points into) go before the wait.
+            drop(batch);
+            self.export(body, count as u64).await;
+            if closed && pending.is_empty() {
                 break;
             }
         }

@@ -27,6 +27,7 @@ use tokio::{
 use super::{OtlpExporter, proto};
 use crate::{
     config::{BatchConfig, OtlpCompression, OtlpConfig, OtlpProtocol},
+    export::queue::span_queue,
     metrics::Metrics,
     trace::{
         ids::{SpanId, TraceId},
@@ -280,12 +281,11 @@ fn exporter(url: String, compression: OtlpCompression) -> (OtlpExporter, &'stati
 /// Sends `n` spans through a fresh exporter and waits until it has drained and stopped.
 async fn export(exporter: OtlpExporter, n: u8) {
     let r = resource("svc", 1);
-    let (tx, rx) = mpsc::channel(100);
-    for i in 0..n {
-        tx.send(span(&r, i + 1, None, SpanKind::Server))
-            .await
-            .unwrap();
-    }
+    let (tx, rx) = span_queue(100);
+    let spans = (0..n)
+        .map(|i| span(&r, i + 1, None, SpanKind::Server))
+        .collect();
+    assert_eq!(tx.send(spans), 0);
     drop(tx);
     tokio::time::timeout(Duration::from_secs(20), exporter.run(rx))
         .await
