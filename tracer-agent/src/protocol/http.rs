@@ -39,6 +39,13 @@ impl Text {
         }
     }
 
+    /// The text `part` of this text (a subslice of it, as `split_once` and friends return
+    /// them), sharing its bytes.
+    #[must_use]
+    pub fn sub(&self, part: &str) -> Self {
+        Self::str_of(&self.0, part)
+    }
+
     fn from_bytes(bytes: Bytes) -> Self {
         match std::str::from_utf8(&bytes) {
             Ok(_) => Self(bytes),
@@ -46,6 +53,12 @@ impl Text {
                 String::from_utf8_lossy(&bytes).into_owned().into_bytes(),
             )),
         }
+    }
+
+    /// Text known at compile time.
+    #[must_use]
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
     }
 
     #[must_use]

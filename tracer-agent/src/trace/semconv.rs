@@ -3,7 +3,7 @@
 //! `client.address`, `network.peer.*`, `user_agent.original`, and for errors `error.type`.
 //! Header values other than Host and User-Agent are never copied into a span.
 
-use std::sync::Arc;
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use tracer_common::http::METHODS;
 
@@ -12,7 +12,31 @@ use super::{
     span::{AttrValue, Resource, Span, SpanKind, Status},
     tracker::Identity,
 };
-use crate::protocol::{self, http::StartLine};
+use crate::protocol::{
+    self,
+    http::{StartLine, Text},
+};
+
+/// Peer addresses as text, formatted once rather than for every span of a connection.
+#[derive(Default)]
+pub struct PeerNames(HashMap<IpAddr, Text>);
+
+impl PeerNames {
+    /// Formatted addresses kept at most; the cache starts over beyond it.
+    const MAX: usize = 4096;
+
+    fn text(&mut self, ip: IpAddr) -> Text {
+        if let Some(t) = self.0.get(&ip) {
+            return t.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let t = Text::from(ip.to_string());
+        self.0.insert(ip, t.clone());
+        t
+    }
+}
 
 /// What the trace side decided when the request was seen: the ids the span carries and the
 /// resource of its process.
@@ -53,17 +77,17 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
 type Attrs = Vec<(&'static str, AttrValue)>;
 
 /// Method, path, query, scheme and protocol version of the request.
-fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attrs) {
+fn request_attributes(x: &Exchange, method: &Text, target: &Text, attrs: &mut Attrs) {
     if let Some(m) = known_method(method) {
         attrs.push(("http.request.method", AttrValue::Static(m)));
     } else {
         attrs.push(("http.request.method", AttrValue::Static("_OTHER")));
-        attrs.push(("http.request.method_original", method.into()));
+        attrs.push(("http.request.method_original", method.clone().into()));
     }
     let (path, query) = split_target(target);
-    attrs.push(("url.path", path.into()));
+    attrs.push(("url.path", target.sub(path).into()));
     if let Some(q) = query {
-        attrs.push(("url.query", q.into()));
+        attrs.push(("url.query", target.sub(q).into()));
     }
     attrs.push(("url.scheme", AttrValue::Static("http")));
     attrs.push((
@@ -71,28 +95,29 @@ fn request_attributes(x: &Exchange, method: &str, target: &str, attrs: &mut Attr
         AttrValue::Static(x.request.version.as_str()),
     ));
     if let Some(ua) = &x.request.user_agent {
-        attrs.push(("user_agent.original", ua.as_str().into()));
+        attrs.push(("user_agent.original", ua.clone().into()));
     }
 }
 
 /// server.*, client.* and network.peer.*: from the Host header and the socket.
-fn endpoint_attributes(x: &Exchange, target: &str, attrs: &mut Attrs) {
+fn endpoint_attributes(x: &Exchange, target: &str, peers: &mut PeerNames, attrs: &mut Attrs) {
     let kind = SpanKind::from(x.role);
-    match (x.request.host.as_deref().map(split_host), kind, x.peer) {
-        (Some((h, port)), _, _) => {
-            attrs.push(("server.address", h.into()));
+    match (&x.request.host, kind, x.peer) {
+        (Some(host), _, _) => {
+            let (h, port) = split_host(host);
+            attrs.push(("server.address", host.sub(h).into()));
             if let Some(p) = port {
                 attrs.push(("server.port", i64::from(p).into()));
             }
         }
         (None, SpanKind::Client, Some(peer)) => {
-            attrs.push(("server.address", peer.ip().to_string().into()));
+            attrs.push(("server.address", peers.text(peer.ip()).into()));
             attrs.push(("server.port", i64::from(peer.port()).into()));
         }
         _ => {}
     }
     if let Some(peer) = x.peer {
-        let ip = AttrValue::from(peer.ip().to_string());
+        let ip = AttrValue::from(peers.text(peer.ip()));
         if kind == SpanKind::Server {
             attrs.push(("client.address", ip.clone()));
         }
@@ -149,14 +174,18 @@ fn known_method(method: &str) -> Option<&'static str> {
 
 /// Builds the span for an exchange that ended at `end_ns` (kernel time).
 #[must_use]
-pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock) -> Span {
+pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock, peers: &mut PeerNames) -> Span {
+    let fallback;
     let (method, target) = match &x.request.start {
-        StartLine::Request { method, target } => (&**method, &**target),
-        StartLine::Response { .. } => ("_OTHER", ""),
+        StartLine::Request { method, target } => (method, target),
+        StartLine::Response { .. } => {
+            fallback = (Text::from_static("_OTHER"), Text::from_static(""));
+            (&fallback.0, &fallback.1)
+        }
     };
     let mut attrs: Attrs = Vec::with_capacity(16);
     request_attributes(x, method, target, &mut attrs);
-    endpoint_attributes(x, target, &mut attrs);
+    endpoint_attributes(x, target, peers, &mut attrs);
     let status = response_status(x, &mut attrs);
     let truncated = x.request.truncated || x.response.as_ref().is_some_and(|r| r.truncated);
     if truncated {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{
     clock::Clock,
-    semconv::{Exchange, SpanStart, build_span},
+    semconv::{Exchange, PeerNames, SpanStart, build_span},
     span::{Resource, Span},
     tracker::Tracker,
 };
@@ -26,6 +26,7 @@ pub struct SpanSink<R> {
     pub spans: Vec<Span>,
     /// Exchanges not turned into spans because their trace is not sampled.
     pub unsampled: u64,
+    peers: PeerNames,
 }
 
 impl<R> SpanSink<R> {
@@ -37,6 +38,7 @@ impl<R> SpanSink<R> {
             clock: Clock::now(),
             spans: Vec::new(),
             unsampled: 0,
+            peers: PeerNames::default(),
         }
     }
 }
@@ -60,7 +62,8 @@ impl<R: Resources> ExchangeSink for SpanSink<R> {
             self.tracker.server_done(x.pid, x.started.identity.span_id);
         }
         if x.started.identity.sampled {
-            self.spans.push(build_span(&x, end_ns, self.clock));
+            self.spans
+                .push(build_span(&x, end_ns, self.clock, &mut self.peers));
         } else {
             self.unsampled += 1;
         }

@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use super::ids::{SpanId, TraceId};
-use crate::protocol::Role;
+use crate::protocol::{Role, http::Text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SpanKind {
@@ -34,8 +34,8 @@ impl SpanKind {
 /// An attribute value. Text is shared, not copied, on its way to the exporters.
 #[derive(Clone, Debug)]
 pub enum AttrValue {
-    /// Text of this span (a path, an address).
-    Str(Arc<str>),
+    /// Text of this span (a path, an address): usually a slice of the captured head itself.
+    Str(Text),
     /// Text the same for every span (a method, a scheme, a protocol version).
     Static(&'static str),
     Int(i64),
@@ -77,7 +77,13 @@ impl fmt::Display for AttrValue {
 
 impl From<&str> for AttrValue {
     fn from(s: &str) -> Self {
-        Self::Str(s.into())
+        Self::Str(s.to_owned().into())
+    }
+}
+
+impl From<Text> for AttrValue {
+    fn from(t: Text) -> Self {
+        Self::Str(t)
     }
 }
 

@@ -197,22 +197,27 @@ fn resource_len(r: &Resource) -> usize {
         .sum()
 }
 
-// ScopeSpans { scope = 1; spans = 2; }
-fn scope_spans_len<'a>(scope: &Scope, spans: impl Iterator<Item = &'a Span>) -> usize {
-    len_field(1, scope_len(scope)) + spans.map(|s| len_field(2, span_len(s))).sum::<usize>()
-}
-
 /// Appends an `ExportTraceServiceRequest` to `buf`: one `ResourceSpans` per group, each with one
 /// `ScopeSpans`. Every span of a group is expected to have that group's resource.
 pub fn encode_request<'a, G, I>(buf: &mut Vec<u8>, scope: &Scope, groups: G)
 where
     G: IntoIterator<Item = (&'a Resource, I)>,
-    I: Iterator<Item = &'a Span> + Clone,
+    I: Iterator<Item = &'a Span>,
 {
+    // Each span's size is needed twice (its group's size, then its own length prefix).
+    let mut sizes = Vec::new();
     for (resource, spans) in groups {
+        sizes.clear();
+        let mut group: Vec<&Span> = Vec::new();
+        for s in spans {
+            sizes.push(span_len(s));
+            group.push(s);
+        }
         // ResourceSpans { resource = 1; scope_spans = 2; }
+        // ScopeSpans { scope = 1; spans = 2; }
         let r_len = resource_len(resource);
-        let ss_len = scope_spans_len(scope, spans.clone());
+        let ss_len =
+            len_field(1, scope_len(scope)) + sizes.iter().map(|n| len_field(2, *n)).sum::<usize>();
         put_len(buf, 1, len_field(1, r_len) + len_field(2, ss_len));
         put_len(buf, 1, r_len);
         for (k, v) in &resource.attributes {
@@ -222,12 +227,11 @@ where
         put_len(buf, 1, scope_len(scope));
         put_bytes(buf, 1, scope.name.as_bytes());
         put_bytes(buf, 2, scope.version.as_bytes());
-        for s in spans {
-            let n = span_len(s);
-            put_len(buf, 2, n);
+        for (s, n) in group.iter().zip(&sizes) {
+            put_len(buf, 2, *n);
             let body = buf.len();
             put_span(buf, s);
-            debug_assert_eq!(buf.len() - body, n, "span size computed wrong");
+            debug_assert_eq!(buf.len() - body, *n, "span size computed wrong");
         }
     }
 }
