@@ -85,8 +85,11 @@ fn main() -> ExitCode {
     if cli.cpu_policy == "batch" {
         batch_scheduling();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the event loop, the exporter and the small tasks take turns. Spans and their
+    // shared text never cross cores, and no task wakes another thread (with two workers,
+    // context switches and the refcounts of shared text bouncing between cores showed in the
+    // profile).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -43,6 +43,8 @@ use crate::{
 
 /// How often the ring buffer is drained when the kernel did not wake us.
 const DRAIN: Duration = Duration::from_millis(10);
+/// Records handled per drain at most (about 10 ms of work).
+const DRAIN_MAX: usize = 16 * 1024;
 const TICK: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -202,12 +204,22 @@ impl Pipeline {
             .store(self.sink.tracker.inflight_count() as u64, Relaxed);
     }
 
-    /// Handles every record waiting in the ring buffer.
-    fn drain(&mut self, rb: &mut RingBuf<MapData>) {
-        while let Some(item) = rb.next() {
+    /// Handles the records waiting in the ring buffer, at most `DRAIN_MAX` of them: the other
+    /// tasks of the thread (the exporter above all) get their turn even when the kernel keeps
+    /// writing; the rest waits for the next drain.
+    /// Returns whether records were left.
+    fn drain(&mut self, rb: &mut RingBuf<MapData>) -> bool {
+        let mut n = 0;
+        while n < DRAIN_MAX {
+            let Some(item) = rb.next() else {
+                self.flush_spans();
+                return false;
+            };
             self.handle(&item);
+            n += 1;
         }
         self.flush_spans();
+        true
     }
 
     /// Runs until `shutdown` resolves, then flushes every connection and the outputs.
@@ -229,11 +241,11 @@ impl Pipeline {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    self.drain(guard.get_inner_mut());
+                    let _ = self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 _ = drain.tick() => {
-                    self.drain(ring.get_mut());
+                    let _ = self.drain(ring.get_mut());
                     if last_tick.elapsed() >= TICK {
                         last_tick = Instant::now();
                         self.outputs.tick();
@@ -251,7 +263,7 @@ impl Pipeline {
                 () = &mut shutdown => break,
             }
         }
-        self.drain(ring.get_mut());
+        while self.drain(ring.get_mut()) {}
         self.table.drain(&mut self.sink);
         self.flush_spans();
         self.housekeeping();
