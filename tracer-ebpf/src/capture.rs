@@ -9,7 +9,7 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
     programs::TracePointContext,
@@ -22,9 +22,10 @@ use tracer_common::{
 };
 
 use crate::{
-    CAPTURE_SIZE, CONNS, SCRATCH, SELF_TGID, WRITE_ACTIVE, WRITE_PROGS,
+    CAPTURE_SIZE, CONNS, FD_OFF, SCRATCH, SELF_TGID, SOCK_OFF, WRITE_ACTIVE, WRITE_PROGS,
     args::{self, SyscallArgs},
     count,
+    sock,
     event::{
         SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITE, SYS_WRITEV, Scratch, bounded,
         output_conn_event, output_scratch,
@@ -116,6 +117,12 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
                     return None;
                 }
             }
+            // SAFETY: as above; a lost race only reads the tuple twice.
+            if unsafe { (*conn).peer_sent } == 0 {
+                add_tuple(&mut args);
+                // SAFETY: as above.
+                unsafe { (*conn).peer_sent = 1 };
+            }
         }
         None => {
             // A socket older than the agent, or no socket at all (a pipe, an eventfd): only an
@@ -123,15 +130,61 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
             if !first_bytes(source, ret).is_some_and(|h| http::is_message_start(&h)) {
                 return None;
             }
-            if CONNS
-                .insert(key, ConnInfo { proto: PROTO_HTTP }, 0)
-                .is_err()
-            {
+            add_tuple(&mut args);
+            let info = ConnInfo {
+                proto: PROTO_HTTP,
+                peer_sent: 1,
+            };
+            if CONNS.insert(key, info, 0).is_err() {
                 count(counter::CONNS_FULL);
             }
         }
     }
     emit_data(ctx, id, &args, source, ret as u64, direction)
+}
+
+/// Gives the syscall the tuple of its socket, read through the file table, unless a tuple probe
+/// already did (or the offsets are unknown): once per connection, so the agent learns the peer
+/// of a socket whose accept it did not see (older than the agent, or accepted without an
+/// address, as libuv does).
+#[inline(always)]
+fn add_tuple(args: &mut SyscallArgs) {
+    if args.has_tuple != 0 {
+        return;
+    }
+    if let Some(tuple) = tuple_of_fd(args.fd) {
+        args.tuple = tuple;
+        args.has_tuple = 1;
+    }
+}
+
+/// `current->files->fdt->fd[fd]->private_data->sk`, then its tuple; `None` for a descriptor
+/// that is not an IPv4/IPv6 socket.
+#[inline(always)]
+fn tuple_of_fd(fd: u32) -> Option<SockTuple> {
+    let off = FD_OFF.load();
+    if off.valid == 0 {
+        return None;
+    }
+    // SAFETY: helper without preconditions; the result is only ever read through the
+    // fault-checking helper.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = sock::read(task, off.task_files)?;
+    let fdt: u64 = sock::read(files, off.files_fdt)?;
+    let max_fds: u32 = sock::read(fdt, off.fdt_max_fds)?;
+    if fd >= max_fds {
+        return None;
+    }
+    let fds: u64 = sock::read(fdt, off.fdt_fd)?;
+    let file: u64 = sock::read(fds, fd * 8)?;
+    let socket: u64 = sock::read(file, off.file_private_data)?;
+    let sk: u64 = sock::read(socket, off.socket_sk)?;
+    // Any other file's private data leads elsewhere: only a socket's sock points back at it.
+    let back: u64 = sock::read(sk, off.sk_socket)?;
+    if socket == 0 || back != socket {
+        return None;
+    }
+    sock::read_tuple(sk, &SOCK_OFF.load())
 }
 
 #[inline(always)]
@@ -412,6 +465,8 @@ pub fn on_exit_conn(ret: i64, accepted: bool) -> Option<()> {
     };
     let info = ConnInfo {
         proto: PROTO_UNKNOWN,
+        // The agent has the peer from the arguments (libuv accepts without an address).
+        peer_sent: u32::from(family == AF_INET || family == AF_INET6),
     };
     if CONNS.insert(key, info, 0).is_err() {
         count(counter::CONNS_FULL);

@@ -51,8 +51,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, MSG_STAGES, SockOffsets,
-    TcpTpOffsets, counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, FdOffsets, MSG_STAGES,
+    SockOffsets, TcpTpOffsets, counter,
 };
 
 use crate::{
@@ -98,6 +98,19 @@ static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
     daddr: 0,
     v6_rcv_saddr: 0,
     v6_daddr: 0,
+});
+
+/// Offsets for reading a socket's tuple through the file table (`capture::tuple_of_fd`).
+#[unsafe(no_mangle)]
+static FD_OFF: Global<FdOffsets> = Global::new(FdOffsets {
+    valid: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    sk_socket: 0,
 });
 
 /// Non-zero when some process has write mode rewrite or inject: the read path then chooses

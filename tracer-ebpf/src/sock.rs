@@ -65,7 +65,7 @@ pub fn tp_btf_sock_recv_length(ctx: BtfTracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn read<T>(sk: u64, offset: u32) -> Option<T> {
+pub fn read<T>(sk: u64, offset: u32) -> Option<T> {
     // SAFETY: the helper checks the kernel address; offsets come from this kernel's BTF.
     unsafe { bpf_probe_read_kernel((sk + u64::from(offset)) as *const T) }.ok()
 }
@@ -82,7 +82,7 @@ fn record(sk: u64) {
 }
 
 #[inline(always)]
-fn read_tuple(sk: u64, off: &SockOffsets) -> Option<SockTuple> {
+pub fn read_tuple(sk: u64, off: &SockOffsets) -> Option<SockTuple> {
     let family: u16 = read(sk, off.family)?;
     let mut tuple = SockTuple {
         family,

@@ -3,10 +3,13 @@
 //!
 //! - capture (the bytes of reads and writes): syscall tracepoints on every kernel; they are the
 //!   only hooks that see user buffers without CO-RE.
-//! - socket tuple (both ends of the socket of the read or write in flight): the BTF tracepoints
-//!   `sock_send_length`/`sock_recv_length` (6.x), else fentry on `tcp_sendmsg`/`tcp_recvmsg`
-//!   where ftrace allows it, else kprobes, else `tcp:tcp_rcv_space_adjust` (reads only).
-//!   `--attach` forces one of them, for tests and for kernels where auto-detection lies.
+//! - socket tuple (both ends of a traced socket, for the peer of a connection whose accept or
+//!   connect the agent did not see): read once per connection through the task's file table
+//!   at its first data event, with offsets from the kernel's BTF, which attaches nothing; else,
+//!   on kernels without those offsets, a probe on every send and receive: the BTF tracepoints
+//!   `sock_send_length`/`sock_recv_length` (6.x), fentry on `tcp_sendmsg`/`tcp_recvmsg` where
+//!   ftrace allows it, kprobes, or `tcp:tcp_rcv_space_adjust` (reads only). `--attach` forces
+//!   one of them, for tests and for kernels where auto-detection lies.
 
 use std::{fmt, path::Path};
 
@@ -24,6 +27,9 @@ const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 /// The families of the socket-tuple probes, in the order `auto` tries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TupleFamily {
+    /// No probe: the capture programs read the tuple through the file table, once per
+    /// connection.
+    FileTable,
     Fentry,
     TpBtf,
     Kprobe,
@@ -31,16 +37,25 @@ pub enum TupleFamily {
 }
 
 impl TupleFamily {
-    /// `tp_btf` first: like fentry it only costs a direct call, and its recursion guard is per
-    /// program. A kprobe, and (seen on 7.2) fentry on the send path, can make the kernel skip a
-    /// syscall tracepoint that shares the per-CPU guard of classic tracing programs, which
-    /// loses that syscall's data.
-    const AUTO_ORDER: [Self; 4] = [Self::TpBtf, Self::Fentry, Self::Kprobe, Self::Tracepoint];
+    /// The file table first: it costs nothing on sends and receives (of any process: the probes
+    /// run for every socket of the node), only a few reads per traced connection. Then `tp_btf`:
+    /// like fentry it only costs a direct call, and its recursion guard is per program. A
+    /// kprobe, and (seen on 7.2) fentry on the send path, can make the kernel skip a syscall
+    /// tracepoint that shares the per-CPU guard of classic tracing programs, which loses that
+    /// syscall's data.
+    const AUTO_ORDER: [Self; 5] = [
+        Self::FileTable,
+        Self::TpBtf,
+        Self::Fentry,
+        Self::Kprobe,
+        Self::Tracepoint,
+    ];
 
     /// The `--attach` value naming this family.
     #[must_use]
     pub fn flag(self) -> &'static str {
         match self {
+            Self::FileTable => "file-table",
             Self::Fentry => "fentry",
             Self::TpBtf => "tp-btf",
             Self::Kprobe => "kprobe",
@@ -50,6 +65,7 @@ impl TupleFamily {
 
     fn programs(self) -> [&'static str; 2] {
         match self {
+            Self::FileTable => ["", ""],
             Self::Fentry => ["fentry_tcp_sendmsg", "fentry_tcp_recvmsg"],
             Self::TpBtf => ["tp_btf_sock_send_length", "tp_btf_sock_recv_length"],
             Self::Kprobe => ["kprobe_tcp_sendmsg", "kprobe_tcp_recvmsg"],
@@ -61,6 +77,7 @@ impl TupleFamily {
 impl fmt::Display for TupleFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::FileTable => "file table, once per connection (no probe)",
             Self::Fentry => "fentry tcp_sendmsg/tcp_recvmsg",
             Self::TpBtf => "tp_btf sock_send_length/sock_recv_length",
             Self::Kprobe => "kprobe tcp_sendmsg/tcp_recvmsg",
@@ -73,6 +90,7 @@ impl fmt::Display for TupleFamily {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
     Auto,
+    FileTable,
     Fentry,
     TpBtf,
     Kprobe,
@@ -83,6 +101,7 @@ impl AttachMode {
     fn candidates(self) -> Vec<TupleFamily> {
         match self {
             Self::Auto => TupleFamily::AUTO_ORDER.to_vec(),
+            Self::FileTable => vec![TupleFamily::FileTable],
             Self::Fentry => vec![TupleFamily::Fentry],
             Self::TpBtf => vec![TupleFamily::TpBtf],
             Self::Kprobe => vec![TupleFamily::Kprobe],
@@ -191,6 +210,8 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), 
 
 /// What the socket-tuple families need to know about the kernel.
 pub struct TupleInputs<'a> {
+    /// The file-table offsets were found in BTF (and the `struct sock` ones).
+    pub fd_offsets: bool,
     /// `struct sock` offsets were found in BTF (needed by all but the tracepoint).
     pub sock_offsets: bool,
     /// `tcp:tcp_rcv_space_adjust` has a readable format.
@@ -232,6 +253,10 @@ fn try_family(
 ) -> Result<(), String> {
     let btf = || inputs.btf.ok_or_else(|| "no kernel BTF".to_owned());
     match family {
+        TupleFamily::FileTable if !inputs.fd_offsets => {
+            return Err("file table or struct sock offsets not found in kernel BTF".into());
+        }
+        TupleFamily::FileTable => return Ok(()),
         TupleFamily::Tracepoint if !inputs.tcp_tracepoint => {
             return Err("tcp:tcp_rcv_space_adjust format not readable".into());
         }
@@ -267,6 +292,7 @@ fn try_family(
                     .map_err(short)
             }
             TupleFamily::Tracepoint => attach_tracepoint(ebpf, "tcp", name).map_err(short),
+            TupleFamily::FileTable => Ok(()),
         };
         if let Err(reason) = result {
             for done in attached {
@@ -286,6 +312,7 @@ fn unload(ebpf: &mut Ebpf, family: TupleFamily, name: &str) {
         TupleFamily::TpBtf => program::<BtfTracePoint>(ebpf, name).and_then(BtfTracePoint::unload),
         TupleFamily::Kprobe => program::<KProbe>(ebpf, name).and_then(KProbe::unload),
         TupleFamily::Tracepoint => program::<TracePoint>(ebpf, name).and_then(TracePoint::unload),
+        TupleFamily::FileTable => Ok(()),
     };
     if let Err(e) = result {
         debug!("unloading {name}: {e}");

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use tracer_common::SockOffsets;
+use tracer_common::{FdOffsets, SockOffsets};
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -217,6 +217,22 @@ impl Btf {
         (bits % 8 == 0).then_some(bits / 8)
     }
 
+    /// Offsets from the current task to the `struct sock` of a file descriptor; `None` if any
+    /// is missing.
+    #[must_use]
+    pub fn fd_offsets(&self) -> Option<FdOffsets> {
+        Some(FdOffsets {
+            valid: 1,
+            task_files: self.field_offset("task_struct", "files")?,
+            files_fdt: self.field_offset("files_struct", "fdt")?,
+            fdt_max_fds: self.field_offset("fdtable", "max_fds")?,
+            fdt_fd: self.field_offset("fdtable", "fd")?,
+            file_private_data: self.field_offset("file", "private_data")?,
+            socket_sk: self.field_offset("socket", "sk")?,
+            sk_socket: self.field_offset("sock", "sk_socket")?,
+        })
+    }
+
     /// Offsets the socket-tuple programs need; `None` if any essential one is missing.
     #[must_use]
     pub fn sock_offsets(&self) -> Option<SockOffsets> {
@@ -331,6 +347,15 @@ mod tests {
         let mut cut = sample();
         cut.truncate(40);
         assert!(Btf::parse(cut).is_err());
+    }
+
+    #[test]
+    fn running_kernel_has_file_table_offsets() {
+        let btf = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        let off = btf.fd_offsets().expect("task/files/fdtable/file/socket fields");
+        // The fd array pointer follows max_fds in struct fdtable.
+        assert!(off.fdt_fd > off.fdt_max_fds, "{off:?}");
+        assert!(off.task_files > 0 && off.file_private_data > 0, "{off:?}");
     }
 
     #[test]

@@ -129,13 +129,15 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .ok()
         .and_then(|f| tcp_tp_offsets(&f));
     // Our reader is dropped before aya parses the same BTF: start-up is the memory peak.
-    let sock = match Btf::from_file(Path::new(VMLINUX_BTF)) {
-        Ok(b) => b.sock_offsets(),
+    let (sock, fd) = match Btf::from_file(Path::new(VMLINUX_BTF)) {
+        Ok(b) => (b.sock_offsets(), b.fd_offsets()),
         Err(e) => {
             debug!("kernel BTF not usable: {e}");
-            None
+            (None, None)
         }
     };
+    // The file-table walk ends in the same `struct sock` reads as the tuple probes.
+    let fd = fd.filter(|_| sock.is_some());
     let self_tgid = std::process::id();
     let mode = if opts.filter_listed {
         FILTER_LISTED
@@ -144,6 +146,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     };
     let tcp_offsets = tcp.unwrap_or_default();
     let sock_offsets = sock.unwrap_or_default();
+    let fd_offsets = fd.unwrap_or_default();
     // Off, every log statement is behind a branch on this read-only global that the verifier
     // resolves at load time: the logging code is never run nor even walked.
     let log_level: u8 = if opts.kernel_log { 0xff } else { 0 };
@@ -161,6 +164,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .override_global("CAPTURE_SIZE", &opts.capture_size, true)
         .override_global("TCP_TP", &tcp_offsets, true)
         .override_global("SOCK_OFF", &sock_offsets, true)
+        .override_global("FD_OFF", &fd_offsets, true)
         .override_global("WRITE_ACTIVE", &u32::from(opts.write), true)
         .override_global("INJECT_FORMAT", &opts.inject_format, true)
         .override_global("SAMPLE_BOUND", &opts.sample_bound, true)
@@ -179,15 +183,19 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     let mut plan = AttachPlan::default();
     attach::attach_syscalls(&mut ebpf, tracefs, &mut plan)?;
     // Only the fentry and tp_btf families need aya's parse of the kernel BTF.
-    let aya_btf = if sock.is_some()
-        && opts.attach != AttachMode::Tracepoint
-        && opts.attach != AttachMode::Kprobe
-    {
+    let probe_family_needs_btf = match opts.attach {
+        AttachMode::Tracepoint | AttachMode::Kprobe | AttachMode::FileTable => false,
+        // The file table comes first and needs no program.
+        AttachMode::Auto => fd.is_none(),
+        AttachMode::Fentry | AttachMode::TpBtf => true,
+    };
+    let aya_btf = if sock.is_some() && probe_family_needs_btf {
         aya::Btf::from_sys_fs().ok()
     } else {
         None
     };
     let inputs = TupleInputs {
+        fd_offsets: fd.is_some(),
         sock_offsets: sock.is_some(),
         tcp_tracepoint: tcp.is_some(),
         btf: aya_btf.as_ref(),

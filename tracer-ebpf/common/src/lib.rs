@@ -228,8 +228,11 @@ pub const PROTO_OTHER: u32 = 2;
 pub struct ConnInfo {
     /// `PROTO_*`, decided from the socket's first payload.
     pub proto: u32,
+    /// Non-zero once the agent was given the socket's peer: by accept/connect arguments, or
+    /// by one data event carrying the tuple read from the file table (`FdOffsets`).
+    pub peer_sent: u32,
 }
-const _: () = assert!(size_of::<ConnInfo>() == 4);
+const _: () = assert!(size_of::<ConnInfo>() == 8);
 
 /// A process's verdict, as the agent decides it; the kernel keeps one bit of it (`PROC_BITS`).
 pub const PROC_TRACE: u32 = 1;
@@ -290,6 +293,31 @@ pub struct TcpTpOffsets {
 }
 const _: () = assert!(size_of::<TcpTpOffsets>() == 32);
 
+/// Byte offsets of the fields that lead from the current task to the `struct sock` of one of
+/// its file descriptors (`task->files->fdt->fd[fd]->private_data->sk`), read by the agent from
+/// the kernel's BTF; `valid` is 0 when any is missing. With them the socket tuple is read once
+/// per connection, at its first data event, instead of by a probe on every send and receive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdOffsets {
+    pub valid: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `file.private_data` (the `struct socket` of a socket file)
+    pub file_private_data: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.sk_socket`: points back at the socket, which tells a socket from any other file.
+    pub sk_socket: u32,
+}
+const _: () = assert!(size_of::<FdOffsets>() == 32);
+
 /// Byte offsets of `struct sock_common` fields (the first member of `struct sock`) on the
 /// running kernel, read by the agent from its BTF. `valid` is 0 when they could not be found.
 #[repr(C)]
@@ -311,6 +339,7 @@ const _: () = assert!(size_of::<SockOffsets>() == 32);
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::FdOffsets {}
     // SAFETY: all of these are `#[repr(C)]`, made of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnInfo {}

@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "auto,tracepoint,tp-btf,kprobe,fentry,write"
+        default_value = "auto,file-table,tracepoint,tp-btf,kprobe,fentry,write"
     )]
     attach: Vec<String>,
     /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
@@ -57,7 +57,15 @@ pub struct Options {
 /// Every attach family the agent knows; each runs on every kernel (a family the kernel lacks
 /// shows as n/a). `write` is the automatic plan plus the write side (`--write-mode rewrite`:
 /// cgroup connect hooks, `sock_ops`, `sk_msg`), whose suite requires the rewritten parent links.
-pub const ALL_FAMILIES: [&str; 6] = ["auto", "tracepoint", "tp-btf", "kprobe", "fentry", "write"];
+pub const ALL_FAMILIES: [&str; 7] = [
+    "auto",
+    "file-table",
+    "tracepoint",
+    "tp-btf",
+    "kprobe",
+    "fentry",
+    "write",
+];
 
 impl Options {
     /// The write side on the kernels between: 6.1 and 6.12 (`ci` covers 5.10 and 7.x).
