@@ -25,12 +25,11 @@ use crate::{
     CAPTURE_SIZE, CONNS, FD_OFF, SCRATCH, SELF_TGID, SOCK_OFF, WRITE_ACTIVE, WRITE_PROGS,
     args::{self, SyscallArgs},
     count,
-    sock,
     event::{
         SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITE, SYS_WRITEV, Scratch, bounded,
         output_conn_event, output_scratch,
     },
-    is_traced,
+    is_traced, sock,
     write::{head, inbound},
 };
 

@@ -352,7 +352,9 @@ mod tests {
     #[test]
     fn running_kernel_has_file_table_offsets() {
         let btf = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
-        let off = btf.fd_offsets().expect("task/files/fdtable/file/socket fields");
+        let off = btf
+            .fd_offsets()
+            .expect("task/files/fdtable/file/socket fields");
         // The fd array pointer follows max_fds in struct fdtable.
         assert!(off.fdt_fd > off.fdt_max_fds, "{off:?}");
         assert!(off.task_files > 0 && off.file_private_data > 0, "{off:?}");

@@ -75,16 +75,17 @@ pub fn could_start_http(data: &[u8]) -> bool {
 /// fields are slices of `bytes`. A head httparse refuses is read leniently and comes back
 /// `malformed`.
 pub fn parse_head(bytes: Bytes, truncated: bool, start_ns: u64) -> Head {
-    let complete = if truncated {
-        // Keep whole header lines only and close the head, so httparse can read them.
-        let cut = find_last(&bytes, b"\r\n").map_or(0, |p| p + 2);
-        let mut v = BytesMut::with_capacity(cut + 2);
-        v.extend_from_slice(&bytes[..cut]);
-        v.extend_from_slice(b"\r\n");
-        v.freeze()
-    } else {
-        bytes.clone()
-    };
+    if !truncated {
+        let mut head = parse_with_httparse(&bytes).unwrap_or_else(|| parse_lenient(&bytes));
+        head.start_ns = start_ns;
+        return head;
+    }
+    // Keep whole header lines only and close the head, so httparse can read them.
+    let cut = find_last(&bytes, b"\r\n").map_or(0, |p| p + 2);
+    let mut v = BytesMut::with_capacity(cut + 2);
+    v.extend_from_slice(&bytes[..cut]);
+    v.extend_from_slice(b"\r\n");
+    let complete = v.freeze();
     let mut head = parse_with_httparse(&complete).unwrap_or_else(|| {
         // A capture that ends inside the start line still tells the method and target.
         let whole_lines = if find(&bytes, b"\r\n").is_some() {
@@ -192,12 +193,15 @@ fn build_head<'a>(
             head.user_agent
                 .get_or_insert_with(|| value_text(whole, raw));
         } else if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = value_text(whole, raw).parse().ok();
+            // Read in place: a number needs no text of its own.
+            head.content_length = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value_text(whole, raw)
-                .rsplit(',')
+            head.chunked = raw
+                .rsplit(|b| *b == b',')
                 .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if std::str::from_utf8(raw).is_ok() {
             head.context.offer(name, || value_text(whole, raw));
         }
