@@ -17,8 +17,8 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DIR_INGRESS, EventKind,
-    FLAG_HAS_TUPLE, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN,
-    SockTuple, TAIL_LEN, counter, http,
+    FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_OTHER,
+    PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, http,
 };
 
 use crate::{
@@ -98,6 +98,7 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
         fd: args.fd,
     };
     let source = source_of(&args)?;
+    let mut want_tuple = false;
     match CONNS.get_ptr_mut(key) {
         Some(conn) => {
             // SAFETY: pointer into the map value; concurrent writers only ever store a final proto.
@@ -118,7 +119,7 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
             }
             // SAFETY: as above; a lost race only reads the tuple twice.
             if unsafe { (*conn).peer_sent } == 0 {
-                add_tuple(&mut args);
+                want_tuple = true;
                 // SAFETY: as above.
                 unsafe { (*conn).peer_sent = 1 };
             }
@@ -129,7 +130,7 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
             if !first_bytes(source, ret).is_some_and(|h| http::is_message_start(&h)) {
                 return None;
             }
-            add_tuple(&mut args);
+            want_tuple = true;
             let info = ConnInfo {
                 proto: PROTO_HTTP,
                 peer_sent: 1,
@@ -139,35 +140,33 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
             }
         }
     }
-    emit_data(ctx, id, &args, source, ret as u64, direction)
+    emit_data(ctx, id, &args, source, ret as u64, direction, want_tuple)
 }
 
-/// Gives the syscall the tuple of its socket, read through the file table, unless a tuple probe
-/// already did (or the offsets are unknown): once per connection, so the agent learns the peer
-/// of a socket whose accept it did not see (older than the agent, or accepted without an
-/// address, as libuv does).
+/// Writes the tuple of socket `fd` of the current task into `out` (the event in its per-CPU
+/// buffer: nothing of it goes through the stack, which the capture programs have little of
+/// left), read through the file table: `current->files->fdt->fd[fd]->private_data->sk`. False
+/// for a descriptor that is not an IPv4/IPv6 socket, or when the offsets are unknown. Called
+/// once per connection, at its first data event, when accept/connect did not give the peer
+/// (a socket older than the agent, or accepted without an address, as libuv does) and no tuple
+/// probe did.
 #[inline(always)]
-fn add_tuple(args: &mut SyscallArgs) {
-    if args.has_tuple != 0 {
-        return;
-    }
-    if let Some(tuple) = tuple_of_fd(args.fd) {
-        args.tuple = tuple;
-        args.has_tuple = 1;
-    }
-}
-
-/// `current->files->fdt->fd[fd]->private_data->sk`, then its tuple; `None` for a descriptor
-/// that is not an IPv4/IPv6 socket.
-#[inline(always)]
-fn tuple_of_fd(fd: u32) -> Option<SockTuple> {
+fn fill_tuple_of_fd(fd: u32, out: &mut SockTuple) -> bool {
     let off = FD_OFF.load();
     if off.valid == 0 {
-        return None;
+        return false;
     }
     // SAFETY: helper without preconditions; the result is only ever read through the
     // fault-checking helper.
     let task = unsafe { bpf_get_current_task() };
+    let Some(sk) = sock_of_fd(task, fd, &off) else {
+        return false;
+    };
+    sock::read_tuple_into(sk, &SOCK_OFF.load(), out)
+}
+
+#[inline(always)]
+fn sock_of_fd(task: u64, fd: u32, off: &FdOffsets) -> Option<u64> {
     let files: u64 = sock::read(task, off.task_files)?;
     let fdt: u64 = sock::read(files, off.files_fdt)?;
     let max_fds: u32 = sock::read(fdt, off.fdt_max_fds)?;
@@ -180,10 +179,7 @@ fn tuple_of_fd(fd: u32) -> Option<SockTuple> {
     let sk: u64 = sock::read(socket, off.socket_sk)?;
     // Any other file's private data leads elsewhere: only a socket's sock points back at it.
     let back: u64 = sock::read(sk, off.sk_socket)?;
-    if socket == 0 || back != socket {
-        return None;
-    }
-    sock::read_tuple(sk, &SOCK_OFF.load())
+    (socket != 0 && back == socket).then_some(sk)
 }
 
 #[inline(always)]
@@ -289,6 +285,7 @@ fn emit_data(
     source: Source,
     total: u64,
     direction: u32,
+    want_tuple: bool,
 ) -> Option<()> {
     let scratch = SCRATCH.get_ptr_mut(args.syscall)?;
     // SAFETY: this program's own per-CPU scratch (indexed by its syscall constant): the kernel
@@ -342,6 +339,9 @@ fn emit_data(
     ev.total_len = total;
     ev.captured_len = captured as u32;
     ev.tuple = args.tuple;
+    if want_tuple && args.has_tuple == 0 && fill_tuple_of_fd(args.fd, &mut ev.tuple) {
+        ev.flags = FLAG_HAS_TUPLE;
+    }
 
     if WRITE_ACTIVE.load() != 0 {
         write_side(ctx, id, args.fd, direction, scratch, captured);

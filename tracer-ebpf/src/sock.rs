@@ -10,7 +10,8 @@
 //! (`args::record_tuple`).
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
+    cty::c_void,
+    helpers::{bpf_probe_read_kernel, generated::bpf_probe_read_kernel as probe_read_kernel_raw},
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
@@ -79,6 +80,43 @@ fn record(sk: u64) {
         }
         read_tuple(sk, &off)
     });
+}
+
+/// Reads the tuple of `sk` straight into `out` (map memory, not the stack); false if it is not
+/// an IPv4/IPv6 socket or a read faults.
+#[inline(always)]
+pub fn read_tuple_into(sk: u64, off: &SockOffsets, out: &mut SockTuple) -> bool {
+    let Some(family) = read::<u16>(sk, off.family) else {
+        return false;
+    };
+    let (Some(sport), Some(dport)) = (read::<u16>(sk, off.num), read::<u16>(sk, off.dport)) else {
+        return false;
+    };
+    let (src, dst, len) = match family {
+        AF_INET => (off.rcv_saddr, off.daddr, 4),
+        AF_INET6 if off.v6_daddr != 0 => (off.v6_rcv_saddr, off.v6_daddr, 16),
+        _ => return false,
+    };
+    out.saddr = [0; 16];
+    out.daddr = [0; 16];
+    // SAFETY: the helper checks the kernel address and writes at most `len` (4 or 16) bytes
+    // into the 16-byte arrays.
+    let ok = unsafe {
+        probe_read_kernel_raw(
+            out.saddr.as_mut_ptr().cast(),
+            len,
+            (sk + u64::from(src)) as *const c_void,
+        ) == 0
+            && probe_read_kernel_raw(
+                out.daddr.as_mut_ptr().cast(),
+                len,
+                (sk + u64::from(dst)) as *const c_void,
+            ) == 0
+    };
+    out.family = family;
+    out.sport = sport;
+    out.dport = u16::from_be(dport);
+    ok
 }
 
 #[inline(always)]
