@@ -429,7 +429,11 @@ async fn http_request(
         }
     };
     let headers = header_list(req.headers());
-    let gzip = match req.headers().get("content-encoding").map(|v| v.as_bytes()) {
+    let gzip = match req
+        .headers()
+        .get("content-encoding")
+        .map(hyper::http::HeaderValue::as_bytes)
+    {
         None | Some(b"identity") => false,
         Some(b"gzip") => true,
         Some(_) => {

@@ -1,5 +1,5 @@
-//! Root: the agent runs with exactly the capabilities the DaemonSet and the systemd unit grant
-//! (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE; every other one
+//! Root: the agent runs with exactly the capabilities the `DaemonSet` and the systemd unit grant
+//! (`CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`, `CAP_SYS_RESOURCE`; every other one
 //! dropped from the bounding set with capsh) and traces correctly; without one of the two it
 //! cannot work without, it stops and names it.
 

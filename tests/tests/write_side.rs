@@ -286,6 +286,10 @@ fn inject_joins_an_app_that_forwards_nothing_and_read_only_does_not() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario per block, each with its own assertions, in the order they run"
+)]
 fn bodies_keepalive_pipelining_and_split_heads_survive_the_write_side() {
     let _serial = root_test();
     let rx = Receiver::start_blocking();
