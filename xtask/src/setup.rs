@@ -115,6 +115,17 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
+/// `perf` (Debian's linux-perf), for `cargo xtask bench --profile` only: the tests never need it.
+pub fn ensure_perf() -> Result<()> {
+    let mut apt = Apt {
+        root: util::is_root(),
+        updated: false,
+    };
+    step("apt packages: linux-perf", |s| {
+        apt.ensure(s, &["linux-perf"], None)
+    })
+}
+
 fn step(name: &str, work: impl FnOnce(&Step) -> Result<Outcome>) -> Result<()> {
     Step::start("setup", name).run(work)
 }

@@ -30,6 +30,7 @@ mod idle;
 mod load;
 mod plot;
 mod procs;
+mod profile;
 mod receiver;
 mod report;
 mod rows;
@@ -69,6 +70,11 @@ pub struct Options {
     /// `--only go,keep-alive`), to check one optimisation quickly; budgets of the others are n/a.
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     only: Vec<String>,
+    /// Also record the agent with `perf` (installed on first use) during the first with-agent
+    /// run of each scenario, and report its CPU by stage (event loop, HTTP assembly, span
+    /// building, OTLP encoding, transport...) in results.md.
+    #[arg(long)]
+    profile: bool,
     /// Extra agent argument for the runs with the agent (repeatable), e.g.
     /// `--agent-arg=--write-mode --agent-arg=rewrite` to measure the write side's read path.
     #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -302,6 +308,9 @@ pub fn bench(opts: &Options) -> Result<()> {
     if scenarios.iter().any(|sc| sc.scale == Scale::IdleConns) {
         idle::raise_nofile(IDLE_CONNS + 1024)?;
     }
+    if opts.profile {
+        setup::ensure_perf()?;
+    }
     let out = util::target_dir().join("bench");
     let agent_bin = build_agent(&out, false)?;
     let floor_bin = build_agent(&out, true)?;
@@ -325,6 +334,12 @@ pub fn bench(opts: &Options) -> Result<()> {
         secs,
         names: HashMap::new(),
         agent_args: opts.agent_args.clone(),
+        profile_dir: if opts.profile {
+            Some(profile::dir(&out)?)
+        } else {
+            None
+        },
+        profiles: Vec::new(),
     };
     let mut services = bench.start_services(&scenarios)?;
 
@@ -352,6 +367,16 @@ pub fn bench(opts: &Options) -> Result<()> {
         busy_after: agent::busy_cpus(Duration::from_secs(1))?,
     };
     report::write(&out, &scenarios, &runs, &conditions)?;
+    if !bench.profiles.is_empty() {
+        let section = profile::section(&bench.profiles)?;
+        println!("\n{section}");
+        let results = out.join("results.md");
+        let mut md = fs::read_to_string(&results)
+            .with_context(|| format!("cannot read {}", results.display()))?;
+        md.push('\n');
+        md.push_str(&section);
+        fs::write(&results, md).with_context(|| format!("cannot write {}", results.display()))?;
+    }
     println!(
         "[bench] done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),

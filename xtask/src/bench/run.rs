@@ -16,7 +16,7 @@ use super::{
     idle::IdleConns,
     load::{self, LoadResult, Spec},
     procs::{self, Proc, Target},
-    receiver,
+    profile, receiver,
 };
 use crate::util::{Outcome, Step};
 
@@ -38,6 +38,9 @@ pub struct Bench {
     pub names: HashMap<String, String>,
     /// Extra arguments for the agent (`--agent-arg`).
     pub agent_args: Vec<String>,
+    /// With `--profile`: where the recordings go, and those made so far (scenario label, file).
+    pub profile_dir: Option<PathBuf>,
+    pub profiles: Vec<(String, PathBuf)>,
 }
 
 /// A service under load for the whole bench.
@@ -157,11 +160,26 @@ impl Bench {
                 at: Instant::now(),
             });
         }
+        let label = sc.label();
+        let recording = match (&self.profile_dir, &agent) {
+            (Some(dir), Some(a))
+                if arm == Arm::Agent
+                    && !stats
+                    && !self.profiles.iter().any(|(l, _)| *l == label) =>
+            {
+                let file = dir.join(format!("{}.data", self.profiles.len()));
+                Some(profile::record(a.pid(), self.secs, &file)?)
+            }
+            _ => None,
+        };
         let load = match sc.rate {
             Some(_) => load::generate(&spec, load::RATE_WORKERS)?,
             None if sc.close && !svc.wrk_close => load::generate(&spec, load::CLOSE_WORKERS)?,
             None => load::wrk(&spec, &self.script)?,
         };
+        if let Some(r) = recording {
+            self.profiles.push((label, r.finish()?));
+        }
         svc.proc.check_running()?;
         if load.requests == 0 {
             bail!(
