@@ -95,11 +95,12 @@ pub fn take(id: u64) -> Option<SyscallArgs> {
     }
 }
 
-/// Gives the current thread's syscall in flight the socket tuple `read` finds, unless it has
-/// one already (a send or receive path can be entered more than once per syscall) or the
-/// thread has no traced syscall in flight (then `read` is not called).
+/// Gives the current thread's syscall in flight the socket tuple `read` writes into the slot
+/// (returning whether it found one), unless it has one already (a send or receive path can be
+/// entered more than once per syscall) or the thread has no traced syscall in flight (then
+/// `read` is not called).
 #[inline(always)]
-pub fn record_tuple(read: impl FnOnce() -> Option<SockTuple>) {
+pub fn record_tuple(read: impl FnOnce(&mut SockTuple) -> bool) {
     let id = bpf_get_current_pid_tgid();
     let Some(slot) = slot_of(id) else {
         return;
@@ -110,10 +111,8 @@ pub fn record_tuple(read: impl FnOnce() -> Option<SockTuple>) {
         if read_volatile(&raw const (*slot).id) != id || (*slot).args.has_tuple != 0 {
             return;
         }
-        let Some(tuple) = read() else {
-            return;
-        };
-        (*slot).args.tuple = tuple;
-        (*slot).args.has_tuple = 1;
+        if read(&mut (*slot).args.tuple) {
+            (*slot).args.has_tuple = 1;
+        }
     }
 }

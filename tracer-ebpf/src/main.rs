@@ -100,7 +100,7 @@ static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
     v6_daddr: 0,
 });
 
-/// Offsets for reading a socket's tuple through the file table (`capture::tuple_of_fd`).
+/// Offsets for reading a socket's tuple through the file table (`capture::fill_tuple_of_fd`).
 #[unsafe(no_mangle)]
 static FD_OFF: Global<FdOffsets> = Global::new(FdOffsets {
     valid: 0,

@@ -73,17 +73,14 @@ pub fn read<T>(sk: u64, offset: u32) -> Option<T> {
 
 #[inline(always)]
 fn record(sk: u64) {
-    args::record_tuple(|| {
+    args::record_tuple(|out| {
         let off = SOCK_OFF.load();
-        if sk == 0 || off.valid == 0 {
-            return None;
-        }
-        read_tuple(sk, &off)
+        sk != 0 && off.valid != 0 && read_tuple_into(sk, &off, out)
     });
 }
 
-/// Reads the tuple of `sk` straight into `out` (map memory, not the stack); false if it is not
-/// an IPv4/IPv6 socket or a read faults.
+/// Reads the tuple of `sk` straight into `out` (map memory: the syscall's slot or its event,
+/// not the stack); false if it is not an IPv4/IPv6 socket or a read faults.
 #[inline(always)]
 pub fn read_tuple_into(sk: u64, off: &SockOffsets, out: &mut SockTuple) -> bool {
     let Some(family) = read::<u16>(sk, off.family) else {
@@ -117,27 +114,4 @@ pub fn read_tuple_into(sk: u64, off: &SockOffsets, out: &mut SockTuple) -> bool 
     out.sport = sport;
     out.dport = u16::from_be(dport);
     ok
-}
-
-#[inline(always)]
-pub fn read_tuple(sk: u64, off: &SockOffsets) -> Option<SockTuple> {
-    let family: u16 = read(sk, off.family)?;
-    let mut tuple = SockTuple {
-        family,
-        sport: read(sk, off.num)?,
-        dport: u16::from_be(read(sk, off.dport)?),
-        ..SockTuple::default()
-    };
-    match family {
-        AF_INET => {
-            tuple.saddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.rcv_saddr)?);
-            tuple.daddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.daddr)?);
-        }
-        AF_INET6 if off.v6_daddr != 0 => {
-            tuple.saddr = read(sk, off.v6_rcv_saddr)?;
-            tuple.daddr = read(sk, off.v6_daddr)?;
-        }
-        _ => return None,
-    }
-    Some(tuple)
 }

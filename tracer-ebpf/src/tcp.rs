@@ -13,7 +13,13 @@ use crate::{TCP_TP, args};
 #[tracepoint]
 pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
     floor!(0);
-    args::record_tuple(|| read_tuple(&ctx).ok());
+    args::record_tuple(|out| match read_tuple(&ctx) {
+        Ok(tuple) => {
+            *out = tuple;
+            true
+        }
+        Err(_) => false,
+    });
     0
 }
 
