@@ -144,7 +144,7 @@ impl OtlpExporter {
             &proto::SCOPE,
             batch
                 .chunk_by(|a, b| Arc::ptr_eq(&a.resource, &b.resource))
-                .map(|group| (&*group[0].resource, group.iter())),
+                .map(|group| (&*group[0].resource, group)),
         );
         self.last_size = buf.len();
         Bytes::from(buf)

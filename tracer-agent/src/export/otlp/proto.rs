@@ -199,20 +199,16 @@ fn resource_len(r: &Resource) -> usize {
 
 /// Appends an `ExportTraceServiceRequest` to `buf`: one `ResourceSpans` per group, each with one
 /// `ScopeSpans`. Every span of a group is expected to have that group's resource.
-pub fn encode_request<'a, G, I>(buf: &mut Vec<u8>, scope: &Scope, groups: G)
-where
-    G: IntoIterator<Item = (&'a Resource, I)>,
-    I: Iterator<Item = &'a Span>,
-{
+pub fn encode_request<'a>(
+    buf: &mut Vec<u8>,
+    scope: &Scope,
+    groups: impl IntoIterator<Item = (&'a Resource, &'a [Span])>,
+) {
     // Each span's size is needed twice (its group's size, then its own length prefix).
     let mut sizes = Vec::new();
     for (resource, spans) in groups {
         sizes.clear();
-        let mut group: Vec<&Span> = Vec::new();
-        for s in spans {
-            sizes.push(span_len(s));
-            group.push(s);
-        }
+        sizes.extend(spans.iter().map(span_len));
         // ResourceSpans { resource = 1; scope_spans = 2; }
         // ScopeSpans { scope = 1; spans = 2; }
         let r_len = resource_len(resource);
@@ -227,7 +223,7 @@ where
         put_len(buf, 1, scope_len(scope));
         put_bytes(buf, 1, scope.name.as_bytes());
         put_bytes(buf, 2, scope.version.as_bytes());
-        for (s, n) in group.iter().zip(&sizes) {
+        for (s, n) in spans.iter().zip(&sizes) {
             put_len(buf, 2, *n);
             let body = buf.len();
             put_span(buf, s);

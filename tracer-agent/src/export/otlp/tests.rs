@@ -95,7 +95,7 @@ fn request_decodes_with_the_official_types_field_by_field() {
     proto::encode_request(
         &mut buf,
         &proto::SCOPE,
-        [(&*a, spans[..2].iter()), (&*b, spans[2..].iter())],
+        [(&*a, &spans[..2]), (&*b, &spans[2..])],
     );
     let req = decode(&buf);
     assert_eq!(req.resource_spans.len(), 2);
@@ -174,7 +174,7 @@ fn sizes_are_exact_for_every_varint_length() {
         s.status = Status::Error("e".repeat(len));
         let spans = vec![s; 3];
         let mut buf = Vec::new();
-        proto::encode_request(&mut buf, &proto::SCOPE, [(&*r, spans.iter())]);
+        proto::encode_request(&mut buf, &proto::SCOPE, [(&*r, spans.as_slice())]);
         let req = decode(&buf);
         let got = &req.resource_spans[0].scope_spans[0].spans;
         assert_eq!(got.len(), 3, "length {len}");
