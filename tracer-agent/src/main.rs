@@ -121,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (mut probes, maps) = loader::load(
         &tracefs,
         &LoadOptions {
+            capture: cfg.capture,
             attach: cfg.attach,
             capture_size: cfg.capture_size,
             filter_listed: cfg.selects_processes(),
@@ -139,6 +140,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Loading parsed the kernel's BTF and the object: hand that memory back now.
     // SAFETY: glibc's malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
+    if let Some(reason) = &probes.plan.socket_capture_rejected {
+        info!("socket-level capture passed over: {reason}");
+    }
     for (family, reason) in &probes.plan.rejected {
         info!("socket tuple via {family} passed over: {reason}");
     }

@@ -88,6 +88,11 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_kernel_dropped_scratch_busy_total",
         "Events dropped because a preempting program run took the per-CPU event buffer.",
     ),
+    (
+        counter::UNREADABLE_BUFFER,
+        "tracer_kernel_unreadable_buffers_total",
+        "Socket-level capture: sends and receives whose bytes were not in user memory (sendfile, splice, kernel users): not captured.",
+    ),
 ];
 
 #[derive(Default)]

@@ -1,6 +1,6 @@
 //! Syscalls in flight: what a `sys_enter_*` probe saw, kept for the `sys_exit_*` probe of the
 //! same thread, and the socket tuple the tuple probes (`sock`, `tcp`) add while the syscall
-//! runs.
+//! runs. The socket-level capture (`socket`) keeps its sends and receives in flight here too.
 //!
 //! One slot per thread id modulo `ARGS_SLOTS` in an array, tagged with the owner's pid_tgid:
 //! saving and taking the arguments are plain stores, where a hash map would take a bucket lock
@@ -30,6 +30,8 @@ pub struct SyscallArgs {
     /// iovcnt for readv/writev.
     pub count: u64,
     pub enter_ns: u64,
+    /// The `struct sock` of a socket-level capture (`socket`), 0 for a syscall.
+    pub sk: u64,
     /// Set by a tuple probe that saw this syscall's socket.
     pub has_tuple: u32,
     pub pad: u32,

@@ -7,10 +7,11 @@
 //! protocol once; sockets that are not HTTP cost a map lookup from then on.
 
 use aya_ebpf::{
+    EbpfContext,
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
     },
     programs::TracePointContext,
 };
@@ -44,9 +45,16 @@ struct IoVec {
 
 /// Where the bytes of a syscall live in user memory.
 #[derive(Clone, Copy)]
-enum Source {
+pub enum Source {
     Plain(u64),
-    Vector { iov: u64, count: u64 },
+    /// An array of `count` user buffers; the array itself is in kernel memory (`kernel`: the
+    /// copy the kernel made of a readv/writev/sendmsg argument, as the socket-level probes see
+    /// it) or in user memory (the syscall's argument).
+    Vector {
+        iov: u64,
+        count: u64,
+        kernel: bool,
+    },
 }
 
 /// Every `sys_enter_*` probe: keep the arguments of a traced process's syscall for its exit.
@@ -72,6 +80,7 @@ pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
             } else {
                 0
             },
+            sk: 0,
             has_tuple: 0,
             pad: 0,
             tuple: SockTuple::default(),
@@ -98,6 +107,24 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
         fd: args.fd,
     };
     let source = source_of(&args)?;
+    let want_tuple = track(ctx, key, source, ret)?;
+    let scratch = fill_event(id, &args, source, ret as u64, direction)?;
+    if want_tuple && args.has_tuple == 0 && fill_tuple_of_fd(args.fd, &mut scratch.event.tuple) {
+        scratch.event.flags = FLAG_HAS_TUPLE;
+    }
+    if WRITE_ACTIVE.load() != 0 {
+        let captured = u64::from(scratch.event.captured_len);
+        write_side(ctx, id, args.fd, direction, scratch, captured);
+    }
+    output_scratch(scratch, id);
+    Some(())
+}
+
+/// Whether the connection `key`, whose syscall moved `len` bytes from `source`, is one we
+/// follow (`None`: not HTTP, or decided earlier not to be), and whether its event must carry
+/// the socket tuple (its first one does, unless accept/connect gave the peer).
+#[inline(always)]
+pub fn track<C: EbpfContext>(ctx: &C, key: ConnKey, source: Source, ret: i64) -> Option<bool> {
     let mut want_tuple = false;
     match CONNS.get_ptr_mut(key) {
         Some(conn) => {
@@ -140,7 +167,7 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
             }
         }
     }
-    emit_data(ctx, id, &args, source, ret as u64, direction, want_tuple)
+    Some(want_tuple)
 }
 
 /// Writes the tuple of socket `fd` of the current task into `out` (the event in its per-CPU
@@ -188,27 +215,39 @@ fn source_of(args: &SyscallArgs) -> Option<Source> {
         SYS_READV | SYS_WRITEV => Some(Source::Vector {
             iov: args.buf,
             count: args.count,
+            kernel: false,
         }),
         SYS_RECVMSG | SYS_SENDMSG => {
             // struct msghdr: msg_iov at 16, msg_iovlen at 24 on 64-bit.
             // SAFETY: reading user memory through the helper, which checks the address.
             let iov = unsafe { bpf_probe_read_user((args.buf + 16) as *const u64) }.ok()?;
             let count = unsafe { bpf_probe_read_user((args.buf + 24) as *const u64) }.ok()?;
-            Some(Source::Vector { iov, count })
+            Some(Source::Vector {
+                iov,
+                count,
+                kernel: false,
+            })
         }
         _ => Some(Source::Plain(args.buf)),
     }
 }
 
+/// Entry `index` of an iovec array in user memory, or in kernel memory (`kernel`, a constant
+/// of each caller: only one of the two helpers is compiled into a program).
 #[inline(always)]
-fn read_iov(iov: u64, index: u64) -> Option<IoVec> {
-    // SAFETY: the helper validates the user address.
-    unsafe { bpf_probe_read_user((iov + index * 16) as *const IoVec) }.ok()
+fn read_iov(iov: u64, index: u64, kernel: bool) -> Option<IoVec> {
+    let at = (iov + index * 16) as *const IoVec;
+    // SAFETY: the helpers validate the address.
+    if kernel {
+        unsafe { bpf_probe_read_kernel(at) }.ok()
+    } else {
+        unsafe { bpf_probe_read_user(at) }.ok()
+    }
 }
 
 /// With `--kernel-log`: why a socket's first payload did not make it an HTTP/1 connection.
 #[inline(always)]
-fn log_not_http(ctx: &TracePointContext, key: ConnKey, head: Option<[u8; 8]>, len: i64) {
+fn log_not_http<C: EbpfContext>(ctx: &C, key: ConnKey, head: Option<[u8; 8]>, len: i64) {
     match head {
         Some(head) => info!(
             ctx,
@@ -235,11 +274,11 @@ fn first_bytes(source: Source, len: i64) -> Option<[u8; 8]> {
     }
     let start = match source {
         Source::Plain(buf) => buf,
-        Source::Vector { iov, count } => {
+        Source::Vector { iov, count, kernel } => {
             if count == 0 {
                 return None;
             }
-            match read_iov(iov, 0) {
+            match read_iov(iov, 0, kernel) {
                 Some(v) if v.len >= 8 => v.base,
                 _ => return None,
             }
@@ -277,16 +316,17 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
     len
 }
 
+/// Builds the data event of thread `id`'s syscall in the calling program's per-CPU buffer:
+/// header, a bounded prefix of the bytes moved and, when they were cut, their last bytes. The
+/// caller adds what it knows (the tuple, the write side) and sends it with `output_scratch`.
 #[inline(always)]
-fn emit_data(
-    ctx: &TracePointContext,
+pub fn fill_event(
     id: u64,
     args: &SyscallArgs,
     source: Source,
     total: u64,
     direction: u32,
-    want_tuple: bool,
-) -> Option<()> {
+) -> Option<&'static mut Scratch> {
     let scratch = SCRATCH.get_ptr_mut(args.syscall)?;
     // SAFETY: this program's own per-CPU scratch (indexed by its syscall constant): the kernel
     // does not run a program twice at once on one CPU. The owner tag set here and checked
@@ -306,7 +346,7 @@ fn emit_data(
     let data = scratch.data.as_mut_ptr();
     let (captured, tail_src) = match source {
         Source::Plain(buf) => (copy_user(data, 0, buf, want), buf + total),
-        Source::Vector { iov, count } => copy_vector(data, iov, count, want, total),
+        Source::Vector { iov, count, kernel } => copy_vector(data, iov, count, kernel, want, total),
     };
     let captured = bounded(captured);
     scratch.event.tail_len = 0;
@@ -339,15 +379,7 @@ fn emit_data(
     ev.total_len = total;
     ev.captured_len = captured as u32;
     ev.tuple = args.tuple;
-    if want_tuple && args.has_tuple == 0 && fill_tuple_of_fd(args.fd, &mut ev.tuple) {
-        ev.flags = FLAG_HAS_TUPLE;
-    }
-
-    if WRITE_ACTIVE.load() != 0 {
-        write_side(ctx, id, args.fd, direction, scratch, captured);
-    }
-    output_scratch(scratch, id);
-    Some(())
+    Some(scratch)
 }
 
 /// What the write side needs from a read or write of a traced process: an inbound request head
@@ -399,13 +431,22 @@ fn continues_request(key: ConnKey, buf: *const u8) -> bool {
 /// Copies up to `want` bytes from an iovec array. Returns the bytes copied and the user address
 /// just past the last byte of the message (for the tail), or 0 if it lies beyond `MAX_IOV`.
 #[inline(always)]
-fn copy_vector(data: *mut u8, iov: u64, count_arg: u64, want: u64, total: u64) -> (u64, u64) {
+fn copy_vector(
+    data: *mut u8,
+    iov: u64,
+    count_arg: u64,
+    kernel: bool,
+    want: u64,
+    total: u64,
+) -> (u64, u64) {
     let mut copied = 0u64;
     for i in 0..MAX_IOV_COPY as u64 {
         if i >= count_arg || copied >= want {
             break;
         }
-        let Some(v) = read_iov(iov, i) else { break };
+        let Some(v) = read_iov(iov, i, kernel) else {
+            break;
+        };
         let take = if v.len < want - copied {
             v.len
         } else {
@@ -417,18 +458,20 @@ fn copy_vector(data: *mut u8, iov: u64, count_arg: u64, want: u64, total: u64) -
         // Everything moved was captured: no tail is needed.
         return (copied, 0);
     }
-    (copied, tail_address(iov, count_arg, total))
+    (copied, tail_address(iov, count_arg, kernel, total))
 }
 
 /// Where the `total`-th byte of an iovec array ends, walking only the lengths.
 #[inline(always)]
-fn tail_address(iov: u64, count_arg: u64, total: u64) -> u64 {
+fn tail_address(iov: u64, count_arg: u64, kernel: bool, total: u64) -> u64 {
     let mut seen = 0u64;
     for i in 0..MAX_IOV as u64 {
         if i >= count_arg {
             break;
         }
-        let Some(v) = read_iov(iov, i) else { break };
+        let Some(v) = read_iov(iov, i, kernel) else {
+            break;
+        };
         if seen + v.len >= total {
             return v.base + (total - seen);
         }
@@ -504,24 +547,22 @@ fn read_sockaddr(ptr: u64) -> (u16, u16, [u8; 16]) {
     (family, port, addr)
 }
 
-/// close: forget a tracked socket and tell the agent.
+/// close: forget a tracked socket (`fd`: its descriptor, or its id with socket-level capture)
+/// and tell the agent.
 #[inline(always)]
-pub fn on_close(fd: u64) -> Option<()> {
+pub fn on_close(fd: u32) -> Option<()> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == SELF_TGID.load() {
         return None;
     }
-    let key = ConnKey {
-        tgid,
-        fd: fd as u32,
-    };
+    let key = ConnKey { tgid, fd };
     // SAFETY: only tested for presence.
     unsafe { CONNS.get(key) }?;
     let _ = CONNS.remove(key);
     output_conn_event(CloseEvent {
         kind: EventKind::Close as u32,
         pid: tgid,
-        fd: fd as u32,
+        fd,
     });
     Some(())
 }

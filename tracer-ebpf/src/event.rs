@@ -22,8 +22,13 @@ pub const SYS_WRITE: u32 = 4;
 pub const SYS_WRITEV: u32 = 5;
 pub const SYS_SENDTO: u32 = 6;
 pub const SYS_SENDMSG: u32 = 7;
-/// How many data syscalls there are, and how many of them read.
-pub const SYS_COUNT: u32 = 8;
+/// The socket-level capture's receive and send (`socket`), after the syscalls.
+pub const SOCK_RECV: u32 = 8;
+pub const SOCK_SEND: u32 = 9;
+/// How many capture programs have a buffer, and how many of the syscalls read (the inbound
+/// head scan of the write side, which only runs with syscall capture, has one per reading
+/// syscall).
+pub const SYS_COUNT: u32 = 10;
 pub const SYS_INGRESS_COUNT: u32 = 4;
 
 /// A data event being assembled: the header and room for the payload. The payload area is four

@@ -3,6 +3,8 @@
 //! - [`syscalls`]: syscall tracepoints (accept, connect, read/write families, close), the
 //!   baseline that works on every kernel from 5.10 on; what they do is in [`capture`], the
 //!   syscalls in flight in [`args`], the event buffers and the ring buffer in [`event`].
+//! - [`socket`]: the same capture at the TCP send/receive functions (fentry/fexit), chosen by
+//!   the agent where the kernel allows it: the node's other syscalls then pay nothing.
 //! - socket 4-tuple of the syscall in flight, one family chosen per kernel by the agent:
 //!   [`sock`] (fentry, kprobe or tp_btf on the TCP send/receive path, both directions) or
 //!   [`tcp`] (`tcp:tcp_rcv_space_adjust`, reads only, the fallback).
@@ -41,6 +43,7 @@ mod args;
 mod capture;
 mod event;
 mod sock;
+mod socket;
 mod syscalls;
 mod tcp;
 mod write;
@@ -51,8 +54,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
-    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, FdOffsets, MSG_STAGES,
-    SockOffsets, TcpTpOffsets, counter,
+    ConnInfo, ConnKey, DEFAULT_CAPTURE, FILTER_ALL, FILTER_LISTED, FdOffsets, IterOffsets,
+    MSG_STAGES, SockOffsets, TcpTpOffsets, counter,
 };
 
 use crate::{
@@ -112,6 +115,24 @@ static FD_OFF: Global<FdOffsets> = Global::new(FdOffsets {
     socket_sk: 0,
     sk_socket: 0,
 });
+
+/// Where a `msghdr`'s user bytes are, for the [`socket`] capture.
+#[unsafe(no_mangle)]
+static ITER_OFF: Global<IterOffsets> = Global::new(IterOffsets {
+    valid: 0,
+    msg_iter: 0,
+    kind: 0,
+    kind_mask: 0,
+    iov_offset: 0,
+    ptr: 0,
+    nr_segs: 0,
+    iovec: 0,
+    ubuf: 0,
+    pad: 0,
+});
+/// Parameters of `tcp_recvmsg` on the running kernel (6 up to 5.18, then 5, then 4).
+#[unsafe(no_mangle)]
+static TCP_RECVMSG_ARGS: Global<u32> = Global::new(5);
 
 /// Non-zero when some process has write mode rewrite or inject: the read path then chooses
 /// SERVER span ids for them (one global test instead of a map lookup per request otherwise).

@@ -99,6 +99,6 @@ conn_syscall!(sys_enter_connect, sys_exit_connect, SYS_CONNECT, false);
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     floor!(0);
-    let _ = on_close(arg(&ctx, 0));
+    let _ = on_close(arg(&ctx, 0) as u32);
     0
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, ValueEnum};
 
 use crate::{
-    kernel::attach::AttachMode,
+    kernel::attach::{AttachMode, CaptureMode},
     procs::writemode::{Rule, WriteMode},
 };
 
@@ -167,7 +167,12 @@ pub struct Cli {
     )]
     pub max_connections: usize,
 
-    /// Socket-tuple probes: auto picks the best this kernel offers
+    /// Where bytes are captured: auto uses the TCP send/receive functions (fentry/fexit) when
+    /// the kernel allows them and no process edits requests, else the syscall tracepoints
+    #[arg(long, value_enum, env = "TRACER_CAPTURE", default_value_t = CaptureMode::Auto)]
+    pub capture: CaptureMode,
+
+    /// Socket-tuple probes of the syscall capture: auto picks the best this kernel offers
     #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
 

@@ -8,7 +8,7 @@ use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
 pub use self::cli::{Cli, ExporterKind, KubernetesMode, OtlpProtocol, StdoutFormat};
 use crate::{
-    kernel::attach::AttachMode,
+    kernel::attach::{AttachMode, CaptureMode},
     procs::{
         k8s::PodFilter,
         writemode::{WriteMode, WriteModes},
@@ -53,6 +53,10 @@ pub enum ConfigError {
     WriteNeedsSelection(WriteMode),
     #[error("{0}=`{1}` is not supported: use gzip or none")]
     Compression(&'static str, String),
+    #[error(
+        "--capture socket cannot be combined with {0}: {1}; use --capture auto, which then keeps the syscall tracepoints"
+    )]
+    SocketCapture(&'static str, &'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +96,7 @@ pub struct KubernetesConfig {
 
 #[derive(Debug)]
 pub struct Config {
+    pub capture: CaptureMode,
     pub attach: AttachMode,
     pub kubernetes: Option<KubernetesConfig>,
     pub otlp: Option<OtlpConfig>,
@@ -192,6 +197,7 @@ impl Config {
             export_timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30000, env)?),
         };
         Self {
+            capture: cli.capture,
             attach: cli.attach,
             kubernetes,
             otlp,
@@ -236,6 +242,20 @@ impl Config {
                 .unwrap_or(WriteMode::ReadOnly);
             return Err(ConfigError::WriteNeedsSelection(mode));
         }
+        if self.capture == CaptureMode::Socket {
+            if self.write_modes.any_edits() {
+                return Err(ConfigError::SocketCapture(
+                    "--write-mode rewrite/inject",
+                    "the write side's inbound scan runs from the syscall tracepoints",
+                ));
+            }
+            if self.attach != AttachMode::Auto {
+                return Err(ConfigError::SocketCapture(
+                    "--attach",
+                    "the socket-tuple families belong to the syscall capture",
+                ));
+            }
+        }
         Ok(self)
     }
 
@@ -262,7 +282,7 @@ impl Config {
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
         format!(
-            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}, inject format {}\nkernel log: {}",
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture: {:?}, size {} bytes, socket tuple {:?}\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}, inject format {}\nkernel log: {}",
             self.stdout,
             propagators.join(","),
             self.sampler,
@@ -274,7 +294,9 @@ impl Config {
             self.exes,
             self.ports,
             self.exclude_exes,
+            self.capture,
             self.capture_size,
+            self.attach,
             self.metrics_addr
                 .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             self.kubernetes.as_ref().map_or_else(

@@ -179,6 +179,32 @@ fn errors_are_explained() {
 }
 
 #[test]
+fn socket_capture_excludes_the_write_side_and_tuple_families() {
+    let c = resolve(&[], &[]).unwrap();
+    assert_eq!(c.capture, CaptureMode::Auto);
+    assert!(c.describe().contains("capture: Auto"), "{}", c.describe());
+    let c = resolve(&["--capture", "socket", "--pid", "7"], &[]).unwrap();
+    assert_eq!(c.capture, CaptureMode::Socket);
+    let err = resolve(
+        &["--capture", "socket", "--pid", "7", "--write-mode", "rewrite"],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ConfigError::SocketCapture("--write-mode rewrite/inject", _)),
+        "{err}"
+    );
+    assert!(matches!(
+        resolve(&["--capture", "socket", "--attach", "kprobe"], &[]),
+        Err(ConfigError::SocketCapture("--attach", _))
+    ));
+    // Auto stays valid with both: it then keeps the syscall tracepoints.
+    assert!(resolve(&["--pid", "7", "--write-mode", "inject"], &[]).is_ok());
+    let c = resolve(&["--capture", "syscalls"], &[]).unwrap();
+    assert_eq!(c.capture, CaptureMode::Syscalls);
+}
+
+#[test]
 fn kubernetes_mode() {
     assert!(
         resolve(&[], &[]).unwrap().kubernetes.is_none(),

@@ -1,9 +1,12 @@
 //! The attach plan: which attach point each probe family gets on the running kernel, decided
 //! here and only here, then logged and exported as a metric.
 //!
-//! - capture (the bytes of reads and writes): syscall tracepoints on every kernel; they are the
-//!   only hooks that see user buffers without CO-RE.
-//! - socket tuple (both ends of a traced socket, for the peer of a connection whose accept or
+//! - capture (the bytes of reads and writes): fentry/fexit on `tcp_sendmsg`, `tcp_recvmsg`
+//!   and `tcp_close` where the kernel allows BPF trampolines (not on every kernel: ftrace
+//!   hooks can be blocked), so that the node's other syscalls pay nothing; else, and whenever
+//!   a process edits requests (the write side runs from the syscall probes), the syscall
+//!   tracepoints, which every kernel has. `--capture` forces one.
+//! - socket tuple, with the syscall tracepoints (both ends of a traced socket, for the peer of a connection whose accept or
 //!   connect the agent did not see): read once per connection through the task's file table
 //!   at its first data event, with offsets from the kernel's BTF, which attaches nothing; else,
 //!   on kernels without those offsets, a probe on every send and receive: the BTF tracepoints
@@ -15,7 +18,7 @@ use std::{fmt, path::Path};
 
 use aya::{
     Btf as AyaBtf, Ebpf,
-    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 use tracing::{debug, info};
 
@@ -86,6 +89,26 @@ impl fmt::Display for TupleFamily {
     }
 }
 
+/// What `--capture` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureMode {
+    Auto,
+    /// fentry/fexit on the TCP send, receive and close functions.
+    Socket,
+    /// The syscall tracepoints (and a socket-tuple family, see `--attach`).
+    Syscalls,
+}
+
+/// The socket-level capture programs and the kernel function each one traces (fentry or fexit,
+/// as their names begin).
+const SOCKET_PROGRAMS: [(&str, &str); 5] = [
+    ("fentry_cap_tcp_sendmsg", "tcp_sendmsg"),
+    ("fexit_cap_tcp_sendmsg", "tcp_sendmsg"),
+    ("fentry_cap_tcp_recvmsg", "tcp_recvmsg"),
+    ("fexit_cap_tcp_recvmsg", "tcp_recvmsg"),
+    ("fentry_cap_tcp_close", "tcp_close"),
+];
+
 /// What `--attach` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -113,6 +136,10 @@ impl AttachMode {
 /// How each probe family is attached on this kernel.
 #[derive(Clone, Debug, Default)]
 pub struct AttachPlan {
+    /// The socket-level capture is attached (then no syscall tracepoint is).
+    pub socket_capture: bool,
+    /// Why the socket-level capture was not used, when `--capture auto` passed it over.
+    pub socket_capture_rejected: Option<String>,
     pub syscalls: Vec<String>,
     pub missing_syscalls: Vec<String>,
     pub socket_tuple: Option<TupleFamily>,
@@ -126,6 +153,9 @@ impl AttachPlan {
     /// Programs attached: the syscall tracepoints and the socket-tuple pair.
     #[must_use]
     pub fn attached(&self) -> usize {
+        if self.socket_capture {
+            return SOCKET_PROGRAMS.len();
+        }
         self.syscalls.len()
             + self
                 .socket_tuple
@@ -135,6 +165,11 @@ impl AttachPlan {
 
 impl fmt::Display for AttachPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.socket_capture {
+            return f.write_str(
+                "capture=socket (fentry/fexit tcp_sendmsg/tcp_recvmsg, fentry tcp_close; no syscall tracepoint)",
+            );
+        }
         write!(
             f,
             "capture=syscall tracepoints ({} attached",
@@ -170,6 +205,38 @@ pub enum PlanError {
     NoCapture(&'static str),
     #[error("--attach {} is not available on this kernel: {reason}", family.flag())]
     Forced { family: TupleFamily, reason: String },
+    #[error("--capture socket is not available on this kernel: {0}")]
+    SocketCapture(String),
+}
+
+/// Loads and attaches every socket-level capture program, or none of them.
+pub fn attach_socket_capture(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), String> {
+    let mut attached: Vec<&str> = Vec::new();
+    for (name, target) in SOCKET_PROGRAMS {
+        let result = if name.starts_with("fexit_") {
+            program::<FExit>(ebpf, name)
+                .and_then(|p| p.load(target, btf).and_then(|()| p.attach().map(|_| ())))
+        } else {
+            program::<FEntry>(ebpf, name)
+                .and_then(|p| p.load(target, btf).and_then(|()| p.attach().map(|_| ())))
+        };
+        if let Err(e) = result {
+            debug!("socket-level capture: {name} failed: {e}");
+            for done in attached {
+                let undone = if done.starts_with("fexit_") {
+                    program::<FExit>(ebpf, done).and_then(FExit::unload)
+                } else {
+                    program::<FEntry>(ebpf, done).and_then(FEntry::unload)
+                };
+                if let Err(e) = undone {
+                    debug!("unloading {done}: {e}");
+                }
+            }
+            return Err(format!("{name}: {}", short(e)));
+        }
+        attached.push(name);
+    }
+    Ok(())
 }
 
 /// Attaches every syscall tracepoint the kernel has; the read and write families are required.

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use tracer_common::{FdOffsets, SockOffsets};
+use tracer_common::{FdOffsets, IterOffsets, SockOffsets};
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -217,6 +217,71 @@ impl Btf {
         (bits % 8 == 0).then_some(bits / 8)
     }
 
+    /// The value of the enumerator `name` of `enum enum_name`.
+    #[must_use]
+    pub fn enum_value(&self, enum_name: &str, name: &str) -> Option<i64> {
+        let section = &self.data[self.types.clone()];
+        let t = (1..u32::try_from(self.positions.len()).ok()?)
+            .filter_map(|id| self.ty(id))
+            .find(|t| {
+                matches!(t.kind, KIND_ENUM | KIND_ENUM64)
+                    && t.name != 0
+                    && self.name(t.name) == enum_name
+            })?;
+        let entry = if t.kind == KIND_ENUM { 8 } else { 12 };
+        (0..t.vlen).find_map(|i| {
+            let at = t.extra + i * entry;
+            if self.name(u32_at(section, at)?) != name {
+                return None;
+            }
+            let low = u32_at(section, at + 4)?;
+            Some(if t.kind == KIND_ENUM {
+                i64::from(low.cast_signed())
+            } else {
+                (i64::from(u32_at(section, at + 8)?) << 32) | i64::from(low)
+            })
+        })
+    }
+
+    /// How many parameters the kernel function `name` takes.
+    #[must_use]
+    pub fn func_params(&self, name: &str) -> Option<usize> {
+        let func = (1..u32::try_from(self.positions.len()).ok()?)
+            .filter_map(|id| self.ty(id))
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name) == name)?;
+        let proto = self.ty(func.target)?;
+        (proto.kind == KIND_FUNC_PROTO).then_some(proto.vlen)
+    }
+
+    /// Where the user bytes of a `struct msghdr` are described, for the socket-level capture;
+    /// `None` if this kernel's `iov_iter` is not one it knows.
+    #[must_use]
+    pub fn iter_offsets(&self) -> Option<IterOffsets> {
+        let f = |field| self.field_offset("iov_iter", field);
+        let value = |name| {
+            self.enum_value("iter_type", name)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        // 5.14 made the kind a u8 enum of its own; before, it was a bit in `type`, whose
+        // lowest bit is the direction.
+        let (kind, kind_mask) = match f("iter_type") {
+            Some(at) => (at, 0xff),
+            None => (f("type")?, !1),
+        };
+        Some(IterOffsets {
+            valid: 1,
+            msg_iter: self.field_offset("msghdr", "msg_iter")?,
+            kind,
+            kind_mask,
+            iov_offset: f("iov_offset")?,
+            ptr: f("__iov").or_else(|| f("iov"))?,
+            nr_segs: f("nr_segs")?,
+            iovec: value("ITER_IOVEC")?,
+            ubuf: value("ITER_UBUF").unwrap_or(u32::MAX),
+            pad: 0,
+        })
+    }
+
     /// Offsets from the current task to the `struct sock` of a file descriptor; `None` if any
     /// is missing.
     #[must_use]
@@ -358,6 +423,21 @@ mod tests {
         // The fd array pointer follows max_fds in struct fdtable.
         assert!(off.fdt_fd > off.fdt_max_fds, "{off:?}");
         assert!(off.task_files > 0 && off.file_private_data > 0, "{off:?}");
+    }
+
+    #[test]
+    fn running_kernel_has_iov_iter_layout() {
+        let btf = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+        let off = btf.iter_offsets().expect("msghdr/iov_iter fields");
+        // This machine's kernel (6.x): a u8 kind at the start, ITER_UBUF present, the buffer
+        // pointer in the union after iov_offset.
+        assert_eq!((off.kind, off.kind_mask), (0, 0xff), "{off:?}");
+        assert_ne!(off.ubuf, u32::MAX, "{off:?}");
+        assert_ne!(off.ubuf, off.iovec, "{off:?}");
+        assert!(off.ptr > off.iov_offset && off.nr_segs > off.ptr, "{off:?}");
+        // (sk, msg, len, flags) since addr_len went (6 parameters up to 5.18, then 5).
+        assert_eq!(btf.func_params("tcp_recvmsg"), Some(4));
+        assert_eq!(btf.func_params("tcp_sendmsg"), Some(3));
     }
 
     #[test]

@@ -10,11 +10,11 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
-use tracer_common::{FILTER_ALL, FILTER_LISTED, TcpTpOffsets};
+use tracer_common::{FILTER_ALL, FILTER_LISTED, FdOffsets, IterOffsets, SockOffsets, TcpTpOffsets};
 use tracing::debug;
 
 use super::{
-    attach::{self, AttachMode, AttachPlan, PlanError, TupleInputs},
+    attach::{self, AttachMode, AttachPlan, CaptureMode, PlanError, TupleInputs},
     btf::Btf,
     object::{MapError, take_map},
     preflight::{CAP_NET_ADMIN, CAP_SYS_ADMIN, VMLINUX_BTF, effective_caps},
@@ -51,6 +51,7 @@ pub enum LoaderError {
 }
 
 pub struct LoadOptions {
+    pub capture: CaptureMode,
     pub attach: AttachMode,
     pub capture_size: u32,
     pub filter_listed: bool,
@@ -125,28 +126,13 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     if opts.write && caps & (1 << CAP_NET_ADMIN) == 0 && caps & (1 << CAP_SYS_ADMIN) == 0 {
         return Err(LoaderError::WriteNotPrivileged);
     }
-    let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
-        .ok()
-        .and_then(|f| tcp_tp_offsets(&f));
-    // Our reader is dropped before aya parses the same BTF: start-up is the memory peak.
-    let (sock, fd) = match Btf::from_file(Path::new(VMLINUX_BTF)) {
-        Ok(b) => (b.sock_offsets(), b.fd_offsets()),
-        Err(e) => {
-            debug!("kernel BTF not usable: {e}");
-            (None, None)
-        }
-    };
-    // The file-table walk ends in the same `struct sock` reads as the tuple probes.
-    let fd = fd.filter(|_| sock.is_some());
+    let facts = KernelFacts::read(tracefs);
     let self_tgid = std::process::id();
     let mode = if opts.filter_listed {
         FILTER_LISTED
     } else {
         FILTER_ALL
     };
-    let tcp_offsets = tcp.unwrap_or_default();
-    let sock_offsets = sock.unwrap_or_default();
-    let fd_offsets = fd.unwrap_or_default();
     // Off, every log statement is behind a branch on this read-only global that the verifier
     // resolves at load time: the logging code is never run nor even walked.
     let log_level: u8 = if opts.kernel_log { 0xff } else { 0 };
@@ -162,9 +148,11 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .override_global("SELF_TGID", &self_tgid, true)
         .override_global("FILTER_MODE", &mode, true)
         .override_global("CAPTURE_SIZE", &opts.capture_size, true)
-        .override_global("TCP_TP", &tcp_offsets, true)
-        .override_global("SOCK_OFF", &sock_offsets, true)
-        .override_global("FD_OFF", &fd_offsets, true)
+        .override_global("TCP_TP", &facts.tcp.unwrap_or_default(), true)
+        .override_global("SOCK_OFF", &facts.sock.unwrap_or_default(), true)
+        .override_global("FD_OFF", &facts.fd.unwrap_or_default(), true)
+        .override_global("ITER_OFF", &facts.iter.unwrap_or_default(), true)
+        .override_global("TCP_RECVMSG_ARGS", &facts.recv_args.unwrap_or(5), true)
         .override_global("WRITE_ACTIVE", &u32::from(opts.write), true)
         .override_global("INJECT_FORMAT", &opts.inject_format, true)
         .override_global("SAMPLE_BOUND", &opts.sample_bound, true)
@@ -180,27 +168,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         None
     };
 
-    let mut plan = AttachPlan::default();
-    attach::attach_syscalls(&mut ebpf, tracefs, &mut plan)?;
-    // Only the fentry and tp_btf families need aya's parse of the kernel BTF.
-    let probe_family_needs_btf = match opts.attach {
-        AttachMode::Tracepoint | AttachMode::Kprobe | AttachMode::FileTable => false,
-        // The file table comes first and needs no program.
-        AttachMode::Auto => fd.is_none(),
-        AttachMode::Fentry | AttachMode::TpBtf => true,
-    };
-    let aya_btf = if sock.is_some() && probe_family_needs_btf {
-        aya::Btf::from_sys_fs().ok()
-    } else {
-        None
-    };
-    let inputs = TupleInputs {
-        fd_offsets: fd.is_some(),
-        sock_offsets: sock.is_some(),
-        tcp_tracepoint: tcp.is_some(),
-        btf: aya_btf.as_ref(),
-    };
-    attach::attach_tuple(&mut ebpf, opts.attach, &inputs, &mut plan)?;
+    let mut plan = attach_capture(&mut ebpf, tracefs, opts, &facts)?;
     let write_mode = if opts.write {
         let cgroup = write::attach::attach(&mut ebpf)?;
         plan.write_side = Some(cgroup);
@@ -217,6 +185,129 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         kernel_log,
     };
     Ok((Probes { ebpf, plan }, maps))
+}
+
+/// What the running kernel's tracefs and BTF say about the layouts the programs read.
+struct KernelFacts {
+    tcp: Option<TcpTpOffsets>,
+    sock: Option<SockOffsets>,
+    /// Only with `sock`: the file-table walk ends in the same `struct sock` reads.
+    fd: Option<FdOffsets>,
+    iter: Option<IterOffsets>,
+    /// Parameters of `tcp_recvmsg`.
+    recv_args: Option<u32>,
+}
+
+impl KernelFacts {
+    fn read(tracefs: &Path) -> Self {
+        let tcp = fs::read_to_string(tracefs.join(TCP_TP_FORMAT))
+            .ok()
+            .and_then(|f| tcp_tp_offsets(&f));
+        // Our reader is dropped before aya parses the same BTF: start-up is the memory peak.
+        match Btf::from_file(Path::new(VMLINUX_BTF)) {
+            Ok(b) => {
+                let sock = b.sock_offsets();
+                Self {
+                    tcp,
+                    sock,
+                    fd: b.fd_offsets().filter(|_| sock.is_some()),
+                    iter: b.iter_offsets(),
+                    recv_args: b
+                        .func_params("tcp_recvmsg")
+                        .and_then(|n| u32::try_from(n).ok()),
+                }
+            }
+            Err(e) => {
+                debug!("kernel BTF not usable: {e}");
+                Self {
+                    tcp,
+                    sock: None,
+                    fd: None,
+                    iter: None,
+                    recv_args: None,
+                }
+            }
+        }
+    }
+}
+
+/// Attaches the capture: the socket-level programs, or the syscall tracepoints and a
+/// socket-tuple family.
+fn attach_capture(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    opts: &LoadOptions,
+    facts: &KernelFacts,
+) -> Result<AttachPlan, LoaderError> {
+    let socket_blocker = socket_capture_blocker(
+        opts,
+        facts.sock.is_some() && facts.iter.is_some(),
+        facts.recv_args,
+    );
+    // Only the socket-level capture and the fentry and tp_btf tuple families need aya's parse
+    // of the kernel BTF.
+    let probe_family_needs_btf = match opts.attach {
+        AttachMode::Tracepoint | AttachMode::Kprobe | AttachMode::FileTable => false,
+        // The file table comes first and needs no program.
+        AttachMode::Auto => facts.fd.is_none(),
+        AttachMode::Fentry | AttachMode::TpBtf => true,
+    };
+    let aya_btf = if socket_blocker.is_none() || (facts.sock.is_some() && probe_family_needs_btf) {
+        aya::Btf::from_sys_fs().ok()
+    } else {
+        None
+    };
+    let mut plan = AttachPlan::default();
+    let socket = match socket_blocker {
+        None => aya_btf
+            .as_ref()
+            .ok_or_else(|| "the kernel BTF could not be parsed".to_owned())
+            .and_then(|btf| attach::attach_socket_capture(ebpf, btf)),
+        Some(reason) => Err(reason),
+    };
+    match socket {
+        Ok(()) => {
+            plan.socket_capture = true;
+            return Ok(plan);
+        }
+        Err(reason) if opts.capture == CaptureMode::Socket => {
+            return Err(PlanError::SocketCapture(reason).into());
+        }
+        Err(reason) => plan.socket_capture_rejected = Some(reason),
+    }
+    attach::attach_syscalls(ebpf, tracefs, &mut plan)?;
+    let inputs = TupleInputs {
+        fd_offsets: facts.fd.is_some(),
+        sock_offsets: facts.sock.is_some(),
+        tcp_tracepoint: facts.tcp.is_some(),
+        btf: aya_btf.as_ref(),
+    };
+    attach::attach_tuple(ebpf, opts.attach, &inputs, &mut plan)?;
+    Ok(plan)
+}
+
+/// Why the socket-level capture cannot be tried, if it cannot (`offsets`: the `struct sock` and
+/// `iov_iter` layouts were found in BTF).
+fn socket_capture_blocker(
+    opts: &LoadOptions,
+    offsets: bool,
+    recv_args: Option<u32>,
+) -> Option<String> {
+    let reason = match opts.capture {
+        CaptureMode::Syscalls => "--capture syscalls",
+        _ if opts.write => {
+            "a process edits requests, and the write side runs from the syscall tracepoints"
+        }
+        _ if opts.attach != AttachMode::Auto => {
+            "--attach chooses a socket-tuple family of the syscall capture"
+        }
+        _ if !offsets => "struct sock or msghdr/iov_iter layout not found in the kernel BTF",
+        _ if !matches!(recv_args, Some(4..=6)) => {
+            "tcp_recvmsg has not 4 to 6 parameters in the kernel BTF"
+        }
+        _ => return None,
+    };
+    Some(reason.to_owned())
 }
 
 /// One bit per possible process id: `pid_max` / 64 words (the kernel default is 4194304 on

@@ -274,7 +274,11 @@ pub mod counter {
     /// one was filling it (program runs are preemptible on some kernels, e.g. 7.x syscall
     /// tracepoints): sending it would have sent the other run's bytes.
     pub const SCRATCH_BUSY: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Socket-level capture: sends and receives of traced processes whose bytes were not in
+    /// user memory (sendfile and splice pages, kernel users of a socket) or not at the start
+    /// of their buffer: not captured.
+    pub const UNREADABLE_BUFFER: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the
@@ -336,9 +340,38 @@ pub struct SockOffsets {
 }
 const _: () = assert!(size_of::<SockOffsets>() == 32);
 
+/// How the socket-level capture finds the user bytes of a send or receive: the `struct iov_iter`
+/// inside the `struct msghdr` that `tcp_sendmsg`/`tcp_recvmsg` get, whose layout and kind values
+/// changed across kernels (a bit set in a `type` word up to 5.13, a `u8` enum after, reordered
+/// in 6.x, `ITER_UBUF` from 6.0). Read by the agent from the kernel's BTF; `valid` is 0 when
+/// something is missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IterOffsets {
+    pub valid: u32,
+    /// `msghdr.msg_iter`
+    pub msg_iter: u32,
+    /// `iov_iter.iter_type` (5.14+) or `iov_iter.type` (read as a 32-bit word, then masked).
+    pub kind: u32,
+    /// Leaves the kind: `0xff` for the `u8` enum, all but the direction bit for `type`.
+    pub kind_mask: u32,
+    /// `iov_iter.iov_offset`: bytes of the current buffer already consumed.
+    pub iov_offset: u32,
+    /// The union of `iov`/`__iov` (a kernel array of user `struct iovec`) and `ubuf`.
+    pub ptr: u32,
+    /// `iov_iter.nr_segs`
+    pub nr_segs: u32,
+    /// The kind values: `ITER_IOVEC`, and `ITER_UBUF` (`u32::MAX` where it does not exist).
+    pub iovec: u32,
+    pub ubuf: u32,
+    pub pad: u32,
+}
+const _: () = assert!(size_of::<IterOffsets>() == 40);
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::IterOffsets {}
     unsafe impl aya::Pod for super::FdOffsets {}
     // SAFETY: all of these are `#[repr(C)]`, made of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::ConnKey {}

@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "auto,file-table,tracepoint,tp-btf,kprobe,fentry,write"
+        default_value = "auto,socket,file-table,tracepoint,tp-btf,kprobe,fentry,write"
     )]
     attach: Vec<String>,
     /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
@@ -55,10 +55,14 @@ pub struct Options {
 }
 
 /// Every attach family the agent knows; each runs on every kernel (a family the kernel lacks
-/// shows as n/a). `write` is the automatic plan plus the write side (`--write-mode rewrite`:
-/// cgroup connect hooks, `sock_ops`, `sk_msg`), whose suite requires the rewritten parent links.
-pub const ALL_FAMILIES: [&str; 7] = [
+/// shows as n/a). `socket` is the socket-level capture (`--capture socket`: fentry/fexit on the
+/// TCP functions, no syscall tracepoint); the socket-tuple families force the syscall capture.
+/// `write` is the automatic plan plus the write side (`--write-mode rewrite`: cgroup connect
+/// hooks, `sock_ops`, `sk_msg`, with the syscall capture), whose suite requires the rewritten
+/// parent links.
+pub const ALL_FAMILIES: [&str; 8] = [
     "auto",
+    "socket",
     "file-table",
     "tracepoint",
     "tp-btf",
@@ -239,6 +243,8 @@ fn runs(opts: &Options) -> Vec<Vec<String>> {
                 ["--attach", "auto", "--write-mode", "rewrite"]
                     .map(str::to_owned)
                     .to_vec()
+            } else if family == "socket" {
+                vec!["--capture".to_owned(), "socket".to_owned()]
             } else {
                 vec!["--attach".to_owned(), family.clone()]
             };

@@ -76,10 +76,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The family given with `--attach`, if the run forces one.
+/// The family given with `--attach`, or `socket` for `--capture socket`, if the run forces one.
 fn forced_family(opts: &Options) -> Option<&str> {
-    let at = opts.agent_args.iter().position(|a| a == "--attach")?;
-    opts.agent_args.get(at + 1).map(String::as_str)
+    let value = |flag: &str| {
+        let at = opts.agent_args.iter().position(|a| a == flag)?;
+        opts.agent_args.get(at + 1).map(String::as_str)
+    };
+    match value("--capture") {
+        Some("socket") => Some("socket"),
+        _ => value("--attach"),
+    }
 }
 
 fn parse_args() -> Result<Options, String> {
