@@ -77,6 +77,23 @@ func main() {
 			w.(http.Flusher).Flush()
 		}
 	})
+	// A response written in one writev of three buffers (status line, headers, body) on the
+	// hijacked connection: the capture must assemble a message from several user buffers.
+	mux.HandleFunc("GET /writev", func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			reply(w, 500, []byte(err.Error()))
+			return
+		}
+		defer conn.Close()
+		body := []byte("written with writev\n")
+		bufs := net.Buffers{
+			[]byte("HTTP/1.1 203 Non-Authoritative Information\r\n"),
+			[]byte("Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n"),
+			body,
+		}
+		bufs.WriteTo(conn)
+	})
 	mux.HandleFunc("GET /setcookie", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Set-Cookie", "id=s3cr3t-set-cookie")
 		reply(w, 200, []byte("cookie set\n"))

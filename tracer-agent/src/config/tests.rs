@@ -186,12 +186,22 @@ fn socket_capture_excludes_the_write_side_and_tuple_families() {
     let c = resolve(&["--capture", "socket", "--pid", "7"], &[]).unwrap();
     assert_eq!(c.capture, CaptureMode::Socket);
     let err = resolve(
-        &["--capture", "socket", "--pid", "7", "--write-mode", "rewrite"],
+        &[
+            "--capture",
+            "socket",
+            "--pid",
+            "7",
+            "--write-mode",
+            "rewrite",
+        ],
         &[],
     )
     .unwrap_err();
     assert!(
-        matches!(err, ConfigError::SocketCapture("--write-mode rewrite/inject", _)),
+        matches!(
+            err,
+            ConfigError::SocketCapture("--write-mode rewrite/inject", _)
+        ),
         "{err}"
     );
     assert!(matches!(

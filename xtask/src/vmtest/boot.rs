@@ -26,6 +26,9 @@ pub struct Run {
     pub args: String,
     /// The agent's ready line without its prefix and selection: the attach plan.
     pub plan: Option<String>,
+    /// Wall time of a syscall of an untraced process in the guest, without and with the
+    /// agent (ns; emulated, so only the ratio means something).
+    pub unrelated_ns: Option<(f64, f64)>,
     pub result: Result<(), String>,
     /// Set when the run's forced attach family does not exist on this kernel (not a failure).
     pub unsupported: Option<String>,
@@ -61,6 +64,7 @@ impl Console {
             let run = Run {
                 args,
                 plan: None,
+                unrelated_ns: None,
                 result: Ok(()),
                 unsupported: None,
                 secs: 0.0,
@@ -72,6 +76,10 @@ impl Console {
             if let Some(ready) = line.split_once("agent ready: ").map(|(_, r)| r) {
                 // `30 programs attached; capture=...; tracing pids [..] ...`: keep the plan part.
                 run.plan = Some(ready.split("; tracing ").next().unwrap_or(ready).to_owned());
+            }
+            if let Some(figures) = line.strip_prefix("GUEST-FIGURE unrelated-syscall-ns ") {
+                let mut ns = figures.split_whitespace().filter_map(|v| v.parse().ok());
+                run.unrelated_ns = ns.next().zip(ns.next());
             }
             if let Some(result) = line.strip_prefix("GUEST-RESULT ") {
                 run.result = match result.strip_prefix("FAIL") {
@@ -118,6 +126,7 @@ impl Console {
             runs.push(Run {
                 args: args.clone(),
                 plan: None,
+                unrelated_ns: None,
                 result: Err(cause.to_owned()),
                 unsupported: None,
                 secs: 0.0,

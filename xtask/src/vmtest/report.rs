@@ -21,13 +21,14 @@ pub struct KernelResult {
 }
 
 /// Columns of both tables; `agent args` only appears when some run had any.
-const HEADER: [&str; 7] = [
+const HEADER: [&str; 8] = [
     "kernel",
     "Debian package",
     "agent args",
     "result",
     "suite",
     "VM",
+    "unrelated syscall",
     "attach plan",
 ];
 const ARGS: usize = 2;
@@ -58,6 +59,10 @@ fn rows(results: &[KernelResult], cut_result: Option<usize>) -> Vec<Vec<String>>
                 result,
                 format!("{:.1}s", run.secs),
                 format!("{:.1}s", k.boot_secs),
+                run.unrelated_ns
+                    .map_or_else(String::new, |(without, with)| {
+                        format!("{without:.0} -> {with:.0} ns")
+                    }),
                 run.plan
                     .clone()
                     .unwrap_or_else(|| "(agent not ready)".to_owned()),

@@ -102,6 +102,7 @@ fn single_requests(up: u32) -> Vec<(Headers, Expect)> {
     let (t128, s128) = ("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1");
     let (tb3, sb3) = ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174");
     let (tw3c, sw3c) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (tv, sv) = ("7a3c0b5e9d1f2468", "13579bdf02468ace");
     let b3_128 = vec![
         ("X-B3-TraceId", t128.to_owned()),
         ("X-B3-SpanId", s128.to_owned()),
@@ -165,6 +166,19 @@ fn single_requests(up: u32) -> Vec<(Headers, Expect)> {
                 status: 202,
                 source: "none",
                 ..server("no context", up, None, Parent::Empty, "/status/202")
+            },
+        ),
+        (
+            b3_multi(tv, sv),
+            Expect {
+                status: 203,
+                ..server(
+                    "response in one writev of three buffers",
+                    up,
+                    Some(pad(tv)),
+                    Parent::Is(sv.into()),
+                    "/writev",
+                )
             },
         ),
     ]
