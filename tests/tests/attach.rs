@@ -1,8 +1,9 @@
-//! Root: every socket-tuple family of the attach plan (`--attach`) either produces correct spans
-//! on this kernel, with the peer's real port from the kernel's socket (also for a connection
-//! accepted before the agent started, whose peer only the tuple can tell), or refuses to start
-//! with a message saying it is not available here. `auto` and `tracepoint` must work everywhere.
-//! The kernel matrix (`cargo xtask vm-test`) runs the same families on other kernels.
+//! Root: the socket-level capture (`--capture socket`) and every socket-tuple family of the
+//! syscall capture (`--attach`) either produce correct spans on this kernel, with the peer's real
+//! port from the kernel's socket (also for a connection accepted before the agent started, whose
+//! peer only the tuple can tell), or refuse to start with a message saying it is not available
+//! here. `auto` and `tracepoint` must work everywhere. The kernel matrix (`cargo xtask vm-test`)
+//! runs the same families on other kernels.
 
 use std::{
     io::{BufRead, BufReader},
@@ -16,22 +17,24 @@ use tracer_tests::harness::{
     Agent, HttpConn, Receiver, Service, agent_binary, free_port, random_hex, root_test,
 };
 
-const FAMILIES: [&str; 6] = [
-    "auto",
-    "file-table",
-    "fentry",
-    "tp-btf",
-    "kprobe",
-    "tracepoint",
+/// Each family and the agent flag that forces it.
+const FAMILIES: [(&str, &str); 7] = [
+    ("auto", "--attach"),
+    ("socket", "--capture"),
+    ("file-table", "--attach"),
+    ("fentry", "--attach"),
+    ("tp-btf", "--attach"),
+    ("kprobe", "--attach"),
+    ("tracepoint", "--attach"),
 ];
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Starts the agent with `--attach family` and reports whether it got ready, or the error it
+/// Starts the agent with `flag family` and reports whether it got ready, or the error it
 /// exited with.
-fn probe(family: &str, pid: u32) -> Result<String, String> {
+fn probe(flag: &str, family: &str, pid: u32) -> Result<String, String> {
     let mut child = Command::new(agent_binary())
         .args([
-            "--attach",
+            flag,
             family,
             "--pid",
             &pid.to_string(),
@@ -65,7 +68,7 @@ fn probe(family: &str, pid: u32) -> Result<String, String> {
     let status = child.wait().expect("agent exit status");
     assert!(
         !status.success(),
-        "--attach {family}: agent neither got ready nor failed:\n{log}"
+        "{flag} {family}: agent neither got ready nor failed:\n{log}"
     );
     Err(log)
 }
@@ -75,24 +78,31 @@ fn every_attach_family_works_or_says_it_is_unavailable() {
     let _serial = root_test();
     let svc = Service::python(free_port(), None, &[]);
     let mut worked = Vec::new();
-    for family in FAMILIES {
-        match probe(family, svc.pid()) {
+    for (family, flag) in FAMILIES {
+        match probe(flag, family, svc.pid()) {
             Err(log) => {
                 assert!(
                     family != "auto" && family != "tracepoint",
-                    "--attach {family} must work on every kernel:\n{log}"
+                    "{flag} {family} must work on every kernel:\n{log}"
                 );
                 assert!(
-                    log.contains(&format!(
-                        "--attach {family} is not available on this kernel"
-                    )),
-                    "--attach {family} failed without saying why:\n{log}"
+                    log.contains(&format!("{flag} {family} is not available on this kernel")),
+                    "{flag} {family} failed without saying why:\n{log}"
                 );
-                println!("--attach {family}: not available here");
+                println!("{flag} {family}: not available here");
             }
             Ok(ready) => {
-                println!("--attach {family}: {ready}");
-                check_spans(family, &svc);
+                println!("{flag} {family}: {ready}");
+                // A tuple family belongs to the syscall capture; auto may take either.
+                let socket = ready.contains("capture=socket");
+                if family != "auto" {
+                    assert_eq!(
+                        socket,
+                        family == "socket",
+                        "{flag} {family}: the plan names the wrong capture: {ready}"
+                    );
+                }
+                check_spans(flag, family, &svc);
                 worked.push(family);
             }
         }
@@ -100,14 +110,14 @@ fn every_attach_family_works_or_says_it_is_unavailable() {
     println!("families working on this kernel: {worked:?}");
 }
 
-/// Spans under `--attach family`: right ids and the peer port the client really used.
-fn check_spans(family: &str, svc: &Service) {
+/// Spans under `flag family`: right ids and the peer port the client really used.
+fn check_spans(flag: &str, family: &str, svc: &Service) {
     let rx = Receiver::start_blocking();
     // Accepted before the agent runs: no accept to learn the peer from, only the tuple.
     let mut early = HttpConn::connect(svc.port());
     let r = early.request("GET", "/hello", &[], None);
     assert_eq!(r.status, 200, "a first request before the agent starts");
-    let _agent = Agent::start_for(&rx, "grpc", &[svc.pid()], &["--attach", family]);
+    let _agent = Agent::start_for(&rx, "grpc", &[svc.pid()], &[flag, family]);
     // The server's thread was already waiting in a read of this connection when the agent
     // attached: that read's entry was never seen, so the request it returns is not followed
     // (its response is counted as an orphan). The next one is.
@@ -122,7 +132,7 @@ fn check_spans(family: &str, svc: &Service) {
         ];
         let r = conn.request("GET", "/hello", &headers, None);
         assert_eq!(r.status, 200);
-        let what = format!("--attach {family}, {which} connection");
+        let what = format!("{flag} {family}, {which} connection");
         let spans = rx.wait_for_named(
             &format!("{what}: SERVER span of trace {t}"),
             |spans| spans.iter().any(|x| x.kind == "SERVER" && x.trace_id == t),

@@ -282,7 +282,7 @@ impl Config {
         );
         let propagators: Vec<&str> = self.propagators.iter().map(|p| p.name()).collect();
         format!(
-            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture: {:?}, size {} bytes, socket tuple {:?}\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}, inject format {}\nkernel log: {}",
+            "otlp: {otlp}\nstdout: {:?}\npropagators: {}\nsampler: {:?}\nbatch: delay {:?}, queue {}, batch {}, timeout {:?}\nselection: pids {:?}, exes {:?}, ports {:?}, excluded exes {:?}\ncapture size: {} bytes\ncapture: {:?}, socket tuple {:?}\nmetrics: {}\nkubernetes: {}\nwrite mode: {}{}, inject format {}\nkernel log: {}",
             self.stdout,
             propagators.join(","),
             self.sampler,
@@ -294,8 +294,8 @@ impl Config {
             self.exes,
             self.ports,
             self.exclude_exes,
-            self.capture,
             self.capture_size,
+            self.capture,
             self.attach,
             self.metrics_addr
                 .map_or_else(|| "off".to_owned(), |a| a.to_string()),
