@@ -165,37 +165,105 @@ impl Head {
     }
 }
 
-/// The trace-context headers a propagator may need, gathered once per request head.
+/// The trace-context headers a propagator may need, gathered once per request head: where each
+/// value lies in the head's bytes, which it shares (one reference for all of them, and none for
+/// a head without any). A value is checked for UTF-8 when it is read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContextHeaders {
-    pub b3_trace_id: Option<Text>,
-    pub b3_span_id: Option<Text>,
-    pub b3_sampled: Option<Text>,
-    pub b3_flags: Option<Text>,
-    pub b3: Option<Text>,
-    pub traceparent: Option<Text>,
+    bytes: Bytes,
+    /// `(start, end)` in `bytes` of each header's value, indexed like [`CONTEXT_NAMES`].
+    at: [Option<(u32, u32)>; 6],
 }
 
+/// The context headers, in the order of `ContextHeaders::at`.
+const CONTEXT_NAMES: [&str; 6] = [
+    names::B3_TRACE_ID,
+    names::B3_SPAN_ID,
+    names::B3_SAMPLED,
+    names::B3_FLAGS,
+    names::B3_SINGLE,
+    names::TRACEPARENT,
+];
+
 impl ContextHeaders {
-    /// Records `name: value` if it is one of the context headers (first occurrence wins).
-    pub fn offer(&mut self, name: &str, value: impl FnOnce() -> Text) {
-        let slot = if name.eq_ignore_ascii_case(names::B3_TRACE_ID) {
-            &mut self.b3_trace_id
-        } else if name.eq_ignore_ascii_case(names::B3_SPAN_ID) {
-            &mut self.b3_span_id
-        } else if name.eq_ignore_ascii_case(names::B3_SAMPLED) {
-            &mut self.b3_sampled
-        } else if name.eq_ignore_ascii_case(names::B3_FLAGS) {
-            &mut self.b3_flags
-        } else if name.eq_ignore_ascii_case(names::B3_SINGLE) {
-            &mut self.b3
-        } else if name.eq_ignore_ascii_case(names::TRACEPARENT) {
-            &mut self.traceparent
-        } else {
+    /// Records `name: value` if it is one of the context headers (first occurrence wins);
+    /// `value` is a slice of `whole`, the head's bytes.
+    pub fn offer(&mut self, whole: &Bytes, name: &str, value: &[u8]) {
+        let Some(slot) = CONTEXT_NAMES
+            .iter()
+            .position(|n| name.eq_ignore_ascii_case(n))
+        else {
             return;
         };
-        if slot.is_none() {
-            *slot = Some(value());
+        if self.at[slot].is_some() {
+            return;
         }
+        let value = value.trim_ascii();
+        let offset = (value.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        if offset > whole.len() || whole.len() - offset < value.len() {
+            debug_assert!(false, "a context value outside its head");
+            return;
+        }
+        let (Ok(start), Ok(end)) = (u32::try_from(offset), u32::try_from(offset + value.len()))
+        else {
+            return;
+        };
+        if self.bytes.is_empty() {
+            self.bytes = whole.clone();
+        }
+        self.at[slot] = Some((start, end));
+    }
+
+    fn get(&self, slot: usize) -> Option<&str> {
+        let (start, end) = self.at[slot]?;
+        std::str::from_utf8(self.bytes.get(start as usize..end as usize)?).ok()
+    }
+
+    #[must_use]
+    pub fn b3_trace_id(&self) -> Option<&str> {
+        self.get(0)
+    }
+
+    #[must_use]
+    pub fn b3_span_id(&self) -> Option<&str> {
+        self.get(1)
+    }
+
+    #[must_use]
+    pub fn b3_sampled(&self) -> Option<&str> {
+        self.get(2)
+    }
+
+    #[must_use]
+    pub fn b3_flags(&self) -> Option<&str> {
+        self.get(3)
+    }
+
+    #[must_use]
+    pub fn b3(&self) -> Option<&str> {
+        self.get(4)
+    }
+
+    #[must_use]
+    pub fn traceparent(&self) -> Option<&str> {
+        self.get(5)
+    }
+
+    /// Headers from `name, value` pairs, as a head with them would give (tests).
+    #[cfg(test)]
+    #[must_use]
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let mut text = String::new();
+        let mut spans = Vec::new();
+        for (name, value) in pairs {
+            spans.push((*name, text.len(), value.len()));
+            text.push_str(value);
+        }
+        let whole = Bytes::from(text);
+        let mut h = Self::default();
+        for (name, at, len) in spans {
+            h.offer(&whole, name, &whole[at..at + len]);
+        }
+        h
     }
 }

@@ -75,8 +75,8 @@ pub struct Extracted {
 pub fn extract(headers: &ContextHeaders, order: &[Propagator]) -> Option<Extracted> {
     order.iter().find_map(|p| match p {
         Propagator::B3Multi => extract_b3_multi(headers),
-        Propagator::B3Single => headers.b3.as_deref().and_then(extract_b3_single),
-        Propagator::TraceContext => headers.traceparent.as_deref().and_then(extract_traceparent),
+        Propagator::B3Single => headers.b3().and_then(extract_b3_single),
+        Propagator::TraceContext => headers.traceparent().and_then(extract_traceparent),
     })
 }
 
@@ -90,14 +90,14 @@ fn b3_sampled_value(v: &str) -> Option<Sampling> {
 }
 
 fn extract_b3_multi(h: &ContextHeaders) -> Option<Extracted> {
-    let debug = h.b3_flags.as_deref() == Some("1");
-    let sampled = h.b3_sampled.as_deref().and_then(b3_sampled_value);
+    let debug = h.b3_flags() == Some("1");
+    let sampled = h.b3_sampled().and_then(b3_sampled_value);
     let sampling = match (debug, sampled) {
         (true, _) => Sampling::Debug,
         (false, Some(s)) => s,
         (false, None) => Sampling::Deferred,
     };
-    let ids = match (&h.b3_trace_id, &h.b3_span_id) {
+    let ids = match (h.b3_trace_id(), h.b3_span_id()) {
         (Some(t), Some(s)) => Some((
             TraceId::from_hex(t, true, false)?,
             SpanId::from_hex(s, false)?,
@@ -206,14 +206,8 @@ mod tests {
 
     const ALL: [Propagator; 3] = Propagator::ALL;
 
-    use crate::protocol::http::Text;
-
     fn headers(pairs: &[(&str, &str)]) -> ContextHeaders {
-        let mut h = ContextHeaders::default();
-        for (k, v) in pairs {
-            h.offer(k, || Text::from(v.to_string()));
-        }
-        h
+        ContextHeaders::from_pairs(pairs)
     }
 
     #[test]

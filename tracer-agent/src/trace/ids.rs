@@ -69,19 +69,34 @@ pub fn decode_hex(s: &str, out: &mut [u8], lowercase_only: bool) -> Option<()> {
     if bytes.len() != out.len() * 2 {
         return None;
     }
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0], lowercase_only)? << 4) | nibble(pair[1], lowercase_only)?;
+    // One table lookup per digit and one test at the end: ids are decoded for every request,
+    // and a branch per digit showed in the profile.
+    let table = if lowercase_only { &HEX_LOWER } else { &HEX_ANY };
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (high, low) = (table[usize::from(pair[0])], table[usize::from(pair[1])]);
+        bad |= high | low;
+        *o = (high << 4) | (low & 0x0f);
     }
-    Some(())
+    (bad & 0xf0 == 0).then_some(())
 }
 
-fn nibble(c: u8, lowercase_only: bool) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' if !lowercase_only => Some(c - b'A' + 10),
-        _ => None,
+/// The value of each hex digit, `0xff` for any other byte (uppercase too in the first).
+static HEX_LOWER: [u8; 256] = hex_table(false);
+static HEX_ANY: [u8; 256] = hex_table(true);
+
+const fn hex_table(uppercase: bool) -> [u8; 256] {
+    let mut t = [0xff; 256];
+    let mut v = 0u8;
+    while v < 16 {
+        let digit = if v < 10 { b'0' + v } else { b'a' + v - 10 };
+        t[digit as usize] = v;
+        if uppercase && v >= 10 {
+            t[(b'A' + v - 10) as usize] = v;
+        }
+        v += 1;
     }
+    t
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -112,5 +127,33 @@ impl fmt::Display for SpanId {
 impl fmt::Debug for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_hex(f, &self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_decode_and_every_other_byte_is_refused() {
+        let mut out = [0u8; 2];
+        assert_eq!(decode_hex("0aF9", &mut out, false), Some(()));
+        assert_eq!(out, [0x0a, 0xf9]);
+        assert_eq!(decode_hex("0aF9", &mut out, true), None, "uppercase");
+        assert_eq!(decode_hex("0af", &mut out, false), None, "odd length");
+        for b in 0..=255u8 {
+            let digit = b.is_ascii_hexdigit();
+            let lower = digit && !b.is_ascii_uppercase();
+            let s = String::from_utf8(vec![b'0', b]).unwrap_or_default();
+            if s.len() != 2 {
+                continue;
+            }
+            let mut one = [0u8; 1];
+            assert_eq!(decode_hex(&s, &mut one, false).is_some(), digit, "{b:#x}");
+            if digit {
+                assert_eq!(u32::from(one[0]), char::from(b).to_digit(16).unwrap());
+            }
+            assert_eq!(decode_hex(&s, &mut one, true).is_some(), lower, "{b:#x}");
+        }
     }
 }

@@ -202,8 +202,8 @@ fn build_head<'a>(
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if std::str::from_utf8(raw).is_ok() {
-            head.context.offer(name, || value_text(whole, raw));
+        } else {
+            head.context.offer(whole, name, raw);
         }
     }
     // A chunked message ignores Content-Length (RFC 9112 6.3).

@@ -75,7 +75,7 @@ fn simple_request_in_one_chunk() {
     assert_eq!(h[0].host.as_deref(), Some("svc:8080"));
     assert_eq!(h[0].user_agent.as_deref(), Some("curl/8"));
     assert_eq!(
-        h[0].context.b3_trace_id.as_deref(),
+        h[0].context.b3_trace_id(),
         Some("463ac35c9f6413ad")
     );
     assert_eq!(h[0].start_ns, 10);
@@ -92,7 +92,7 @@ fn head_split_over_three_syscalls() {
     let h = heads(&out);
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].host.as_deref(), Some("x"));
-    assert_eq!(h[0].context.b3_span_id.as_deref(), Some("a2fb4a1d1a96d312"));
+    assert_eq!(h[0].context.b3_span_id(), Some("a2fb4a1d1a96d312"));
     assert_eq!(h[0].start_ns, 1, "start is the first byte's syscall");
     assert_eq!(ends(&out), vec![4]);
 }
@@ -236,7 +236,7 @@ fn head_larger_than_capture_is_truncated_but_usable() {
     assert_eq!(h.len(), 2);
     assert!(h[0].truncated);
     assert_eq!(h[0].host.as_deref(), Some("h"));
-    assert_eq!(h[0].context.b3_span_id.as_deref(), Some("a2fb4a1d1a96d312"));
+    assert_eq!(h[0].context.b3_span_id(), Some("a2fb4a1d1a96d312"));
     assert_eq!(target(h[1]), "GET /after");
     assert!(!h[1].truncated);
     assert_eq!(
@@ -267,10 +267,10 @@ fn malformed_head_keeps_the_start_line_and_good_headers() {
     assert_eq!(target(h[0]), "GET /x");
     assert_eq!(h[0].host.as_deref(), Some("h:81"));
     assert_eq!(
-        h[0].context.b3_trace_id.as_deref(),
+        h[0].context.b3_trace_id(),
         Some("463ac35c9f6413ad")
     );
-    assert_eq!(h[0].context.b3_span_id.as_deref(), Some("a2fb4a1d1a96d312"));
+    assert_eq!(h[0].context.b3_span_id(), Some("a2fb4a1d1a96d312"));
     assert_eq!(stats.malformed_heads, 1);
 }
 
