@@ -51,12 +51,13 @@ impl Head {
     }
 }
 
+/// Where `needle` first occurs in `hay` (vectorised: every head is searched for its end).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
+    memchr::memmem::rfind(hay, needle)
 }
 
 /// A request line with a known method, or a status line (the table the kernel classifies
