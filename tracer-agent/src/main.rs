@@ -8,6 +8,7 @@
 
 mod config;
 mod export;
+mod idhash;
 mod kernel;
 mod metrics;
 mod pipeline;

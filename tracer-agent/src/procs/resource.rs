@@ -6,7 +6,6 @@
 //! a fresh resource, and rebuilt once the pod of a containerised process becomes known.
 
 use std::{
-    collections::HashMap,
     fs,
     path::PathBuf,
     sync::Arc,
@@ -14,6 +13,7 @@ use std::{
 };
 
 use super::k8s::{PodMeta, PodStore, cgroup};
+use crate::idhash::IdMap;
 use crate::trace::{
     sink::Resources,
     span::{AttrValue, Resource},
@@ -34,7 +34,7 @@ struct Entry {
 pub struct ProcessCache {
     proc_root: PathBuf,
     host_name: String,
-    entries: HashMap<u32, Entry>,
+    entries: IdMap<u32, Entry>,
     pods: Option<Arc<PodStore>>,
 }
 
@@ -44,7 +44,7 @@ impl ProcessCache {
         Self {
             proc_root,
             host_name,
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             pods,
         }
     }

@@ -5,12 +5,13 @@
 //! The table is bounded: the least recently active connection is flushed when it is full, and
 //! idle connections are flushed by `sweep`.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use super::{
     Chunk, Direction, ExchangeSink,
     http1::{Conn, Http1Stats, Report},
 };
+use crate::idhash::IdMap;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnStats {
@@ -32,7 +33,7 @@ pub struct DataIn<'a> {
 }
 
 pub struct ConnTable<S: ExchangeSink> {
-    conns: HashMap<(u32, u32), Conn<S>>,
+    conns: IdMap<(u32, u32), Conn<S>>,
     capacity: usize,
     pub stats: ConnStats,
 }
@@ -41,7 +42,7 @@ impl<S: ExchangeSink> ConnTable<S> {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             capacity: capacity.max(1),
             stats: ConnStats::default(),
         }
@@ -132,7 +133,7 @@ fn flush<S: ExchangeSink>(conn: Conn<S>, sink: &mut S, stats: &mut Http1Stats) {
 /// The connection for `key`, created if new; when the table is full the least recently
 /// active connection is flushed to make room.
 fn entry<'a, S: ExchangeSink>(
-    conns: &'a mut HashMap<(u32, u32), Conn<S>>,
+    conns: &'a mut IdMap<(u32, u32), Conn<S>>,
     stats: &mut ConnStats,
     capacity: usize,
     key: (u32, u32),

@@ -6,8 +6,6 @@
 //! thread that sends it, for thread-per-request servers. An outgoing request with its own
 //! context and no matching server request keeps that context; one with neither starts a trace.
 
-use std::collections::HashMap;
-
 use tracer_common::{WRITE_INJECTED, WRITE_REWRITTEN};
 
 use super::{
@@ -15,6 +13,7 @@ use super::{
     ids::{SpanId, TraceId},
     sampler::Sampler,
 };
+use crate::idhash::IdMap;
 use crate::{kernel::write::ids::KernelIds, protocol::http::Head};
 
 /// Most in-flight SERVER requests remembered per process.
@@ -40,7 +39,7 @@ struct InFlight {
 pub struct Tracker {
     propagators: Vec<Propagator>,
     sampler: Sampler,
-    inflight: HashMap<u32, Vec<InFlight>>,
+    inflight: IdMap<u32, Vec<InFlight>>,
 }
 
 impl Tracker {
@@ -49,7 +48,7 @@ impl Tracker {
         Self {
             propagators,
             sampler,
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
         }
     }
 

@@ -34,7 +34,10 @@ const STAGES: [(&str, &[&str]); 13] = [
         &["Outputs::emit", "SpanTx::send"],
     ),
     ("exporter task", &["OtlpExporter::run"]),
-    ("  OTLP encoding", &["OtlpExporter::encode"]),
+    (
+        "  OTLP encoding",
+        &["OtlpExporter::encode", "otlp::proto::encode_request"],
+    ),
     (
         "  transport",
         &[

@@ -5,8 +5,7 @@
 //! request head it saw in a `WriteEvent` of its own, before the data event of the same syscall
 //! (same thread) reaches the ring buffer; the records wait here, by thread, for that event.
 
-use std::collections::HashMap;
-
+use crate::idhash::IdMap;
 use tracer_common::{DataEvent, FLAG_KERNEL_TRACE, FLAG_SERVER_SPAN, WriteEvent};
 
 /// Threads with `sk_msg` records waiting for their syscall's data event; beyond this many, the
@@ -60,7 +59,7 @@ impl KernelIds {
 /// `sk_msg` records waiting for the data event of their send.
 #[derive(Default)]
 pub struct WritePairing {
-    pending: HashMap<(u32, u32), Vec<KernelIds>>,
+    pending: IdMap<(u32, u32), Vec<KernelIds>>,
     /// The ids of the data event being handled (reused between events).
     current: Vec<KernelIds>,
 }

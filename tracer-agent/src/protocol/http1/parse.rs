@@ -1,6 +1,8 @@
 //! HTTP/1.x heads: what starts a message, parsing a head (httparse, with a lenient fallback for
 //! heads it refuses), and the body rules of RFC 9112 section 6.3.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
 use tracer_common::http::message_starts;
 
@@ -51,9 +53,17 @@ impl Head {
     }
 }
 
-/// Where `needle` first occurs in `hay` (vectorised: every head is searched for its end).
+/// Where `needle` first occurs in `hay`.
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
+}
+
+/// Where the blank line that ends a head begins in `hay`. Every head is searched for it: the
+/// vectorised searcher is built once, not per call.
+pub fn find_head_end(hay: &[u8]) -> Option<usize> {
+    static HEAD_END: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    HEAD_END.find(hay)
 }
 
 fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {

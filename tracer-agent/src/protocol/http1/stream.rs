@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     chunked::{ChunkDecoder, Decoded, Roll},
-    parse::{Body, could_start_http, find, parse_head, starts_like_http},
+    parse::{Body, could_start_http, find_head_end, parse_head, starts_like_http},
 };
 use crate::{
     kernel::write::ids::KernelIds,
@@ -150,7 +150,7 @@ impl HalfStream {
         let fresh = &data[..data.len().min(MAX_HEAD.saturating_sub(before))];
         if before == 0 && starts_like_http(fresh) {
             // The usual case: the whole head is in this chunk, and is copied just once.
-            if let Some(pos) = find(fresh, b"\r\n\r\n") {
+            if let Some(pos) = find_head_end(fresh) {
                 let end = pos + 4;
                 let bytes = Bytes::copy_from_slice(&fresh[..end]);
                 self.complete(bytes, start_ns, kernel, end_ns, rule, out);
@@ -166,7 +166,7 @@ impl HalfStream {
             return None;
         }
         let search_from = before.saturating_sub(3);
-        if let Some(pos) = find(&self.head[search_from..], b"\r\n\r\n") {
+        if let Some(pos) = find_head_end(&self.head[search_from..]) {
             let end = search_from + pos + 4;
             // The bytes after the head are fed again from `data`.
             let bytes = self.head.split_to(end).freeze();

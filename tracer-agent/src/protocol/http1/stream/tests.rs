@@ -74,10 +74,7 @@ fn simple_request_in_one_chunk() {
     assert_eq!(target(h[0]), "GET /hello?x=1");
     assert_eq!(h[0].host.as_deref(), Some("svc:8080"));
     assert_eq!(h[0].user_agent.as_deref(), Some("curl/8"));
-    assert_eq!(
-        h[0].context.b3_trace_id(),
-        Some("463ac35c9f6413ad")
-    );
+    assert_eq!(h[0].context.b3_trace_id(), Some("463ac35c9f6413ad"));
     assert_eq!(h[0].start_ns, 10);
     assert_eq!(ends(&out), vec![11]);
 }
@@ -266,10 +263,7 @@ fn malformed_head_keeps_the_start_line_and_good_headers() {
     assert!(h[0].malformed);
     assert_eq!(target(h[0]), "GET /x");
     assert_eq!(h[0].host.as_deref(), Some("h:81"));
-    assert_eq!(
-        h[0].context.b3_trace_id(),
-        Some("463ac35c9f6413ad")
-    );
+    assert_eq!(h[0].context.b3_trace_id(), Some("463ac35c9f6413ad"));
     assert_eq!(h[0].context.b3_span_id(), Some("a2fb4a1d1a96d312"));
     assert_eq!(stats.malformed_heads, 1);
 }
