@@ -17,11 +17,14 @@
 
 use aya_ebpf::{
     EbpfContext,
+    cty::c_void,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use tracer_common::{ConnKey, DIR_EGRESS, DIR_INGRESS, FLAG_HAS_TUPLE, SockTuple, counter};
+use tracer_common::{
+    ConnKey, DIR_EGRESS, DIR_INGRESS, FLAG_HAS_TUPLE, MSG_PEEK, SockTuple, counter,
+};
 
 use crate::{
     ITER_OFF, SOCK_OFF, TCP_RECVMSG_ARGS,
@@ -50,6 +53,17 @@ pub fn fexit_cap_tcp_sendmsg(ctx: FExitContext) -> u32 {
 #[fentry(function = "tcp_recvmsg")]
 pub fn fentry_cap_tcp_recvmsg(ctx: FEntryContext) -> u32 {
     floor!(0);
+    // A peek leaves the bytes for the read that follows (see `syscalls::receive_syscall`).
+    // `flags` is the fifth parameter up to 5.18 (after `nonblock`), the fourth since.
+    let flags = if TCP_RECVMSG_ARGS.load() == 6 {
+        ctx_word::<4>(ctx.as_ptr())
+    } else {
+        ctx_word::<3>(ctx.as_ptr())
+    };
+    if flags & MSG_PEEK != 0 {
+        args::discard();
+        return 0;
+    }
     on_entry(number(ctx.arg::<u64>(0)), ctx.arg::<u64>(1), SOCK_RECV);
     0
 }
@@ -62,9 +76,9 @@ pub fn fexit_cap_tcp_recvmsg(ctx: FExitContext) -> u32 {
     // only walks the branch this kernel takes, so the others' context offsets are never checked
     // against its prototype.
     let ret = match TCP_RECVMSG_ARGS.load() {
-        6 => ctx_word::<6>(&ctx),
-        5 => ctx_word::<5>(&ctx),
-        _ => ctx_word::<4>(&ctx),
+        6 => ctx_word::<6>(ctx.as_ptr()),
+        5 => ctx_word::<5>(ctx.as_ptr()),
+        _ => ctx_word::<4>(ctx.as_ptr()),
     };
     let _ = on_exit(&ctx, i64::from(ret as i32), DIR_INGRESS);
     0
@@ -81,7 +95,7 @@ pub fn fentry_cap_tcp_close(ctx: FEntryContext) -> u32 {
 /// `ctx.arg(n)` in several branches LLVM makes one load at a computed offset, which the
 /// verifier refuses for a context pointer.
 #[inline(always)]
-fn ctx_word<const N: usize>(ctx: &FExitContext) -> u64 {
+fn ctx_word<const N: usize>(ctx: *mut c_void) -> u64 {
     let word: u64;
     // SAFETY: a load from the context; the verifier checks the offset against the traced
     // function's prototype.
@@ -89,7 +103,7 @@ fn ctx_word<const N: usize>(ctx: &FExitContext) -> u64 {
         core::arch::asm!(
             "{word} = *(u64 *)({ctx} + {off})",
             word = out(reg) word,
-            ctx = in(reg) ctx.as_ptr(),
+            ctx = in(reg) ctx,
             off = const N * 8,
         );
     }

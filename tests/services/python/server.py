@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,9 @@ PROPAGATED = (
 DOWNSTREAM = os.environ.get("DOWNSTREAM", "")
 # FORWARD=none: an app that forwards no trace context at all (the write side's inject case).
 FORWARD = os.environ.get("FORWARD", "context")
+# PEEK=N: look at the first N bytes of each connection (MSG_PEEK) before reading them, as a
+# proxy's protocol detection does.
+PEEK = int(os.environ.get("PEEK", "0"))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -123,6 +127,11 @@ class Server(ThreadingHTTPServer):
     # kernel drops SYNs, which clients retry only after a second. Real servers use far more.
     request_queue_size = 128
     daemon_threads = True
+
+    def finish_request(self, request, client_address):
+        if PEEK:
+            request.recv(PEEK, socket.MSG_PEEK)
+        super().finish_request(request, client_address)
 
 
 def main():

@@ -57,6 +57,8 @@ pub const FLAG_SERVER_SPAN: u32 = 1 << 2;
 pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
 
 pub const AF_INET: u16 = 2;
+/// `recv` flag: look at the data without consuming it.
+pub const MSG_PEEK: u64 = 2;
 pub const AF_INET6: u16 = 10;
 
 /// A TCP 4-tuple as the traced process sees it: `s*` is the local end, `d*` the peer.
