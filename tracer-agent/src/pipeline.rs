@@ -113,12 +113,7 @@ impl Pipeline {
                     len = header.total_len,
                     captured = header.captured_len,
                     "{}",
-                    payload
-                        .iter()
-                        .take(120)
-                        .flat_map(|b| std::ascii::escape_default(*b))
-                        .map(char::from)
-                        .collect::<String>()
+                    loggable_start(payload)
                 );
                 let data = DataIn {
                     pid: header.pid,
@@ -279,5 +274,37 @@ impl Pipeline {
         }
         info!("final stats: {}", self.metrics.summary());
         Ok(())
+    }
+}
+
+/// What the trace log shows of a payload: its first line up to the query, at most 80 bytes,
+/// escaped. Never the headers or the body (credentials, cookies), nor the query (tokens).
+fn loggable_start(payload: &[u8]) -> String {
+    let end = payload
+        .iter()
+        .take(80)
+        .position(|b| matches!(b, b'\r' | b'\n' | b'?'))
+        .unwrap_or(payload.len().min(80));
+    payload[..end]
+        .iter()
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_start;
+
+    #[test]
+    fn trace_log_shows_no_headers_query_or_body() {
+        let request = b"GET /orders?token=s3cr3t HTTP/1.1\r\nAuthorization: Bearer abc\r\n\r\n";
+        assert_eq!(loggable_start(request), "GET /orders");
+        let response = b"HTTP/1.1 200 OK\r\nSet-Cookie: id=s3cr3t\r\n\r\nbody";
+        assert_eq!(loggable_start(response), "HTTP/1.1 200 OK");
+        // A body or the rest of a split head: 80 bytes at most, escaped.
+        let body = [b'x'; 200];
+        assert_eq!(loggable_start(&body).len(), 80);
+        assert_eq!(loggable_start(b"\x01ab"), "\\x01ab");
     }
 }

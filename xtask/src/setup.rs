@@ -62,6 +62,8 @@ pub fn setup() -> Result<()> {
         // Used by the tests and for trying the agent by hand.
         "curl".to_owned(),
         "wrk".to_owned(),
+        // `systemd-analyze verify` checks the unit in deploy/systemd (tests/deploy_packaging.rs).
+        "systemd".to_owned(),
     ];
     step(&format!("apt packages: {}", native.join(" ")), |s| {
         apt.ensure(s, &native, None)
