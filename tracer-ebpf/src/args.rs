@@ -97,13 +97,6 @@ pub fn take(id: u64) -> Option<SyscallArgs> {
     }
 }
 
-/// Forgets the current thread's syscall in flight, if its slot holds one: a syscall that is not
-/// followed must not leave an older one for its exit to take.
-#[inline(always)]
-pub fn discard() {
-    let _ = take(bpf_get_current_pid_tgid());
-}
-
 /// Gives the current thread's syscall in flight the socket tuple `read` writes into the slot
 /// (returning whether it found one), unless it has one already (a send or receive path can be
 /// entered more than once per syscall) or the thread has no traced syscall in flight (then

@@ -58,10 +58,15 @@ pub enum Source {
 }
 
 /// Every `sys_enter_*` probe: keep the arguments of a traced process's syscall for its exit.
+/// A `peek` is not followed, and must not leave an older syscall's arguments for its exit.
 #[inline(always)]
-pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64) {
+pub fn on_enter(fd: u64, syscall: u32, buf: u64, count_arg: u64, peek: bool) {
     let id = bpf_get_current_pid_tgid();
     if !is_traced((id >> 32) as u32) {
+        return;
+    }
+    if peek {
+        let _ = args::take(id);
         return;
     }
     args::save(

@@ -38,7 +38,12 @@ use crate::{
 #[fentry(function = "tcp_sendmsg")]
 pub fn fentry_cap_tcp_sendmsg(ctx: FEntryContext) -> u32 {
     floor!(0);
-    on_entry(number(ctx.arg::<u64>(0)), ctx.arg::<u64>(1), SOCK_SEND);
+    on_entry(
+        number(ctx.arg::<u64>(0)),
+        ctx.arg::<u64>(1),
+        SOCK_SEND,
+        false,
+    );
     0
 }
 
@@ -53,18 +58,20 @@ pub fn fexit_cap_tcp_sendmsg(ctx: FExitContext) -> u32 {
 #[fentry(function = "tcp_recvmsg")]
 pub fn fentry_cap_tcp_recvmsg(ctx: FEntryContext) -> u32 {
     floor!(0);
-    // A peek leaves the bytes for the read that follows (see `syscalls::receive_syscall`).
+    // A peek leaves the bytes for the read that follows (see `syscalls::data_syscall`).
     // `flags` is the fifth parameter up to 5.18 (after `nonblock`), the fourth since.
     let flags = if TCP_RECVMSG_ARGS.load() == 6 {
         ctx_word::<4>(ctx.as_ptr())
     } else {
         ctx_word::<3>(ctx.as_ptr())
     };
-    if flags & MSG_PEEK != 0 {
-        args::discard();
-        return 0;
-    }
-    on_entry(number(ctx.arg::<u64>(0)), ctx.arg::<u64>(1), SOCK_RECV);
+    let peek = flags & MSG_PEEK != 0;
+    on_entry(
+        number(ctx.arg::<u64>(0)),
+        ctx.arg::<u64>(1),
+        SOCK_RECV,
+        peek,
+    );
     0
 }
 
@@ -128,11 +135,16 @@ fn sock_id(sk: u64) -> u32 {
     (sk >> 8) as u32
 }
 
-/// Keeps where the bytes of this send or receive are, for the exit.
+/// Keeps where the bytes of this send or receive are, for the exit; a `peek` is not followed
+/// (as `capture::on_enter`).
 #[inline(always)]
-fn on_entry(sk: u64, msg: u64, slot: u32) {
+fn on_entry(sk: u64, msg: u64, slot: u32, peek: bool) {
     let id = bpf_get_current_pid_tgid();
     if sk == 0 || msg == 0 || !is_traced((id >> 32) as u32) {
+        return;
+    }
+    if peek {
+        let _ = args::take(id);
         return;
     }
     let Some((buf, segments)) = user_bytes(msg) else {

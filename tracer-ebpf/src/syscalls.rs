@@ -11,7 +11,6 @@ use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{DIR_EGRESS, DIR_INGRESS, MSG_PEEK};
 
 use crate::{
-    args,
     capture::{on_close, on_enter, on_exit_conn, on_exit_data},
     event::{
         SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
@@ -38,12 +37,20 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { *ctx.as_ptr().cast::<u8>().add(16).cast::<i64>() }
 }
 
+/// `$flags`: the argument holding a receive's flags, if the syscall has one. A peek (`MSG_PEEK`,
+/// as Envoy's listener inspectors do before reading) leaves the bytes in the socket for the read
+/// that follows, so it is not followed: captured too, the same bytes would reach the agent twice.
 macro_rules! data_syscall {
     ($enter:ident, $exit:ident, $sys:expr, $dir:expr) => {
+        data_syscall!($enter, $exit, $sys, $dir, None);
+    };
+    ($enter:ident, $exit:ident, $sys:expr, $dir:expr, $flags:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             floor!(0);
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
+            let flags: Option<usize> = $flags;
+            let peek = flags.is_some_and(|n| arg(&ctx, n) & MSG_PEEK != 0);
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2), peek);
             0
         }
 
@@ -58,34 +65,21 @@ macro_rules! data_syscall {
 
 data_syscall!(sys_enter_read, sys_exit_read, SYS_READ, DIR_INGRESS);
 data_syscall!(sys_enter_readv, sys_exit_readv, SYS_READV, DIR_INGRESS);
-/// Receives that take flags: a peek (`MSG_PEEK`, as Envoy's listener inspectors do before
-/// reading) leaves the bytes in the socket for the read that follows, so it is not followed:
-/// captured too, the same bytes would reach the agent twice.
-macro_rules! receive_syscall {
-    ($enter:ident, $exit:ident, $sys:expr, $flags_arg:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            floor!(0);
-            if arg(&ctx, $flags_arg) & MSG_PEEK != 0 {
-                args::discard();
-                return 0;
-            }
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), arg(&ctx, 2));
-            0
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            floor!(0);
-            let _ = on_exit_data(&ctx, ret(&ctx), DIR_INGRESS, $sys);
-            0
-        }
-    };
-}
-
 // recvfrom(fd, buf, len, flags, ...), recvmsg(fd, msg, flags).
-receive_syscall!(sys_enter_recvfrom, sys_exit_recvfrom, SYS_RECVFROM, 3);
-receive_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, SYS_RECVMSG, 2);
+data_syscall!(
+    sys_enter_recvfrom,
+    sys_exit_recvfrom,
+    SYS_RECVFROM,
+    DIR_INGRESS,
+    Some(3)
+);
+data_syscall!(
+    sys_enter_recvmsg,
+    sys_exit_recvmsg,
+    SYS_RECVMSG,
+    DIR_INGRESS,
+    Some(2)
+);
 data_syscall!(sys_enter_write, sys_exit_write, SYS_WRITE, DIR_EGRESS);
 data_syscall!(sys_enter_writev, sys_exit_writev, SYS_WRITEV, DIR_EGRESS);
 data_syscall!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
@@ -96,7 +90,7 @@ macro_rules! conn_syscall {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             floor!(0);
-            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0);
+            on_enter(arg(&ctx, 0), $sys, arg(&ctx, 1), 0, false);
             0
         }
 

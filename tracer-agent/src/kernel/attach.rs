@@ -6,8 +6,8 @@
 //!   hooks can be blocked), so that the node's other syscalls pay nothing; else, and whenever
 //!   a process edits requests (the write side runs from the syscall probes), the syscall
 //!   tracepoints, which every kernel has. `--capture` forces one.
-//! - socket tuple, with the syscall tracepoints (both ends of a traced socket, for the peer of a connection whose accept or
-//!   connect the agent did not see): read once per connection through the task's file table
+//! - socket tuple, with the syscall tracepoints (both ends of a traced socket, for the peer of
+//!   a connection whose accept or connect the agent did not see): read once per connection through the task's file table
 //!   at its first data event, with offsets from the kernel's BTF, which attaches nothing; else,
 //!   on kernels without those offsets, a probe on every send and receive: the BTF tracepoints
 //!   `sock_send_length`/`sock_recv_length` (6.x), fentry on `tcp_sendmsg`/`tcp_recvmsg` where
@@ -211,9 +211,9 @@ pub enum PlanError {
 
 /// Loads and attaches every socket-level capture program, or none of them.
 pub fn attach_socket_capture(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), String> {
-    let mut attached: Vec<&str> = Vec::new();
-    for (name, target) in SOCKET_PROGRAMS {
-        let result = if name.starts_with("fexit_") {
+    for (i, (name, target)) in SOCKET_PROGRAMS.into_iter().enumerate() {
+        let fexit = name.starts_with("fexit_");
+        let result = if fexit {
             program::<FExit>(ebpf, name)
                 .and_then(|p| p.load(target, btf).and_then(|()| p.attach().map(|_| ())))
         } else {
@@ -222,7 +222,7 @@ pub fn attach_socket_capture(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), String
         };
         if let Err(e) = result {
             debug!("socket-level capture: {name} failed: {e}");
-            for done in attached {
+            for (done, _) in &SOCKET_PROGRAMS[..i] {
                 let undone = if done.starts_with("fexit_") {
                     program::<FExit>(ebpf, done).and_then(FExit::unload)
                 } else {
@@ -234,7 +234,6 @@ pub fn attach_socket_capture(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), String
             }
             return Err(format!("{name}: {}", short(e)));
         }
-        attached.push(name);
     }
     Ok(())
 }
