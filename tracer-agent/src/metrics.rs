@@ -110,6 +110,8 @@ pub struct Metrics {
     pub export_errors: AtomicU64,
     pub export_retries: AtomicU64,
     pub connections: AtomicU64,
+    /// Bytes the connection table holds beyond its entries (`ConnTable::buffered`).
+    pub connection_buffered_bytes: AtomicU64,
     pub k8s_watch_errors: AtomicU64,
     /// Runs of our programs the kernel skipped because another BPF program was running on
     /// that CPU (fdinfo `recursion_misses`): events lost without our counters seeing them.
@@ -178,6 +180,7 @@ impl Metrics {
     }
 
     /// User-space counters: (name, help, value).
+    #[expect(clippy::too_many_lines, reason = "one entry per counter")]
     fn user_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let conn = *self.conn.lock().expect("metrics lock");
         vec![
@@ -240,6 +243,31 @@ impl Metrics {
                 "tracer_connections_idle_closed_total",
                 "Connections flushed after the idle timeout.",
                 conn.idle_closed,
+            ),
+            (
+                "tracer_connections_evicted_memory_total",
+                "Connections flushed because the table held more than its buffer budget.",
+                conn.evicted_memory,
+            ),
+            (
+                "tracer_connections_exited_closed_total",
+                "Connections flushed because their process exited.",
+                conn.exited_closed,
+            ),
+            (
+                "tracer_http_lost_events_total",
+                "Data events lost on the way (seen as sequence gaps); their streams resynchronised.",
+                conn.http1.streams.lost_events,
+            ),
+            (
+                "tracer_http_abandoned_requests_total",
+                "Requests given up without a response (lost in a gap, or too many waiting on one connection).",
+                conn.http1.abandoned_requests,
+            ),
+            (
+                "tracer_http_pending_full_total",
+                "Times a connection had more requests waiting for a response than it may keep.",
+                conn.http1.pending_full,
             ),
             (
                 "tracer_http_orphan_responses_total",
@@ -313,6 +341,12 @@ impl Metrics {
             "gauge",
             "Connections currently tracked.",
             self.connections.load(Relaxed),
+        );
+        metric(
+            "tracer_connection_buffered_bytes",
+            "gauge",
+            "Bytes held by tracked connections beyond their entries (waiting requests, partial heads).",
+            self.connection_buffered_bytes.load(Relaxed),
         );
         metric(
             "tracer_inflight_server_requests",

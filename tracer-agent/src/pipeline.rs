@@ -124,6 +124,7 @@ impl Pipeline {
                     } else {
                         Direction::Egress
                     },
+                    seq: Some(header.seq),
                     peer: if header.flags & FLAG_HAS_TUPLE != 0 {
                         peer_of(&header.tuple)
                     } else {
@@ -173,6 +174,7 @@ impl Pipeline {
         let idle_before = Clock::monotonic_ns()
             .saturating_sub(u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX));
         self.table.sweep(idle_before, &mut self.sink);
+        self.table.sweep_exited(process_alive, &mut self.sink);
         self.flush_spans();
         for i in 0..counter::COUNT {
             if let Ok(values) = self.counters.get(&i, 0) {
@@ -191,6 +193,9 @@ impl Pipeline {
         self.metrics
             .connections
             .store(self.table.len() as u64, Relaxed);
+        self.metrics
+            .connection_buffered_bytes
+            .store(self.table.buffered() as u64, Relaxed);
         if let Some(pods) = &self.pods {
             self.metrics.k8s_pods.store(pods.len() as u64, Relaxed);
         }
@@ -290,6 +295,11 @@ fn loggable_start(payload: &[u8]) -> String {
         .flat_map(|b| std::ascii::escape_default(*b))
         .map(char::from)
         .collect()
+}
+
+/// Whether process `pid` (of the host's pid namespace, as the kernel reports it) still runs.
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

@@ -112,9 +112,13 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
         fd: args.fd,
     };
     let source = source_of(&args)?;
-    let want_tuple = track(ctx, key, source, ret)?;
+    let tracked = track(ctx, key, source, ret, direction)?;
     let scratch = fill_event(id, &args, source, ret as u64, direction)?;
-    if want_tuple && args.has_tuple == 0 && fill_tuple_of_fd(args.fd, &mut scratch.event.tuple) {
+    scratch.event.seq = tracked.seq;
+    if tracked.want_tuple
+        && args.has_tuple == 0
+        && fill_tuple_of_fd(args.fd, &mut scratch.event.tuple)
+    {
         scratch.event.flags = FLAG_HAS_TUPLE;
     }
     if WRITE_ACTIVE.load() != 0 {
@@ -125,12 +129,30 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
     Some(())
 }
 
-/// Whether the connection `key`, whose syscall moved `len` bytes from `source`, is one we
-/// follow (`None`: not HTTP, or decided earlier not to be), and whether its event must carry
-/// the socket tuple (its first one does, unless accept/connect gave the peer).
+/// What `track` decided for an event of a followed connection.
+pub struct Tracked {
+    /// The event must carry the socket tuple (the connection's first one does, unless
+    /// accept/connect gave the peer).
+    pub want_tuple: bool,
+    /// `DataEvent::seq`: taken whether or not the event then reaches the ring buffer, so that
+    /// a lost one shows as a jump.
+    pub seq: u32,
+}
+
+/// Whether the connection `key`, whose syscall moved `len` bytes from `source` in `direction`,
+/// is one we follow (`None`: not HTTP, or decided earlier not to be), and what its event
+/// carries.
 #[inline(always)]
-pub fn track<C: EbpfContext>(ctx: &C, key: ConnKey, source: Source, ret: i64) -> Option<bool> {
+pub fn track<C: EbpfContext>(
+    ctx: &C,
+    key: ConnKey,
+    source: Source,
+    ret: i64,
+    direction: u32,
+) -> Option<Tracked> {
     let mut want_tuple = false;
+    let dir = (direction & 1) as usize;
+    let seq;
     match CONNS.get_ptr_mut(key) {
         Some(conn) => {
             // SAFETY: pointer into the map value; concurrent writers only ever store a final proto.
@@ -155,6 +177,13 @@ pub fn track<C: EbpfContext>(ctx: &C, key: ConnKey, source: Source, ret: i64) ->
                 // SAFETY: as above.
                 unsafe { (*conn).peer_sent = 1 };
             }
+            // SAFETY: as above. Not atomic (5.10 has no fetching atomics): two threads sending
+            // on one socket at once can take the same number, which the agent tolerates; a
+            // number is never skipped without an event being lost.
+            unsafe {
+                seq = (*conn).seq[dir];
+                (*conn).seq[dir] = seq.wrapping_add(1);
+            }
         }
         None => {
             // A socket older than the agent, or no socket at all (a pipe, an eventfd): only an
@@ -163,16 +192,19 @@ pub fn track<C: EbpfContext>(ctx: &C, key: ConnKey, source: Source, ret: i64) ->
                 return None;
             }
             want_tuple = true;
-            let info = ConnInfo {
+            seq = 0;
+            let mut info = ConnInfo {
                 proto: PROTO_HTTP,
                 peer_sent: 1,
+                seq: [0; 2],
             };
+            info.seq[dir] = 1;
             if CONNS.insert(key, info, 0).is_err() {
                 count(counter::CONNS_FULL);
             }
         }
     }
-    Some(want_tuple)
+    Some(Tracked { want_tuple, seq })
 }
 
 /// Writes the tuple of socket `fd` of the current task into `out` (the event in its per-CPU
@@ -514,6 +546,7 @@ pub fn on_exit_conn(ret: i64, accepted: bool) -> Option<()> {
         proto: PROTO_UNKNOWN,
         // The agent has the peer from the arguments (libuv accepts without an address).
         peer_sent: u32::from(family == AF_INET || family == AF_INET6),
+        seq: [0; 2],
     };
     if CONNS.insert(key, info, 0).is_err() {
         count(counter::CONNS_FULL);

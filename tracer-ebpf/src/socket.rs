@@ -219,9 +219,12 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, direction: u32) -> Option<()> {
         tgid: (id >> 32) as u32,
         fd: args.fd,
     };
-    let want_tuple = capture::track(ctx, key, source, ret)?;
+    let tracked = capture::track(ctx, key, source, ret, direction)?;
     let scratch = capture::fill_event(id, &args, source, ret as u64, direction)?;
-    if want_tuple && sock::read_tuple_into(args.sk, &SOCK_OFF.load(), &mut scratch.event.tuple) {
+    scratch.event.seq = tracked.seq;
+    if tracked.want_tuple
+        && sock::read_tuple_into(args.sk, &SOCK_OFF.load(), &mut scratch.event.tuple)
+    {
         scratch.event.flags = FLAG_HAS_TUPLE;
     }
     output_scratch(scratch, id);

@@ -113,7 +113,7 @@ mod tests {
             captured_len: captured,
             tail_len: 4,
             owner: 0,
-            pad: 0,
+            seq: 0,
             tail: *b"............\r\n\r\n",
             tuple: SockTuple::default(),
             server_span: [0; 8],

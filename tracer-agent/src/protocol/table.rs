@@ -2,22 +2,40 @@
 //! of the connection. Every connection speaks HTTP/1.x today (the kernel only reports sockets
 //! whose first bytes are HTTP/1.x); HTTP/2 will be a second kind of entry.
 //!
-//! The table is bounded: the least recently active connection is flushed when it is full, and
-//! idle connections are flushed by `sweep`.
+//! Bounded whatever the traffic, and every bound is counted when hit:
+//! - at most `capacity` connections (`--max-connections`): a new one flushes the least recently
+//!   active (`evicted`), in O(1) from the table's recency order;
+//! - at most [`BUFFER_BUDGET`] bytes held by all connections together beyond their entries
+//!   (waiting requests, heads in progress, responses kept back): past it, least recently active
+//!   connections are flushed until it holds (`evicted_memory`);
+//! - per connection, what `http1::conn` bounds (requests waiting, head bytes);
+//! - connections idle for the idle timeout are flushed by `sweep` (`idle_closed`), oldest first,
+//!   in time proportional to the number flushed; those of processes that exited go at the next
+//!   `sweep_exited` (`exited_closed`).
 
-use std::net::SocketAddr;
+use std::{hash::BuildHasherDefault, net::SocketAddr};
+
+use lru::LruCache;
 
 use super::{
     Chunk, Direction, ExchangeSink,
     http1::{Conn, Http1Stats, Report},
 };
-use crate::idhash::IdMap;
+use crate::idhash::{IdHasher, IdMap};
+
+/// What all connections together may hold beyond their table entries.
+pub const BUFFER_BUDGET: usize = 32 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnStats {
     pub opened: u64,
+    /// Flushed to make room for a new connection (the table was full).
     pub evicted: u64,
+    /// Flushed because the connections together held more than [`BUFFER_BUDGET`].
+    pub evicted_memory: u64,
     pub idle_closed: u64,
+    /// Flushed because their process exited.
+    pub exited_closed: u64,
     pub http1: Http1Stats,
 }
 
@@ -29,21 +47,36 @@ pub struct DataIn<'a> {
     pub direction: Direction,
     /// The peer end of the socket, when the kernel saw it.
     pub peer: Option<SocketAddr>,
+    /// The event's number among its socket's events in its direction (a jump is a loss).
+    pub seq: Option<u32>,
     pub chunk: Chunk<'a>,
 }
 
+type Conns<S> = LruCache<(u32, u32), Conn<S>, BuildHasherDefault<IdHasher>>;
+
 pub struct ConnTable<S: ExchangeSink> {
-    conns: IdMap<(u32, u32), Conn<S>>,
+    /// Most recently active first.
+    conns: Conns<S>,
     capacity: usize,
+    /// The sum of the connections' `footprint`s.
+    buffered: usize,
+    budget: usize,
     pub stats: ConnStats,
 }
 
 impl<S: ExchangeSink> ConnTable<S> {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
+        Self::with_budget(capacity, BUFFER_BUDGET)
+    }
+
+    #[must_use]
+    pub fn with_budget(capacity: usize, budget: usize) -> Self {
         Self {
-            conns: IdMap::default(),
+            conns: LruCache::unbounded_with_hasher(BuildHasherDefault::default()),
             capacity: capacity.max(1),
+            buffered: 0,
+            budget,
             stats: ConnStats::default(),
         }
     }
@@ -51,6 +84,12 @@ impl<S: ExchangeSink> ConnTable<S> {
     #[must_use]
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Bytes the connections hold beyond their entries.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     /// accept/connect returned a socket: any older connection on that fd is over.
@@ -63,94 +102,108 @@ impl<S: ExchangeSink> ConnTable<S> {
         sink: &mut S,
     ) {
         self.on_close(pid, fd, sink);
-        let Self {
-            conns,
-            capacity,
-            stats,
-        } = self;
-        entry(conns, stats, *capacity, (pid, fd), ts_ns, sink).peer = peer;
+        self.ensure((pid, fd), ts_ns, sink);
+        if let Some(conn) = self.conns.get_mut(&(pid, fd)) {
+            conn.peer = peer;
+            conn.opened();
+        }
     }
 
     pub fn on_data(&mut self, ev: &DataIn<'_>, sink: &mut S) {
-        let Self {
-            conns,
-            capacity,
-            stats,
-        } = self;
-        let conn = entry(
-            conns,
-            stats,
-            *capacity,
-            (ev.pid, ev.fd),
-            ev.chunk.end_ns,
-            sink,
-        );
+        let key = (ev.pid, ev.fd);
+        self.ensure(key, ev.chunk.end_ns, sink);
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
         if ev.peer.is_some() {
             conn.peer = ev.peer;
         }
+        let before = conn.footprint();
         let mut to = Report {
             sink,
-            stats: &mut stats.http1,
+            stats: &mut self.stats.http1,
         };
-        conn.feed(ev.direction, ev.tid, &ev.chunk, &mut to);
-    }
-
-    pub fn on_close(&mut self, pid: u32, fd: u32, sink: &mut S) {
-        if let Some(conn) = self.conns.remove(&(pid, fd)) {
-            flush(conn, sink, &mut self.stats.http1);
+        conn.feed(ev.direction, ev.tid, ev.seq, &ev.chunk, &mut to);
+        let after = conn.footprint();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        while self.buffered > self.budget && self.conns.len() > 1 {
+            self.stats.evicted_memory += 1;
+            self.flush_lru(sink);
         }
     }
 
-    /// Flushes connections with no activity since `idle_before_ns` (kernel time).
+    pub fn on_close(&mut self, pid: u32, fd: u32, sink: &mut S) {
+        if let Some(conn) = self.conns.pop(&(pid, fd)) {
+            self.flush(conn, sink);
+        }
+    }
+
+    /// Flushes connections with no activity since `idle_before_ns` (kernel time), least
+    /// recently active first.
     pub fn sweep(&mut self, idle_before_ns: u64, sink: &mut S) {
-        let idle: Vec<_> = self
+        while self
+            .conns
+            .peek_lru()
+            .is_some_and(|(_, c)| c.last_ns < idle_before_ns)
+        {
+            self.stats.idle_closed += 1;
+            self.flush_lru(sink);
+        }
+    }
+
+    /// Flushes the connections of processes for which `alive` is false (asked once per
+    /// process).
+    pub fn sweep_exited(&mut self, mut alive: impl FnMut(u32) -> bool, sink: &mut S) {
+        let mut verdicts: IdMap<u32, bool> = IdMap::default();
+        let gone: Vec<(u32, u32)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.last_ns < idle_before_ns)
             .map(|(k, _)| *k)
+            .filter(|(pid, _)| !*verdicts.entry(*pid).or_insert_with(|| alive(*pid)))
             .collect();
-        for k in idle {
-            if let Some(conn) = self.conns.remove(&k) {
-                self.stats.idle_closed += 1;
-                flush(conn, sink, &mut self.stats.http1);
+        for key in gone {
+            if let Some(conn) = self.conns.pop(&key) {
+                self.stats.exited_closed += 1;
+                self.flush(conn, sink);
             }
         }
     }
 
     /// Flushes every connection (shutdown).
     pub fn drain(&mut self, sink: &mut S) {
-        for (_, conn) in std::mem::take(&mut self.conns) {
-            flush(conn, sink, &mut self.stats.http1);
+        while let Some((_, conn)) = self.conns.pop_lru() {
+            self.flush(conn, sink);
         }
     }
-}
 
-/// Ends a connection: what it still holds goes to the sink.
-fn flush<S: ExchangeSink>(conn: Conn<S>, sink: &mut S, stats: &mut Http1Stats) {
-    conn.close(&mut Report { sink, stats });
-}
+    fn flush_lru(&mut self, sink: &mut S) {
+        if let Some((_, conn)) = self.conns.pop_lru() {
+            self.flush(conn, sink);
+        }
+    }
 
-/// The connection for `key`, created if new; when the table is full the least recently
-/// active connection is flushed to make room.
-fn entry<'a, S: ExchangeSink>(
-    conns: &'a mut IdMap<(u32, u32), Conn<S>>,
-    stats: &mut ConnStats,
-    capacity: usize,
-    key: (u32, u32),
-    now_ns: u64,
-    sink: &mut S,
-) -> &'a mut Conn<S> {
-    if !conns.contains_key(&key) {
-        if conns.len() >= capacity {
-            let oldest = conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k);
-            if let Some(conn) = oldest.and_then(|k| conns.remove(&k)) {
-                stats.evicted += 1;
-                flush(conn, sink, &mut stats.http1);
+    /// Ends a connection: what it still holds goes to the sink.
+    fn flush(&mut self, conn: Conn<S>, sink: &mut S) {
+        self.buffered = self.buffered.saturating_sub(conn.footprint());
+        conn.close(&mut Report {
+            sink,
+            stats: &mut self.stats.http1,
+        });
+    }
+
+    /// Creates the connection for `key` if it is new; when the table is full the least recently
+    /// active connection is flushed to make room. (The caller's lookup makes it the most
+    /// recently active.)
+    fn ensure(&mut self, key: (u32, u32), now_ns: u64, sink: &mut S) {
+        if !self.conns.contains(&key) {
+            if self.conns.len() >= self.capacity {
+                self.stats.evicted += 1;
+                self.flush_lru(sink);
             }
+            self.stats.opened += 1;
+            self.conns.push(key, Conn::new(key.0, now_ns));
         }
-        stats.opened += 1;
     }
-    conns.entry(key).or_insert_with(|| Conn::new(key.0, now_ns))
 }
 
 #[cfg(test)]

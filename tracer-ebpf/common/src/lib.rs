@@ -97,7 +97,9 @@ pub struct DataEvent {
     pub tail_len: u32,
     /// Kernel-side use only: the thread filling the per-CPU buffer the event is built in.
     pub owner: u32,
-    pub pad: u32,
+    /// The event's number among its socket's data events in its direction, counted from the
+    /// socket's first tracked event; an event lost on the way (ring buffer full) leaves a jump.
+    pub seq: u32,
     pub tail: [u8; TAIL_LEN],
     pub tuple: SockTuple,
     /// With `FLAG_SERVER_SPAN`: the SERVER span id, big-endian (as written in hex).
@@ -233,8 +235,10 @@ pub struct ConnInfo {
     /// Non-zero once the agent was given the socket's peer: by accept/connect arguments, or
     /// by one data event carrying the tuple read from the file table (`FdOffsets`).
     pub peer_sent: u32,
+    /// The next data event's `DataEvent::seq`, per direction (`DIR_*`).
+    pub seq: [u32; 2],
 }
-const _: () = assert!(size_of::<ConnInfo>() == 8);
+const _: () = assert!(size_of::<ConnInfo>() == 16);
 
 /// A process's verdict, as the agent decides it; the kernel keeps one bit of it (`PROC_BITS`).
 pub const PROC_TRACE: u32 = 1;

@@ -4,6 +4,18 @@
 //! Which end of the socket we are is learnt from the first request head: read means we are the
 //! server, written means we are the client. Responses pair with requests in order (HTTP/1.1
 //! pipelining answers in order); interim 1xx responses are skipped.
+//!
+//! Order alone cannot survive a lost event: one response missing would shift every later pair
+//! of a keep-alive connection that lives for hours. So each data event carries its socket's
+//! sequence number for its direction, and a jump is a loss. The direction's stream then
+//! resynchronises at the next message start, and if responses may have been lost, the next
+//! response head goes to the newest request that started before it (a client that does not
+//! pipeline sends a request only once the previous response is in): the older requests waiting
+//! are given up, counted, and the pairs after them are exact again.
+//!
+//! Bounds: [`MAX_PENDING`] requests waiting for a response per connection (more are given up,
+//! counted, and pairing restarts as after a loss); a head in progress holds at most
+//! `stream::MAX_HEAD` bytes per direction.
 
 use std::{collections::VecDeque, net::SocketAddr};
 
@@ -21,6 +33,14 @@ use crate::{
     },
 };
 
+/// Requests waiting for their response on one connection (a pipelining depth no real client
+/// reaches); past it the oldest are given up.
+pub const MAX_PENDING: usize = 1024;
+
+/// What one waiting request costs, for the connection table's memory budget: the exchange and
+/// the head bytes it keeps (a typical head; a head is at most the capture size).
+pub const PENDING_COST: usize = size_of::<Exchange<()>>() + 512;
+
 /// What the HTTP/1 assembly could not follow exactly, over all connections.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Http1Stats {
@@ -28,6 +48,11 @@ pub struct Http1Stats {
     pub orphan_responses: u64,
     /// Responses reported before the write of their request, put back in order.
     pub reordered_responses: u64,
+    /// Requests given up without their response: it was in events that were lost, or more
+    /// than [`MAX_PENDING`] requests were waiting. Their spans end without a status.
+    pub abandoned_requests: u64,
+    /// Times a connection had more than [`MAX_PENDING`] requests waiting.
+    pub pending_full: u64,
     pub streams: StreamStats,
 }
 
@@ -44,8 +69,9 @@ pub struct Conn<S: ExchangeSink> {
     pub peer: Option<SocketAddr>,
     ingress: HalfStream,
     egress: HalfStream,
-    /// Requests whose final response head has not arrived: true for HEAD requests.
-    awaiting: VecDeque<bool>,
+    /// Requests whose final response head has not arrived, oldest first: whether it is a HEAD
+    /// request, and when it started. In step with the `exchanges` that have no response.
+    awaiting: VecDeque<Awaiting>,
     exchanges: VecDeque<Exchange<S::Started>>,
     /// An interim (1xx) response head was seen; its end is not a real response end.
     interim: bool,
@@ -53,7 +79,44 @@ pub struct Conn<S: ExchangeSink> {
     pub last_ns: u64,
     /// A response read before any request waits for it (see `Conn::feed`).
     parked: Option<Parked>,
+    seq: Seq,
+    resync: Resync,
 }
+
+/// What is known of a connection's event numbering.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seq {
+    /// The number each direction's next event should carry, once known.
+    next: [Option<u32>; 2],
+    /// Followed from the socket's first event (accept/connect seen, or a first event numbered
+    /// 0): a direction not seen yet starts at 0.
+    from_start: bool,
+}
+
+/// Responses may have been lost: the next final response head answers the newest request that
+/// started before it. One flag for the body rule, one for the pairing, since the body rule runs
+/// as heads are found and the pairing once the chunk is done.
+#[derive(Clone, Copy, Debug, Default)]
+struct Resync {
+    rule: bool,
+    pair: bool,
+}
+
+impl Resync {
+    fn set(&mut self, on: bool) {
+        *self = Self { rule: on, pair: on };
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Awaiting {
+    head_request: bool,
+    start_ns: u64,
+}
+
+/// A jump in sequence numbers smaller than this, backwards, is two threads of one socket whose
+/// events crossed; a larger one is a socket the kernel started counting again for.
+const SEQ_REORDER: u32 = 64;
 
 /// A read kept back until the connection's next write: one copy of its bytes (data, then
 /// tail), outliving the ring-buffer record they came in.
@@ -108,6 +171,70 @@ impl<S: ExchangeSink> Conn<S> {
             interim: false,
             last_ns: now_ns,
             parked: None,
+            seq: Seq::default(),
+            resync: Resync::default(),
+        }
+    }
+
+    /// The socket was just opened (accept/connect): its events are numbered from 0.
+    pub fn opened(&mut self) {
+        self.seq.from_start = true;
+    }
+
+    /// Memory held beyond the table entry itself: waiting requests, heads in progress and a
+    /// response kept back.
+    #[must_use]
+    pub fn footprint(&self) -> usize {
+        self.exchanges.len() * PENDING_COST
+            + self.ingress.buffered()
+            + self.egress.buffered()
+            + self.parked.as_ref().map_or(0, |p| p.bytes.len())
+    }
+
+    /// Checks `seq`, the sequence number of the next event in `dir`; returns how many events
+    /// of that direction were lost before it.
+    fn check_seq(&mut self, dir: Direction, seq: u32) -> u64 {
+        // A connection followed from its first event numbers both directions from 0.
+        let from_start = self.seq.from_start;
+        let slot = &mut self.seq.next[dir as usize];
+        let expected = slot.or(from_start.then_some(0));
+        let lost = match expected {
+            Some(expected) => {
+                let ahead = seq.wrapping_sub(expected);
+                if ahead < u32::MAX / 2 {
+                    u64::from(ahead)
+                } else if expected.wrapping_sub(seq) <= SEQ_REORDER {
+                    // Crossed with a later event of the same direction: already accounted for.
+                    return 0;
+                } else {
+                    // The kernel started counting again (its entry for the socket was replaced).
+                    0
+                }
+            }
+            None => 0,
+        };
+        self.seq.from_start |= seq == 0 && expected.is_none();
+        *slot = Some(seq.wrapping_add(1));
+        lost
+    }
+
+    /// `lost` events of `dir` never arrived: the stream resynchronises, and the requests that
+    /// may have lost their response are settled by the next response head.
+    fn on_lost(&mut self, dir: Direction, lost: u64, to: &mut Report<'_, S>) {
+        to.stats.streams.lost_events += lost;
+        let mut out = Vec::new();
+        match dir {
+            Direction::Ingress => self.ingress.lost(&mut out),
+            Direction::Egress => self.egress.lost(&mut out),
+        }
+        self.process(dir, 0, out, to);
+        if Some(dir) == self.request_dir() {
+            // A response kept back for the next write answered a request that was lost.
+            if self.parked.take().is_some() {
+                to.stats.orphan_responses += 1;
+            }
+        } else if !self.awaiting.is_empty() {
+            self.resync.set(true);
         }
     }
 
@@ -124,7 +251,22 @@ impl<S: ExchangeSink> Conn<S> {
     /// its way out of `write`, and the reading thread's event may be sent first. So a response
     /// head that no request waits for is kept back until the connection's next write (or next
     /// read, or close), and then fed after it. Reads keep their order among themselves.
-    pub fn feed(&mut self, dir: Direction, tid: u32, chunk: &Chunk<'_>, to: &mut Report<'_, S>) {
+    ///
+    /// `seq` is the event's sequence number in its socket and direction, when the kernel gave one.
+    pub fn feed(
+        &mut self,
+        dir: Direction,
+        tid: u32,
+        seq: Option<u32>,
+        chunk: &Chunk<'_>,
+        to: &mut Report<'_, S>,
+    ) {
+        if let Some(seq) = seq {
+            let lost = self.check_seq(dir, seq);
+            if lost > 0 {
+                self.on_lost(dir, lost, to);
+            }
+        }
         if dir == Direction::Ingress {
             if self.parked.is_none() && self.is_early_response(chunk) {
                 self.parked = Some(Parked::keep(tid, chunk));
@@ -159,13 +301,55 @@ impl<S: ExchangeSink> Conn<S> {
     fn feed_now(&mut self, dir: Direction, tid: u32, chunk: &Chunk<'_>, to: &mut Report<'_, S>) {
         let mut out = Vec::new();
         let awaiting = &mut self.awaiting;
-        let mut rule = |h: &Head| body_rule(h, awaiting);
+        let resync = &mut self.resync.rule;
+        let mut rule = |h: &Head| body_rule(h, awaiting, resync);
         match dir {
             Direction::Ingress => self.ingress.feed(chunk, &mut rule, &mut out),
             Direction::Egress => self.egress.feed(chunk, &mut rule, &mut out),
         }
         self.last_ns = self.last_ns.max(chunk.end_ns);
         self.process(dir, tid, out, to);
+        if self.exchanges.len() > MAX_PENDING {
+            self.give_up_pending(to);
+        }
+    }
+
+    /// More requests wait than any client pipelines: the oldest are given up, and pairing
+    /// restarts as after a loss.
+    fn give_up_pending(&mut self, to: &mut Report<'_, S>) {
+        to.stats.pending_full += 1;
+        let end = self.last_ns;
+        while self.exchanges.len() > 1 {
+            let x = self.exchanges.pop_front().expect("more than one");
+            if x.response.is_none() {
+                to.stats.abandoned_requests += 1;
+                self.awaiting.pop_front();
+            }
+            to.sink.finish(x, end);
+        }
+        self.resync.set(!self.awaiting.is_empty());
+    }
+
+    /// After a loss, a final response head answers the newest waiting request that started
+    /// before it; the requests waiting before that one lost their responses and are given up.
+    fn resync(&mut self, head: Head, to: &mut Report<'_, S>) {
+        self.resync.pair = false;
+        let answered = self
+            .exchanges
+            .iter()
+            .rposition(|x| x.response.is_none() && x.request.start_ns <= head.start_ns);
+        let Some(i) = answered else {
+            to.stats.orphan_responses += 1;
+            return;
+        };
+        for _ in 0..i {
+            let x = self.exchanges.pop_front().expect("i exchanges precede");
+            if x.response.is_none() {
+                to.stats.abandoned_requests += 1;
+            }
+            to.sink.finish(x, head.start_ns);
+        }
+        self.exchanges[0].response = Some(head);
     }
 
     fn process(&mut self, dir: Direction, tid: u32, out: Vec<Output>, to: &mut Report<'_, S>) {
@@ -180,6 +364,10 @@ impl<S: ExchangeSink> Conn<S> {
                     }
                     if let StartLine::Response { status: 100..=199 } = head.start {
                         self.interim = true;
+                        continue;
+                    }
+                    if self.resync.pair {
+                        self.resync(*head, to);
                         continue;
                     }
                     match self.exchanges.iter_mut().find(|x| x.response.is_none()) {
@@ -261,14 +449,25 @@ impl<S: ExchangeSink> Conn<S> {
     }
 }
 
-fn body_rule(head: &Head, awaiting: &mut VecDeque<bool>) -> Body {
+fn body_rule(head: &Head, awaiting: &mut VecDeque<Awaiting>, resync: &mut bool) -> Body {
     match &head.start {
         StartLine::Request { method, .. } => {
-            awaiting.push_back(&**method == "HEAD");
+            awaiting.push_back(Awaiting {
+                head_request: &**method == "HEAD",
+                start_ns: head.start_ns,
+            });
             head.request_body()
         }
         StartLine::Response { status } => {
-            let answers_head = awaiting.front().copied().unwrap_or(false);
+            if *status >= 200 && std::mem::take(resync) {
+                // The same choice as `Conn::resync`.
+                match awaiting.iter().rposition(|a| a.start_ns <= head.start_ns) {
+                    Some(i) => drop(awaiting.drain(..i)),
+                    // An orphan: it answers none of the requests waiting.
+                    None => return head.response_body(false),
+                }
+            }
+            let answers_head = awaiting.front().is_some_and(|a| a.head_request);
             if *status >= 200 {
                 awaiting.pop_front();
             }

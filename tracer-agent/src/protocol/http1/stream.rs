@@ -26,8 +26,13 @@ use crate::{
     protocol::{Chunk, http::Head},
 };
 
-/// Heads longer than this are cut and parsed as truncated.
-const MAX_HEAD: usize = 64 * 1024;
+/// Heads longer than this are cut and parsed as truncated: the most a direction of a connection
+/// buffers while a head arrives in pieces (a slow or drip-fed client). Larger heads are rare
+/// (Envoy's own limit is 60 KiB) and what the agent reads sits in their first lines.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// A head cut by lost events is reported only if this much of it was seen.
+const MIN_REPORTED_HEAD: usize = 16;
 
 /// What is left of a chunk after one step of the state machine; `None` once it is used up.
 type Rest<'a> = Option<(&'a [u8], u64)>;
@@ -47,6 +52,10 @@ pub struct StreamStats {
     pub malformed_heads: u64,
     /// Times the chunked framing was lost in a capture gap (tail detection took over).
     pub lost_sync: u64,
+    /// Kernel events that never arrived (ring buffer full), seen as a jump in their socket's
+    /// sequence numbers: the stream resynchronised at the next message start. Counted by the
+    /// connection as it finds them.
+    pub lost_events: u64,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +170,7 @@ impl HalfStream {
         if !starts_like_http(&self.head) && !could_start_http(&self.head) {
             // The tentative start was not one after all.
             self.stats.skipped_bytes += self.head.len() as u64 + gap;
-            self.head.clear();
+            self.head = BytesMut::new();
             self.state = State::Idle;
             return None;
         }
@@ -170,7 +179,8 @@ impl HalfStream {
             let end = search_from + pos + 4;
             // The bytes after the head are fed again from `data`.
             let bytes = self.head.split_to(end).freeze();
-            self.head.clear();
+            // Hand the buffer back rather than keep its capacity for the connection's life.
+            self.head = BytesMut::new();
             self.complete(bytes, start_ns, kernel, end_ns, rule, out);
             return Some((&data[end - before..], gap));
         }
@@ -178,7 +188,7 @@ impl HalfStream {
             return None;
         }
         // The rest of the head is not visible: use what we have.
-        let bytes = self.head.split().freeze();
+        let bytes = std::mem::take(&mut self.head).freeze();
         let mut head = self.parse(bytes, true, start_ns);
         head.kernel = kernel;
         rule(&head);
@@ -344,13 +354,42 @@ impl HalfStream {
         false
     }
 
+    /// Kernel events of this direction were lost before the next chunk: a head in
+    /// progress is reported as far as it went (truncated), a body's end can no longer be found
+    /// by its framing and comes with the next message start, and bytes that start no message
+    /// are skipped until one does.
+    pub fn lost(&mut self, out: &mut Vec<Output>) {
+        match std::mem::take(&mut self.state) {
+            State::Idle => {}
+            // Not even a request line: nothing worth reporting.
+            State::Head { .. } if self.head.len() < MIN_REPORTED_HEAD => {
+                self.stats.skipped_bytes += self.head.len() as u64;
+                self.head = BytesMut::new();
+            }
+            State::Head { start_ns, kernel } => {
+                let bytes = std::mem::take(&mut self.head).freeze();
+                let mut head = self.parse(bytes, true, start_ns);
+                head.kernel = kernel;
+                out.push(Output::Head(Box::new(head)));
+                self.state = State::Body(BodyState::Unknown);
+            }
+            State::Body(_) => self.state = State::Body(BodyState::Unknown),
+        }
+    }
+
+    /// Bytes held for a head that is still arriving.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.head.capacity()
+    }
+
     /// The connection closed: a message delimited by close (or of unknown length) ends at the
     /// last byte seen; a head cut short is reported as truncated.
     pub fn close(&mut self, out: &mut Vec<Output>) {
         match std::mem::take(&mut self.state) {
             State::Idle => {}
             State::Head { start_ns, kernel } => {
-                let bytes = self.head.split().freeze();
+                let bytes = std::mem::take(&mut self.head).freeze();
                 let mut head = self.parse(bytes, true, start_ns);
                 head.kernel = kernel;
                 out.push(Output::Head(Box::new(head)));

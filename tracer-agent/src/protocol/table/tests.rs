@@ -40,6 +40,18 @@ impl Driver {
     }
 
     fn send(&mut self, pid: u32, tid: u32, fd: u32, direction: u32, data: &[u8]) {
+        self.send_seq(pid, tid, fd, direction, None, data);
+    }
+
+    fn send_seq(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        fd: u32,
+        direction: u32,
+        seq: Option<u32>,
+        data: &[u8],
+    ) {
         self.t += 1_000;
         let ev = DataIn {
             pid,
@@ -51,6 +63,7 @@ impl Driver {
                 Direction::Egress
             },
             peer: None,
+            seq,
             chunk: Chunk {
                 data,
                 gap: 0,
@@ -291,4 +304,236 @@ fn table_is_bounded_and_sweeps_idle() {
     d.table.sweep(u64::MAX, &mut d.f);
     assert_eq!(d.table.len(), 0);
     assert_eq!(d.f.spans.len(), 3);
+}
+
+/// The (path, status) of every span so far, in the order they ended.
+fn pairs(d: &Driver) -> Vec<(String, Option<i64>)> {
+    d.f.spans
+        .iter()
+        .map(|s| (Driver::path(s), Driver::status(s)))
+        .collect()
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: svc\r\n\r\n").into_bytes()
+}
+
+fn status(code: u16) -> Vec<u8> {
+    format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok").into_bytes()
+}
+
+/// Numbers each direction's events of one connection like the kernel does, and can lose one.
+struct Seqs([u32; 2]);
+
+impl Seqs {
+    fn next(&mut self, dir: u32) -> u32 {
+        let n = self.0[dir as usize];
+        self.0[dir as usize] += 1;
+        n
+    }
+}
+
+#[test]
+fn a_lost_response_costs_its_own_request_only() {
+    let mut d = Driver::new();
+    let mut seq = Seqs([0; 2]);
+    let mut exchange = |d: &mut Driver, path: &str, code: u16, lose_response: bool| {
+        let s = Some(seq.next(DIR_INGRESS));
+        d.send_seq(1, 1, 5, DIR_INGRESS, s, &get(path));
+        let s = Some(seq.next(DIR_EGRESS));
+        if !lose_response {
+            d.send_seq(1, 1, 5, DIR_EGRESS, s, &status(code));
+        }
+    };
+    exchange(&mut d, "/a", 201, false);
+    exchange(&mut d, "/b", 202, true);
+    exchange(&mut d, "/c", 203, false);
+    exchange(&mut d, "/d", 204, false);
+    assert_eq!(
+        pairs(&d),
+        [
+            ("/a".into(), Some(201)),
+            ("/b".into(), None),
+            ("/c".into(), Some(203)),
+            ("/d".into(), Some(204)),
+        ],
+        "without the sequence numbers /b would get 203, /c 204 and /d nothing"
+    );
+    let stats = d.table.stats.http1;
+    assert_eq!(
+        (stats.abandoned_requests, stats.streams.lost_events),
+        (1, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn order_alone_shifts_every_later_pair() {
+    // The same traffic without sequence numbers: the failure the numbers exist for.
+    let mut d = Driver::new();
+    for (path, code, lose) in [("/a", 201, false), ("/b", 202, true), ("/c", 203, false)] {
+        d.send(1, 1, 5, DIR_INGRESS, &get(path));
+        if !lose {
+            d.send(1, 1, 5, DIR_EGRESS, &status(code));
+        }
+    }
+    assert_eq!(pairs(&d)[1], ("/b".into(), Some(203)));
+}
+
+#[test]
+fn a_lost_response_head_with_its_body_still_coming_resyncs() {
+    let mut d = Driver::new();
+    let mut seq = Seqs([0; 2]);
+    let s = Some(seq.next(DIR_INGRESS));
+    d.send_seq(1, 1, 5, DIR_INGRESS, s, &get("/a"));
+    // The head and first part of a long body are lost; the rest of the body arrives.
+    let _lost = Some(seq.next(DIR_EGRESS));
+    let s = Some(seq.next(DIR_EGRESS));
+    d.send_seq(1, 1, 5, DIR_EGRESS, s, &[b'x'; 300]);
+    let s = Some(seq.next(DIR_INGRESS));
+    d.send_seq(1, 1, 5, DIR_INGRESS, s, &get("/b"));
+    let s = Some(seq.next(DIR_EGRESS));
+    d.send_seq(1, 1, 5, DIR_EGRESS, s, &status(202));
+    assert_eq!(
+        pairs(&d),
+        [("/a".into(), None), ("/b".into(), Some(202))],
+        "skipped bytes: {}",
+        d.table.stats.http1.streams.skipped_bytes
+    );
+}
+
+#[test]
+fn a_lost_request_does_not_take_the_next_response() {
+    // Client side: the write of /b is lost, its response arrives and is kept back for the
+    // next write (responses can be reported before their request's write); the next write
+    // shows the loss, so the kept response is dropped rather than paired with /c.
+    let mut d = Driver::new();
+    let mut seq = Seqs([0; 2]);
+    for (path, code, lose_request) in [
+        ("/a", 201, false),
+        ("/b", 202, true),
+        ("/c", 203, false),
+        ("/d", 204, false),
+    ] {
+        let s = Some(seq.next(DIR_EGRESS));
+        if !lose_request {
+            d.send_seq(1, 1, 5, DIR_EGRESS, s, &get(path));
+        }
+        let s = Some(seq.next(DIR_INGRESS));
+        d.send_seq(1, 1, 5, DIR_INGRESS, s, &status(code));
+    }
+    assert_eq!(
+        pairs(&d),
+        [
+            ("/a".into(), Some(201)),
+            ("/c".into(), Some(203)),
+            ("/d".into(), Some(204)),
+        ]
+    );
+    assert_eq!(d.table.stats.http1.orphan_responses, 1);
+}
+
+#[test]
+fn crossed_events_of_one_direction_are_not_a_loss() {
+    let mut d = Driver::new();
+    d.send_seq(1, 1, 5, DIR_INGRESS, Some(0), &get("/a"));
+    d.send_seq(
+        1,
+        1,
+        5,
+        DIR_EGRESS,
+        Some(0),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+    );
+    d.send_seq(1, 1, 5, DIR_EGRESS, Some(2), b"ok");
+    d.send_seq(1, 1, 5, DIR_EGRESS, Some(1), b"ok");
+    d.send_seq(1, 1, 5, DIR_EGRESS, Some(3), b"ok");
+    assert_eq!(
+        d.table.stats.http1.streams.lost_events, 1,
+        "1 after 2 is no new loss, nor 3 after it"
+    );
+}
+
+#[test]
+fn too_many_waiting_requests_are_given_up_and_pairing_restarts() {
+    use crate::protocol::http1::conn::MAX_PENDING;
+    let mut d = Driver::new();
+    for i in 0..=MAX_PENDING {
+        d.send(1, 1, 5, DIR_INGRESS, &get(&format!("/p{i}")));
+    }
+    assert_eq!(d.table.stats.http1.pending_full, 1);
+    assert_eq!(d.table.stats.http1.abandoned_requests, MAX_PENDING as u64);
+    assert!(d.table.buffered() < 4 * PENDING_COST_FOR_TEST);
+    d.send(1, 1, 5, DIR_EGRESS, &status(201));
+    d.send(1, 1, 5, DIR_INGRESS, &get("/next"));
+    d.send(1, 1, 5, DIR_EGRESS, &status(202));
+    let got = pairs(&d);
+    assert_eq!(got[got.len() - 2], (format!("/p{MAX_PENDING}"), Some(201)));
+    assert_eq!(got[got.len() - 1], ("/next".into(), Some(202)));
+}
+
+const PENDING_COST_FOR_TEST: usize = crate::protocol::http1::conn::PENDING_COST;
+
+#[test]
+fn the_least_recently_active_connection_is_evicted() {
+    let mut d = Driver::new();
+    d.table = ConnTable::new(3);
+    for fd in 0..3 {
+        d.send(1, 1, fd, DIR_INGRESS, &get(&format!("/fd{fd}")));
+    }
+    // fd 0 is active again: fd 1 is now the least recently active.
+    d.send(1, 1, 0, DIR_EGRESS, &status(200));
+    d.send(1, 1, 3, DIR_INGRESS, &get("/fd3"));
+    assert_eq!(d.table.stats.evicted, 1);
+    let evicted: Vec<String> = pairs(&d).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(evicted, ["/fd0", "/fd1"], "fd 0 answered, fd 1 evicted");
+}
+
+#[test]
+fn drip_fed_heads_are_bounded_per_connection_and_in_total() {
+    use crate::protocol::http1::stream::MAX_HEAD;
+    let mut d = Driver::new();
+    let budget = 64 * 1024;
+    d.table = ConnTable::with_budget(1000, budget);
+    // 40 connections each drip-feed a head far larger than any bound, a few bytes at a time.
+    let line = b"X-Filler: 0123456789abcdef0123456789abcdef\r\n";
+    d.send(1, 1, 0, DIR_INGRESS, b"GET /drip HTTP/1.1\r\n");
+    for fd in 1..40 {
+        d.send(1, 1, fd, DIR_INGRESS, b"GET /drip HTTP/1.1\r\n");
+    }
+    for _ in 0..(2 * MAX_HEAD / line.len()) {
+        for fd in 0..40 {
+            d.send(1, 1, fd, DIR_INGRESS, line);
+        }
+        assert!(
+            d.table.buffered() <= budget + 2 * MAX_HEAD,
+            "{} bytes held",
+            d.table.buffered()
+        );
+    }
+    assert!(d.table.stats.evicted_memory > 0);
+    // Every connection's head stopped growing at MAX_HEAD and was reported as truncated.
+    d.table.drain(&mut d.f);
+    assert!(d.f.spans.iter().all(|s| Driver::path(s) == "/drip"));
+}
+
+#[test]
+fn connections_of_exited_processes_are_flushed() {
+    let mut d = Driver::new();
+    d.send(1, 1, 5, DIR_INGRESS, &get("/alive"));
+    d.send(2, 1, 5, DIR_INGRESS, &get("/gone"));
+    d.send(2, 1, 6, DIR_INGRESS, &get("/gone"));
+    let mut asked = Vec::new();
+    d.table.sweep_exited(
+        |pid| {
+            asked.push(pid);
+            pid == 1
+        },
+        &mut d.f,
+    );
+    asked.sort_unstable();
+    assert_eq!(asked, [1, 2], "each process is asked once");
+    assert_eq!(d.table.len(), 1);
+    assert_eq!(d.table.stats.exited_closed, 2);
+    assert_eq!(pairs(&d), [("/gone".into(), None), ("/gone".into(), None)]);
 }
