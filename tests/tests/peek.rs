@@ -8,18 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracer_tests::harness::{
-    Agent, HttpConn, Receiver, Service, free_port, get, random_hex, root_test,
-};
-
-/// The value of the counter `name` in the agent's Prometheus text.
-fn counter(port: u16, name: &str) -> Option<u64> {
-    let text = get(port, "/metrics", &[]).text();
-    text.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
+use tracer_tests::harness::{Agent, HttpConn, Receiver, Service, free_port, random_hex, root_test};
+use tracer_tests::metrics::counter;
 
 #[test]
 fn peeked_bytes_are_not_captured_twice() {

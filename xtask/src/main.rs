@@ -14,6 +14,9 @@
 //!   5.10 to 7.x booted in QEMU (fetched into target/vm/), with a result table.
 //! - `bench [--quick] [--rounds N] [--duration SECS]`: the agent's overhead (throughput, latency,
 //!   CPU, memory, eBPF time, drops) against Go and Python services, with the budgets met or not.
+//! - `soak [--short N] [--idle N] [--drip N] ...`: the agent's memory under hostile traffic
+//!   (a million short connections, 50k idle ones, drip-fed heads, pipelined bursts), against a
+//!   resident-set ceiling.
 //!
 //! Everything a fresh machine needs goes through `setup`, so CI (`.ci/run`) and a newcomer run
 //! the same steps. Dependencies are only anyhow, clap and libc, to keep this crate quick to build.
@@ -114,6 +117,17 @@ enum Verb {
     ///
     /// Example: sudo -E cargo xtask bench --quick
     Bench(bench::Options),
+    /// Setup, build the agent, then hold it under hostile traffic and watch its memory (needs
+    /// root; about 5 minutes).
+    ///
+    /// One Go service traced by the agent on loopback: 1,000,000 short connections, then 50,000
+    /// idle keep-alive connections held open, 10,000 connections drip-feeding a header byte per
+    /// second for 30 s, and 100 pipelined bursts of 1,000 requests. Prints the agent's resident
+    /// set per phase and its counters; fails if the agent dies, passes the ceiling, or loses a
+    /// request without counting it.
+    ///
+    /// Example: sudo -E cargo xtask soak --short 100000
+    Soak(bench::soak::Options),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +140,7 @@ fn main() -> ExitCode {
         Verb::Demo => demo::demo(),
         Verb::VmTest(opts) => vmtest::vm_test(&opts),
         Verb::Bench(opts) => bench::bench(&opts),
+        Verb::Soak(opts) => bench::soak::soak(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.

@@ -35,6 +35,7 @@ mod receiver;
 mod report;
 mod rows;
 mod run;
+pub mod soak;
 
 use std::{
     collections::HashMap,

@@ -77,8 +77,9 @@ pub struct Conn<S: ExchangeSink> {
     interim: bool,
     /// Kernel time of the last activity.
     pub last_ns: u64,
-    /// A response read before any request waits for it (see `Conn::feed`).
-    parked: Option<Parked>,
+    /// A response read before any request waits for it (see `Conn::feed`); boxed, as few
+    /// connections ever hold one and every entry pays for the space.
+    parked: Option<Box<Parked>>,
     seq: Seq,
     resync: Resync,
 }
@@ -269,7 +270,7 @@ impl<S: ExchangeSink> Conn<S> {
         }
         if dir == Direction::Ingress {
             if self.parked.is_none() && self.is_early_response(chunk) {
-                self.parked = Some(Parked::keep(tid, chunk));
+                self.parked = Some(Box::new(Parked::keep(tid, chunk)));
                 self.last_ns = self.last_ns.max(chunk.end_ns);
                 return;
             }

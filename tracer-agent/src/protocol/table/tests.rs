@@ -537,3 +537,11 @@ fn connections_of_exited_processes_are_flushed() {
     assert_eq!(d.table.stats.exited_closed, 2);
     assert_eq!(pairs(&d), [("/gone".into(), None), ("/gone".into(), None)]);
 }
+
+#[test]
+fn an_idle_connection_costs_a_few_hundred_bytes() {
+    // What the README's memory bound rests on: a table entry (key, recency links, state).
+    let entry = size_of::<Conn<Sink>>() + size_of::<(u32, u32)>() + 2 * size_of::<usize>();
+    println!("connection entry: {entry} bytes");
+    assert!(entry <= 448, "a connection entry grew to {entry} bytes");
+}
