@@ -118,6 +118,7 @@ pub struct Metrics {
     pub kernel_skipped: AtomicU64,
     pub k8s_pods: AtomicU64,
     pub inflight_server_requests: AtomicU64,
+    pub inflight_forgotten: AtomicU64,
     conn: Mutex<ConnStats>,
     attach_plan: Mutex<String>,
 }
@@ -263,6 +264,16 @@ impl Metrics {
                 "tracer_http_abandoned_requests_total",
                 "Requests given up without a response (lost in a gap, or too many waiting on one connection).",
                 conn.http1.abandoned_requests,
+            ),
+            (
+                "tracer_http_oversized_heads_total",
+                "Heads longer than the 16 KiB a connection buffers, parsed as truncated.",
+                conn.http1.streams.oversized_heads,
+            ),
+            (
+                "tracer_inflight_server_requests_forgotten_total",
+                "SERVER requests forgotten because their process had 4096 in flight.",
+                self.inflight_forgotten.load(Relaxed),
             ),
             (
                 "tracer_http_pending_full_total",

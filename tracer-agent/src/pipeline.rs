@@ -202,6 +202,9 @@ impl Pipeline {
         self.metrics
             .inflight_server_requests
             .store(self.sink.tracker.inflight_count() as u64, Relaxed);
+        self.metrics
+            .inflight_forgotten
+            .store(self.sink.tracker.forgotten, Relaxed);
     }
 
     /// Handles the records waiting in the ring buffer, at most `DRAIN_MAX` of them: the other

@@ -13,6 +13,8 @@ use super::{
     ids::{SpanId, TraceId},
     sampler::Sampler,
 };
+use std::collections::VecDeque;
+
 use crate::idhash::IdMap;
 use crate::{kernel::write::ids::KernelIds, protocol::http::Head};
 
@@ -39,7 +41,10 @@ struct InFlight {
 pub struct Tracker {
     propagators: Vec<Propagator>,
     sampler: Sampler,
-    inflight: IdMap<u32, Vec<InFlight>>,
+    inflight: IdMap<u32, VecDeque<InFlight>>,
+    /// SERVER requests forgotten because their process had [`MAX_INFLIGHT_PER_PROCESS`] in
+    /// flight: CLIENT calls they cause can no longer join them by thread.
+    pub forgotten: u64,
 }
 
 impl Tracker {
@@ -49,6 +54,7 @@ impl Tracker {
             propagators,
             sampler,
             inflight: IdMap::default(),
+            forgotten: 0,
         }
     }
 
@@ -92,9 +98,10 @@ impl Tracker {
         }
         let list = self.inflight.entry(pid).or_default();
         if list.len() >= MAX_INFLIGHT_PER_PROCESS {
-            list.remove(0);
+            list.pop_front();
+            self.forgotten += 1;
         }
-        list.push(InFlight {
+        list.push_back(InFlight {
             identity,
             tid,
             start_ns: head.start_ns,
@@ -148,17 +155,10 @@ impl Tracker {
     fn client_cause(&self, pid: u32, tid: u32, head: &Head) -> Identity {
         let own = self.identity_from_context(head);
         let carried = own.parent.map(|_| own.trace_id);
-        let list = self
-            .inflight
-            .get(&pid)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let list = self.inflight.get(&pid);
         let cause = match carried {
-            Some(trace) => list.iter().rev().find(|f| f.identity.trace_id == trace),
-            None => list
-                .iter()
-                .filter(|f| f.tid == tid)
-                .max_by_key(|f| f.start_ns),
+            Some(trace) => list.and_then(|l| l.iter().rev().find(|f| f.identity.trace_id == trace)),
+            None => list.and_then(|l| l.iter().filter(|f| f.tid == tid).max_by_key(|f| f.start_ns)),
         };
         match cause {
             Some(server) => Identity {
@@ -174,7 +174,7 @@ impl Tracker {
 
     #[must_use]
     pub fn inflight_count(&self) -> usize {
-        self.inflight.values().map(Vec::len).sum()
+        self.inflight.values().map(VecDeque::len).sum()
     }
 }
 

@@ -446,6 +446,7 @@ impl<S: ExchangeSink> Conn<S> {
             to.stats.streams.skipped_bytes += s.skipped_bytes;
             to.stats.streams.malformed_heads += s.malformed_heads;
             to.stats.streams.lost_sync += s.lost_sync;
+            to.stats.streams.oversized_heads += s.oversized_heads;
         }
     }
 }

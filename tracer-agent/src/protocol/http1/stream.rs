@@ -52,6 +52,8 @@ pub struct StreamStats {
     pub malformed_heads: u64,
     /// Times the chunked framing was lost in a capture gap (tail detection took over).
     pub lost_sync: u64,
+    /// Heads cut at [`MAX_HEAD`] bytes (parsed as truncated).
+    pub oversized_heads: u64,
     /// Kernel events that never arrived (ring buffer full), seen as a jump in their socket's
     /// sequence numbers: the stream resynchronised at the next message start. Counted by the
     /// connection as it finds them.
@@ -186,6 +188,9 @@ impl HalfStream {
         }
         if gap == 0 && self.head.len() < MAX_HEAD {
             return None;
+        }
+        if self.head.len() >= MAX_HEAD {
+            self.stats.oversized_heads += 1;
         }
         // The rest of the head is not visible: use what we have.
         let bytes = std::mem::take(&mut self.head).freeze();
