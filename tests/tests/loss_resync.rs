@@ -112,7 +112,10 @@ fn pairs_after_kernel_losses_on_one_keep_alive_connection_are_exact() {
     // The agent follows the connection before the first loss: a first request's span is out
     // (and with it the metrics endpoint, which starts before the exporter).
     let warm = random_hex(16);
-    let headers = [("x-b3-traceid", warm.as_str()), ("x-b3-spanid", "00f067aa0ba902b7")];
+    let headers = [
+        ("x-b3-traceid", warm.as_str()),
+        ("x-b3-spanid", "00f067aa0ba902b7"),
+    ];
     assert_eq!(conn.request("GET", "/hello", &headers, None).status, 200);
     rx.wait_for_named(
         "the warm-up request's span",
@@ -160,20 +163,6 @@ fn pairs_after_kernel_losses_on_one_keep_alive_connection_are_exact() {
     }
     assert!(agent.is_running(), "agent output:\n{}", agent.output());
 
-    // The losses happened and were seen as gaps, not guessed.
-    let text = wait_metrics(
-        metrics_port,
-        "losses counted",
-        Duration::from_secs(10),
-        |t| {
-            sample(t, "tracer_kernel_dropped_ringbuf_full_total").is_some_and(|v| v > 0)
-                && sample(t, "tracer_http_lost_events_total").is_some_and(|v| v > 0)
-        },
-    );
-    let lost = sample(&text, "tracer_http_lost_events_total").unwrap_or(0);
-    let abandoned = sample(&text, "tracer_http_abandoned_requests_total").unwrap_or(0);
-    eprintln!("lost events seen: {lost}, requests given up: {abandoned}");
-
     let spans = rx.wait_for_named(
         "a SERVER span for every request sent after a loss",
         |spans| {
@@ -213,4 +202,18 @@ fn pairs_after_kernel_losses_on_one_keep_alive_connection_are_exact() {
             c.rtt
         );
     }
+    // The losses happened and were seen as gaps, not guessed (checked after the spans, so that
+    // order alone shows as the wrong pairs it makes).
+    let text = wait_metrics(
+        metrics_port,
+        "losses counted",
+        Duration::from_secs(10),
+        |t| {
+            sample(t, "tracer_kernel_dropped_ringbuf_full_total").is_some_and(|v| v > 0)
+                && sample(t, "tracer_http_lost_events_total").is_some_and(|v| v > 0)
+        },
+    );
+    let lost = sample(&text, "tracer_http_lost_events_total").unwrap_or(0);
+    let abandoned = sample(&text, "tracer_http_abandoned_requests_total").unwrap_or(0);
+    eprintln!("lost events seen: {lost}, requests given up: {abandoned}");
 }
