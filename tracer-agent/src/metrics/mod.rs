@@ -15,7 +15,7 @@ use tracer_common::counter;
 
 use crate::protocol::table::ConnStats;
 
-pub use server::serve;
+pub use server::start;
 
 #[derive(Default)]
 pub struct Metrics {

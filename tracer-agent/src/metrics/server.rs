@@ -35,7 +35,10 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::Semaphore,
+};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -47,6 +50,8 @@ use super::{
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header lines in a request head.
 const MAX_HEADERS: usize = 32;
+/// Connections the kernel queues for `accept` (tokio's own choice for `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -69,9 +74,11 @@ impl Limits {
     };
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: &'static Metrics) {
-    let listener = match TcpListener::bind(addr).await {
+/// Listens on `addr` now (so that the endpoint answers once the agent says it is ready) and
+/// serves `/metrics`, `/healthz` and `/readyz` there from a task of its own until the process
+/// ends. A port that cannot be bound is logged, not fatal: tracing goes on without metrics.
+pub fn start(addr: SocketAddr, metrics: &'static Metrics) {
+    let listener = match listen(addr) {
         Ok(l) => l,
         Err(e) => {
             warn!(
@@ -87,7 +94,19 @@ pub async fn serve(addr: SocketAddr, metrics: &'static Metrics) {
         limits.max_connections,
         limits.head_timeout,
     );
-    Endpoint::new(metrics, limits).run(listener).await;
+    tokio::spawn(Endpoint::new(metrics, limits).run(listener));
+}
+
+/// What `TcpListener::bind` does, synchronously.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What every connection shares.
