@@ -183,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     if let Some(addr) = cfg.metrics_addr {
-        tokio::spawn(metrics::serve(addr, metrics));
+        metrics::start(addr, metrics);
     }
     let stop_exporting = Arc::new(AtomicBool::new(false));
     let (otlp_tx, exporter) = start_exporter(&cfg, metrics, &stop_exporting)?;

@@ -1,11 +1,14 @@
 //! What the integration tests (`tracer-tests`) and xtask's benchmark and kernel matrix share
 //! about the demo services of `tests/services`: where they are, how the Go one is built, which
-//! Python runs the Python one, and a free port to run them on.
+//! Python runs the Python one, and a free port to run them on; and how a running agent is read
+//! from outside ([`observe`]).
 //!
 //! The processes themselves are handled differently on each side, on purpose: a test keeps a
 //! child's output in memory and prints it when the test fails (`tests/src/process.rs`), the
 //! bench writes it to log files under `target/bench/logs` and stops its children on Ctrl-C
 //! (`xtask/src/bench/procs.rs`).
+
+pub mod observe;
 
 use std::{
     fs,

@@ -92,7 +92,7 @@ impl Agent {
             .filter(|(head, _)| head.starts_with("HTTP/1.") && head.contains(" 200 "))
             .context("the agent's /metrics did not answer 200")?
             .1;
-        Ok(parse_metrics(body))
+        Ok(tracer_test_support::observe::prometheus_samples(body))
     }
 
     /// SIGTERM (the agent flushes its queue) and a clean exit, else a broken run.
@@ -103,16 +103,6 @@ impl Agent {
         }
         Ok(())
     }
-}
-
-fn parse_metrics(body: &str) -> HashMap<String, f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.trim().to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// Sum of the metrics whose name starts with `prefix`.
@@ -142,13 +132,7 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
 
 /// A memory figure of /proc/PID/status in KiB: `VmHWM` (peak resident set) or `VmRSS`.
 pub fn rss_kib(pid: u32, field: &str) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .with_context(|| format!("no {field} in /proc/PID/status"))?;
-    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    tracer_test_support::observe::proc_status_kib(pid, field).map_err(anyhow::Error::msg)
 }
 
 /// CPUs' worth of time the whole machine spends busy (not idle, not waiting for I/O) over
@@ -376,13 +360,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_prometheus_text() {
-        let m = parse_metrics(
+    fn sums_by_prefix() {
+        let m = tracer_test_support::observe::prometheus_samples(
             "# HELP x y\n# TYPE x counter\ntracer_kernel_dropped_ringbuf_full_total 3\n\
              tracer_attach_info{plan=\"a b\"} 1\ntracer_dropped_spans_queue_full_total 2\n",
         );
         assert!((sum_prefix(&m, "tracer_kernel_dropped_") - 3.0).abs() < 1e-9);
         assert!((sum_prefix(&m, "tracer_dropped_") - 2.0).abs() < 1e-9);
-        assert_eq!(m.get("tracer_attach_info{plan=\"a b\"}"), Some(&1.0));
     }
 }
