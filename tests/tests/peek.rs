@@ -9,16 +9,12 @@ use std::{
 };
 
 use tracer_tests::harness::{
-    Agent, HttpConn, Receiver, Service, free_port, get, random_hex, root_test,
+    Agent, HttpConn, Receiver, Service, free_port, metric, random_hex, root_test, scrape_metrics,
 };
 
 /// The value of the counter `name` in the agent's Prometheus text.
 fn counter(port: u16, name: &str) -> Option<u64> {
-    let text = get(port, "/metrics", &[]).text();
-    text.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
+    metric(&scrape_metrics(port), name)
 }
 
 #[test]
