@@ -3,8 +3,9 @@
 //! (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`) and, when the receiver requires mutual TLS,
 //! presents a client certificate of it (`..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`). A receiver
 //! signed by another CA, or one that wants a client certificate the agent does not have, is
-//! refused: the agent's log says why, the spans are counted as failed exports, and nothing
-//! reaches the receiver (checked after the failure was counted, so the export is over).
+//! refused: the agent's log says why (at once, without retries, when the client side sees the
+//! TLS error), the spans are counted as failed exports, the receiver saw the refused handshake,
+//! and nothing reaches it (checked after the failure was counted, so the export is over).
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ fn start(rx: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Traced {
     };
     assert!(endpoint.starts_with("https://"), "{endpoint}");
     let metrics_port = free_port();
-    let agent = Agent::start_with_env(
+    let mut agent = Agent::start_with_env(
         [
             "--otlp-endpoint",
             &endpoint,
@@ -44,6 +45,8 @@ fn start(rx: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Traced {
         ],
         env,
     );
+    // `agent ready` comes before the metrics endpoint listens.
+    agent.wait_line("metrics on http://", WAIT);
     Traced {
         svc,
         agent,
@@ -114,9 +117,15 @@ fn spans_arrive(protocol: &str, mutual: bool, prefix: &str) {
         output.contains("(TLS trusting 1 CA certificate(s) from"),
         "the agent must say it exports over TLS with the given CA:\n{output}"
     );
-    if mutual {
-        assert!(output.contains("client certificate"), "{output}");
-    }
+    let client = if mutual {
+        format!("client certificate {cert} ({cert_var})")
+    } else {
+        "no client certificate".to_owned()
+    };
+    assert!(
+        output.contains(&client),
+        "the log must say `{client}`:\n{output}"
+    );
     assert!(
         rx.tls_errors().is_empty(),
         "refused handshakes: {:?}",
@@ -172,24 +181,51 @@ fn wait_failed(t: &mut Traced) -> u64 {
 fn refused(protocol: &str, case: &str) {
     let _serial = root_test();
     let (receiver_pki, agent_pki) = (TestPki::new("receiver"), TestPki::new("agent"));
-    let (tls, trusted, log_says, receiver_says): (_, _, &[&str], &str) = match case {
-        "wrong ca" => (
+    let (tls, trusted, log_says, receiver_says): (_, _, &[&str], &str) = match (case, protocol) {
+        ("wrong ca", _) => (
             ReceiverTls::server_auth(&receiver_pki),
             &agent_pki,
-            &["certificate verification failed", "UnknownIssuer"],
+            &[
+                "failed after 1 attempt(s)",
+                "TLS: certificate verification failed",
+                "invalid peer certificate: UnknownIssuer",
+            ],
             "UnknownCA",
         ),
-        "no client certificate" => (
+        // With TLS 1.3 the server refuses a missing client certificate after the client's side
+        // of the handshake is done. reqwest reads the server's alert; the gRPC client writes
+        // its HTTP/2 preface first and only sees the connection break, so its log can give no
+        // TLS reason (the receiver's side proves the refusal) and the failure is retried until
+        // the export timeout.
+        ("no client certificate", "grpc") => (
             ReceiverTls::mutual(&receiver_pki),
             &receiver_pki,
-            &["requires a client certificate", "CertificateRequired"],
+            &["OTLP export to https://"],
             "peer sent no certificates",
         ),
-        other => panic!("unknown case {other}"),
+        ("no client certificate", _) => (
+            ReceiverTls::mutual(&receiver_pki),
+            &receiver_pki,
+            &[
+                "failed after 1 attempt(s)",
+                "TLS: the collector requires a client certificate",
+                "received fatal alert: CertificateRequired",
+            ],
+            "peer sent no certificates",
+        ),
+        other => panic!("unknown case {other:?}"),
     };
     let rx = Receiver::start_tls_blocking(&tls);
     let ca = path(trusted, "ca.crt");
-    let mut t = start(&rx, protocol, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)]);
+    let mut t = start(
+        &rx,
+        protocol,
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+            // Retries of what the agent cannot tell from a collector gone away end in time.
+            ("OTEL_BSP_EXPORT_TIMEOUT", "3000"),
+        ],
+    );
     traced_request(&t.svc);
     let failed = wait_failed(&mut t);
     let output = t.agent.output();

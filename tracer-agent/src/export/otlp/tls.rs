@@ -234,34 +234,72 @@ pub fn failure(error: &(dyn StdError + 'static)) -> Option<String> {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
         if let Some(tls) = tls {
-            return Some(describe_failure(tls));
+            return Some(format!("TLS: {}: {tls}", hint(tls)));
         }
         next = e.source();
     }
-    None
+    // h2 keeps only the text of an I/O error (an alert the collector sent after the handshake,
+    // as TLS 1.3 servers refuse a client certificate), and tonic turns a failed connection into
+    // a status message: recognise rustls' wording there.
+    let text = chain(&error.to_string(), error.source());
+    let after = |marker: &str| {
+        text.split(marker).nth(1).map(|rest| {
+            rest.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    };
+    if let Some(name) = after(CERTIFICATE) {
+        return Some(format!(
+            "TLS: {}: {CERTIFICATE}{name}",
+            certificate_hint(&name)
+        ));
+    }
+    let name = after(ALERT)?;
+    Some(format!("TLS: {}: {ALERT}{name}", alert_hint(&name)))
 }
 
-fn describe_failure(e: &rustls::Error) -> String {
-    use rustls::{AlertDescription as Alert, CertificateError, Error};
-    let hint = match e {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+/// How rustls words a refused server certificate and a received alert.
+const CERTIFICATE: &str = "invalid peer certificate: ";
+const ALERT: &str = "received fatal alert: ";
+
+fn hint(e: &rustls::Error) -> &'static str {
+    use rustls::Error;
+    match e {
+        Error::InvalidCertificate(why) => certificate_hint(&format!("{why:?}")),
+        Error::AlertReceived(alert) => alert_hint(&format!("{alert:?}")),
+        _ => "TLS handshake failed",
+    }
+}
+
+/// What a refused collector certificate means, by the name of rustls' `CertificateError`.
+fn certificate_hint(name: &str) -> &'static str {
+    match name {
+        "UnknownIssuer" => {
             "certificate verification failed: the collector's certificate is not signed by a trusted CA (OTEL_EXPORTER_OTLP_CERTIFICATE)"
         }
-        Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => {
+        n if n.starts_with("NotValidForName") => {
             "certificate verification failed: the collector's certificate does not name the endpoint's host"
         }
-        Error::InvalidCertificate(_) => "certificate verification failed",
-        Error::AlertReceived(Alert::CertificateRequired | Alert::HandshakeFailure) => {
+        _ => "certificate verification failed",
+    }
+}
+
+/// What an alert from the collector means, by its rustls name.
+fn alert_hint(name: &str) -> &'static str {
+    match name {
+        "CertificateRequired" | "HandshakeFailure" => {
             "the collector requires a client certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY)"
         }
-        Error::AlertReceived(
-            Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
-        ) => "the collector refused the client certificate",
-        _ => "TLS handshake failed",
-    };
-    format!("TLS: {hint}: {e}")
+        "BadCertificate"
+        | "UnknownCA"
+        | "CertificateUnknown"
+        | "UnsupportedCertificate"
+        | "CertificateExpired"
+        | "CertificateRevoked" => "the collector refused the client certificate",
+        _ => "the collector ended the TLS session",
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,26 @@ fn a_refused_handshake_is_found_under_the_wrappers() {
     let why = failure(&alert).expect("a TLS failure");
     assert!(why.contains("requires a client certificate"), "{why}");
 
+    // What h2 passes on: the alert as text only.
+    let text = Wrapper(std::io::Error::other(
+        "connection error: received fatal alert: CertificateRequired",
+    ));
+    let why = failure(&text).expect("a TLS failure in the text");
+    assert!(why.contains("requires a client certificate"), "{why}");
+    assert!(
+        why.ends_with("received fatal alert: CertificateRequired"),
+        "{why}"
+    );
+
+    // What tonic passes on: a status whose message carries the certificate error.
+    let status = tonic::Status::unavailable("invalid peer certificate: UnknownIssuer");
+    let why = failure(&status).expect("a TLS failure in the status");
+    assert!(why.contains("not signed by a trusted CA"), "{why}");
+    assert!(
+        why.ends_with("invalid peer certificate: UnknownIssuer"),
+        "{why}"
+    );
+
     let refused = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
     assert_eq!(failure(&refused), None, "not TLS: retryable");
 }
