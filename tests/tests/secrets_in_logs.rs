@@ -73,35 +73,7 @@ fn nothing_printed_shows_a_credential(stdout: &str) {
     ];
     assert_eq!(get(svc.port(), "/setcookie", &set_cookie).status, 200);
 
-    // Positive control: all three spans of the first trace and the span of the second arrived.
-    let spans = rx.wait_for_named(
-        "SERVER, CLIENT and downstream SERVER spans of the request, and the /setcookie span",
-        |spans| {
-            spans.iter().filter(|s| s.trace_id == t).count() >= 3
-                && spans.iter().any(|s| s.trace_id == t2)
-        },
-        WAIT,
-    );
-    let of_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == t).collect();
-    let entry = of_trace
-        .iter()
-        .find(|s| s.kind == "SERVER" && s.attr_str("url.path") == Some("/call/hello"))
-        .expect("the traced service's SERVER span");
-    assert_eq!(
-        entry.attr_str("url.query"),
-        Some("password=REDACTED&page=2"),
-        "{entry}"
-    );
-    let client = of_trace
-        .iter()
-        .find(|s| s.kind == "CLIENT")
-        .expect("the CLIENT span of the forwarded request");
-    assert!(
-        client
-            .attr_str("url.full")
-            .is_some_and(|u| u.ends_with("/hello?password=REDACTED&page=2")),
-        "{client}"
-    );
+    check_spans(&rx, &t, &t2);
     // The console printed the traces (tree header or JSON field).
     let deadline = Instant::now() + WAIT;
     while !(agent.stdout_lines().iter().any(|l| l.contains(&t))
@@ -136,6 +108,39 @@ fn nothing_printed_shows_a_credential(stdout: &str) {
         "the agent printed a Set-Cookie value; output:\n{output}"
     );
     assert!(!rx.raw_contains(SET_COOKIE_VALUE.as_bytes()));
+}
+
+/// Positive control: all three spans of the first trace (t) and the span of the second (t2)
+/// arrived, the password's parameter is there with its value redacted.
+fn check_spans(rx: &Receiver, t: &str, t2: &str) {
+    let spans = rx.wait_for_named(
+        "SERVER, CLIENT and downstream SERVER spans of the request, and the /setcookie span",
+        |spans| {
+            spans.iter().filter(|s| s.trace_id == t).count() >= 3
+                && spans.iter().any(|s| s.trace_id == t2)
+        },
+        WAIT,
+    );
+    let of_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == t).collect();
+    let entry = of_trace
+        .iter()
+        .find(|s| s.kind == "SERVER" && s.attr_str("url.path") == Some("/call/hello"))
+        .expect("the traced service's SERVER span");
+    assert_eq!(
+        entry.attr_str("url.query"),
+        Some("password=REDACTED&page=2"),
+        "{entry}"
+    );
+    let client = of_trace
+        .iter()
+        .find(|s| s.kind == "CLIENT")
+        .expect("the CLIENT span of the forwarded request");
+    assert!(
+        client
+            .attr_str("url.full")
+            .is_some_and(|u| u.ends_with("/hello?password=REDACTED&page=2")),
+        "{client}"
+    );
 }
 
 #[test]

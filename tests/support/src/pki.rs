@@ -14,6 +14,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
+/// Tells apart the directories of one test process.
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
 /// A certificate and its private key, PEM encoded.
 #[derive(Clone, Debug)]
 pub struct Pair {
@@ -70,7 +73,6 @@ impl TestPki {
             "tracer-agent",
             ExtendedKeyUsagePurpose::ClientAuth,
         );
-        static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tracer-pki-{name}-{}-{}",
             std::process::id(),

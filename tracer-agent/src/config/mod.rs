@@ -41,7 +41,7 @@ pub enum ConfigError {
     )]
     TlsWithClearText(PemFile, String),
     #[error("OTLP TLS: {0}")]
-    Tls(#[from] TlsError),
+    Tls(Box<TlsError>),
     #[error("{name}=`{value}` is not true or false")]
     Bool { name: &'static str, value: String },
     #[error("OTEL_TRACES_EXPORTER=`{0}` is not supported: use otlp, console or none")]
@@ -68,6 +68,12 @@ pub enum ConfigError {
         "--capture socket cannot be combined with {0}: {1}; use --capture auto, which then keeps the syscall tracepoints"
     )]
     SocketCapture(&'static str, &'static str),
+}
+
+impl From<TlsError> for ConfigError {
+    fn from(e: TlsError) -> Self {
+        Self::Tls(Box::new(e))
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -70,8 +70,12 @@ pub enum TlsError {
         "a client certificate is set ({0}) without its key: set OTEL_EXPORTER_OTLP_CLIENT_KEY or --otlp-client-key too"
     )]
     CertificateWithoutKey(PemFile),
-    #[error("client certificate {0} and key {1} are not usable together: {2}")]
-    ClientAuth(PemFile, PemFile, rustls::Error),
+    #[error("client certificate {certificate} and key {key} are not usable together: {error}")]
+    ClientAuth {
+        certificate: PemFile,
+        key: PemFile,
+        error: Box<rustls::Error>,
+    },
     #[error(
         "the system trust store has no usable CA certificate ({0}): set OTEL_EXPORTER_OTLP_CERTIFICATE or --otlp-certificate to the collector's CA"
     )]
@@ -129,7 +133,11 @@ impl OtlpTls {
             (Some(cert), None) => return Err(TlsError::CertificateWithoutKey(cert.clone())),
             (Some(cert), Some(key)) => builder
                 .with_client_auth_cert(certificates(cert)?, private_key(key)?)
-                .map_err(|e| TlsError::ClientAuth(cert.clone(), key.clone(), e))?,
+                .map_err(|e| TlsError::ClientAuth {
+                    certificate: cert.clone(),
+                    key: key.clone(),
+                    error: Box::new(e),
+                })?,
         };
         Ok(Self {
             files,
