@@ -18,7 +18,8 @@ Examples:
   tracer-agent --stdout json --port 8080         JSON lines for whatever listens on :8080
   tracer-agent --otlp-endpoint http://collector:4317
   OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf tracer-agent
-  tracer-agent --otlp-endpoint https://collector:4317 --otlp-certificate ca.crt \
+  tracer-agent --otlp-endpoint https://collector:4317 --otlp-certificate ca.crt    (TLS)
+  tracer-agent --otlp-endpoint https://collector:4317 --otlp-certificate ca.crt
                --otlp-client-certificate tls.crt --otlp-client-key tls.key      (mutual TLS)
 
 Standard variables honoured: OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _PROTOCOL,

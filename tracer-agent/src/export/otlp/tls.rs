@@ -63,11 +63,11 @@ pub enum TlsError {
     #[error("CA certificate in {0} is not usable: {1}")]
     BadCa(PemFile, rustls::Error),
     #[error(
-        "a client key is set ({0}) without a client certificate: set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or --otlp-client-certificate too"
+        "the client key {0} is set without a client certificate: set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or --otlp-client-certificate too"
     )]
     KeyWithoutCertificate(PemFile),
     #[error(
-        "a client certificate is set ({0}) without its key: set OTEL_EXPORTER_OTLP_CLIENT_KEY or --otlp-client-key too"
+        "the client certificate {0} is set without its key: set OTEL_EXPORTER_OTLP_CLIENT_KEY or --otlp-client-key too"
     )]
     CertificateWithoutKey(PemFile),
     #[error("client certificate {certificate} and key {key} are not usable together: {error}")]

@@ -103,7 +103,10 @@ fn a_file_without_a_certificate_is_refused() {
 fn a_key_needs_its_certificate_and_the_reverse() {
     let pki = TestPki::new("unit");
     let err = error(files(&pki, "ca.crt", None, Some("client.key")));
-    assert!(err.contains("client key is set"), "{err}");
+    assert!(
+        err.contains("client.key (OTEL_EXPORTER_OTLP_CLIENT_KEY) is set"),
+        "{err}"
+    );
     assert!(err.contains("without a client certificate"), "{err}");
     let err = error(files(&pki, "ca.crt", Some("client.crt"), None));
     assert!(err.contains("without its key"), "{err}");
