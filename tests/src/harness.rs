@@ -73,6 +73,26 @@ pub fn free_port() -> u16 {
     tracer_test_support::free_port().expect("binding a free port")
 }
 
+/// The agent's Prometheus text from `GET /metrics` on 127.0.0.1:`port`.
+///
+/// # Panics
+/// If the endpoint does not answer 200.
+#[must_use]
+pub fn scrape_metrics(port: u16) -> String {
+    let r = get(port, "/metrics", &[]);
+    assert_eq!(r.status, 200, "GET /metrics on 127.0.0.1:{port}");
+    r.text()
+}
+
+/// The value of the counter `name` in a Prometheus text, or `None` if it is missing.
+#[must_use]
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
 /// `bytes` random bytes as lowercase hex, never all zeros (an all-zero id is invalid).
 ///
 /// # Panics

@@ -9,6 +9,10 @@
 //!
 //! The servers run on their own runtime in a dedicated thread: tests may block (wait for processes,
 //! talk raw TCP, sleep) without starving the receiver, whatever runtime flavour they use.
+//!
+//! [`Receiver::start_tls_blocking`] serves both ports over TLS instead (rustls, a certificate from
+//! a test CA, optionally requiring a client certificate: mutual TLS) and keeps the reason of every
+//! handshake it refused.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,7 +38,14 @@ use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode a
 use prost::Message;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{
+    self, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+    server::WebPkiClientVerifier,
+};
 use tonic::codegen::Service as _;
+pub use tracer_test_support::pki::{Pair, TestPki};
 
 /// One received span, flattened with its resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +143,70 @@ struct Store {
     raw: Vec<Vec<u8>>,
     /// The headers (gRPC metadata) of each OTLP export request, names in lowercase.
     headers: Vec<Vec<(String, String)>>,
+    /// Why each refused TLS handshake failed (TLS mode only).
+    tls_errors: Vec<String>,
+}
+
+/// The receiver's TLS mode: its certificate, and the CA its clients' certificates must come from
+/// when it requires them.
+#[derive(Clone, Debug)]
+pub struct ReceiverTls {
+    /// Certificate (for 127.0.0.1) and key of both ports.
+    pub server: Pair,
+    /// `Some(CA PEM)`: mutual TLS, a client without a certificate signed by this CA is refused.
+    pub client_ca: Option<String>,
+}
+
+impl ReceiverTls {
+    /// Server-authenticated TLS with the server pair of `pki`.
+    #[must_use]
+    pub fn server_auth(pki: &TestPki) -> Self {
+        Self {
+            server: pki.server.clone(),
+            client_ca: None,
+        }
+    }
+
+    /// Mutual TLS: the server pair of `pki`, and clients must present a certificate of its CA.
+    #[must_use]
+    pub fn mutual(pki: &TestPki) -> Self {
+        Self {
+            server: pki.server.clone(),
+            client_ca: Some(pki.ca_pem.clone()),
+        }
+    }
+
+    /// The rustls configuration of one port, offering `alpn` (h2 for gRPC, http/1.1 for HTTP).
+    fn config(&self, alpn: &[u8]) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.server.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("server certificate PEM");
+        let key =
+            PrivateKeyDer::from_pem_slice(self.server.key_pem.as_bytes()).expect("server key PEM");
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(cert.expect("client CA PEM")).expect("client CA");
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .expect("server certificate and key");
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(config)
+    }
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -148,6 +223,8 @@ pub struct Receiver {
     store: Shared,
     grpc: SocketAddr,
     http: SocketAddr,
+    /// "https" in TLS mode, else "http".
+    scheme: &'static str,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -169,6 +246,26 @@ impl Receiver {
     /// If the loopback ports cannot be bound.
     #[must_use]
     pub fn start_blocking() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts both servers over TLS (from synchronous code): `https://` endpoints.
+    ///
+    /// # Panics
+    /// If the loopback ports cannot be bound or the certificates are not usable.
+    #[must_use]
+    pub fn start_tls_blocking(tls: &ReceiverTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ReceiverTls>) -> Self {
+        let acceptors = tls.map(|t| {
+            (
+                TlsAcceptor::from(t.config(b"h2")),
+                TlsAcceptor::from(t.config(b"http/1.1")),
+            )
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let store = Shared::default();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -187,8 +284,9 @@ impl Receiver {
                     addr_tx
                         .send((grpc.local_addr().unwrap(), http.local_addr().unwrap()))
                         .unwrap();
-                    tokio::spawn(serve(grpc, thread_store.clone(), true));
-                    tokio::spawn(serve(http, thread_store, false));
+                    let (grpc_tls, http_tls) = acceptors.unzip();
+                    tokio::spawn(serve(grpc, thread_store.clone(), true, grpc_tls));
+                    tokio::spawn(serve(http, thread_store, false, http_tls));
                     let _ = shutdown_rx.await;
                 });
                 // Dropping the runtime here (outside any async context) aborts the connection tasks.
@@ -199,21 +297,29 @@ impl Receiver {
             store,
             grpc,
             http,
+            scheme,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
 
-    /// Endpoint for OTLP/gRPC, e.g. `http://127.0.0.1:40123`.
+    /// Endpoint for OTLP/gRPC, e.g. `http://127.0.0.1:40123` (`https://` in TLS mode).
     #[must_use]
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme, self.grpc)
     }
 
-    /// Base URL for OTLP/HTTP, e.g. `http://127.0.0.1:40124` (spans are posted to `/v1/traces`).
+    /// Base URL for OTLP/HTTP, e.g. `http://127.0.0.1:40124` (spans are posted to `/v1/traces`;
+    /// `https://` in TLS mode).
     #[must_use]
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}", self.http)
+        format!("{}://{}", self.scheme, self.http)
+    }
+
+    /// Why each TLS handshake the receiver refused failed, in arrival order (TLS mode).
+    #[must_use]
+    pub fn tls_errors(&self) -> Vec<String> {
+        lock(&self.store).tls_errors.clone()
     }
 
     /// Port of the HTTP server (OTLP/HTTP, Zipkin and the trace query), e.g. for an Envoy cluster.
@@ -308,8 +414,8 @@ impl Drop for Receiver {
 }
 
 /// Accept loop: gRPC connections are HTTP/2 (prior knowledge, as OTLP exporters speak it),
-/// OTLP/HTTP connections are HTTP/1.1.
-async fn serve(listener: TcpListener, store: Shared, grpc: bool) {
+/// OTLP/HTTP connections are HTTP/1.1; in TLS mode both after the handshake.
+async fn serve(listener: TcpListener, store: Shared, grpc: bool, tls: Option<TlsAcceptor>) {
     // Collectors (rotel in the mesh scenario) gzip their exports by default, as OTLP allows.
     let trace_service = TraceServiceServer::new(Collector {
         store: store.clone(),
@@ -319,23 +425,41 @@ async fn serve(listener: TcpListener, store: Shared, grpc: bool) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let io = TokioIo::new(stream);
         let store = store.clone();
         let trace_service = trace_service.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if grpc {
-                let svc =
-                    service_fn(move |req| grpc_request(req, store.clone(), trace_service.clone()));
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
-            } else {
-                let svc = service_fn(move |req| http_request(req, store.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), store, grpc, trace_service).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        serve_connection(TokioIo::new(stream), store, grpc, trace_service).await;
+                    }
+                    Err(e) => lock(&store).tls_errors.push(e.to_string()),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    store: Shared,
+    grpc: bool,
+    trace_service: TraceServiceServer<Collector>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if grpc {
+        let svc = service_fn(move |req| grpc_request(req, store.clone(), trace_service.clone()));
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let svc = service_fn(move |req| http_request(req, store.clone()));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await;
     }
 }
 

@@ -141,6 +141,10 @@ async fn receives_grpc_and_http_protobuf_from_the_otlp_exporter() {
     grpc.set_resource(&resource);
     grpc.export(spans).await.expect("gRPC export accepted");
 
+    // Built with the whole workspace (`cargo xtask test`), reqwest carries the agent's
+    // `rustls-no-provider` feature (the agent hands it a ring configuration of its own) and
+    // panics building a client while the process has no default provider.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let mut http = OtlpExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/traces", rx.http_endpoint()))

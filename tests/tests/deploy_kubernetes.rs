@@ -31,7 +31,10 @@ use k8s_openapi::{
     serde::{Deserialize as _, Serialize, de::DeserializeOwned},
 };
 use serde_json::Value as Json;
-use tracer_tests::harness::{self, target_dir, workspace_root};
+use tracer_tests::{
+    harness::{self, target_dir, workspace_root},
+    otlp::TestPki,
+};
 
 /// The capabilities of the unprivileged `DaemonSet`, as Kubernetes spells them (no `CAP_`).
 const CAPABILITIES: [&str; 5] = [
@@ -982,6 +985,133 @@ fn chart_custom_collector_namespaces_and_port_reach_the_agent() {
     );
 }
 
+/// Where the chart mounts the Secret of `collector.tls.secretName`.
+const TLS_DIR: &str = "/etc/tracer-agent/otlp-tls";
+
+#[test]
+fn chart_tls_secret_is_mounted_and_reaches_the_agent() {
+    let values = "collector:\n  endpoint: https://collector.observability:4317\n  tls:\n    \
+                  secretName: otlp-tls\n    clientCertificate: tls.crt\n    clientKey: tls.key\n";
+    let chart = render("tr", "tracing", values);
+    let origin = chart.origin.clone();
+    let ds = chart.daemon_set();
+    let volume = pod_spec(ds)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "otlp-tls")
+        .unwrap_or_else(|| panic!("{origin}: no otlp-tls volume"));
+    let secret = volume
+        .secret
+        .as_ref()
+        .unwrap_or_else(|| panic!("{origin}: otlp-tls is not a Secret volume"));
+    assert_eq!(secret.secret_name.as_deref(), Some("otlp-tls"), "{origin}");
+    assert_eq!(
+        secret.default_mode,
+        Some(0o400),
+        "{origin}: readable by the agent only"
+    );
+    let mount = container(ds)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "otlp-tls")
+        .unwrap_or_else(|| panic!("{origin}: the Secret is not mounted"));
+    assert_eq!(mount.mount_path, TLS_DIR, "{origin}");
+    assert_eq!(mount.read_only, Some(true), "{origin}");
+
+    let env = chart.env();
+    for (k, file) in [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "ca.crt"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "tls.crt"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "tls.key"),
+    ] {
+        assert_eq!(
+            env.get(k).map(String::as_str),
+            Some(format!("{TLS_DIR}/{file}").as_str()),
+            "{origin}: {k}"
+        );
+    }
+    // The agent accepts the settings with real files where the mount puts them.
+    let pki = TestPki::new("chart");
+    for (from, to) in [("client.crt", "tls.crt"), ("client.key", "tls.key")] {
+        fs::copy(pki.file(from), pki.file(to)).expect("copy a PEM file");
+    }
+    let here = pki.dir().display().to_string();
+    let env: BTreeMap<String, String> = env
+        .into_iter()
+        .map(|(k, v)| (k, v.replace(TLS_DIR, &here)))
+        .collect();
+    let out = check_config(&env, &origin);
+    assert_resolved(
+        &out,
+        &[
+            "otlp: grpc https://collector.observability:4317",
+            "TLS trusting 1 CA certificate(s) from",
+            "tls.key (OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+        ],
+        &origin,
+    );
+
+    // Server-authenticated TLS only: the CA alone.
+    let env = render(
+        "tr",
+        "tracing",
+        "collector:\n  endpoint: https://c:4317\n  tls:\n    secretName: ca-only\n",
+    )
+    .env();
+    assert!(
+        env.contains_key("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{env:?}"
+    );
+    assert!(
+        !env.contains_key("OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+        "{env:?}"
+    );
+    // Without a Secret: no volume, no TLS variables.
+    let default = render("tr", "tracing", "");
+    assert!(
+        !pod_spec(default.daemon_set())
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.secret.is_some()),
+        "{}: a Secret volume by default",
+        default.origin
+    );
+    assert!(
+        !default
+            .env()
+            .keys()
+            .any(|k| k.starts_with("OTEL_EXPORTER_OTLP_C")),
+        "{}: TLS variables by default",
+        default.origin
+    );
+}
+
+#[test]
+fn chart_refuses_tls_settings_the_agent_would_refuse() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    for (values, complaint) in [
+        (
+            "collector:\n  endpoint: http://c:4317\n  tls:\n    secretName: s\n",
+            "collector.endpoint is http://",
+        ),
+        (
+            "collector:\n  endpoint: https://c:4317\n  tls:\n    secretName: s\n    clientKey: tls.key\n",
+            "set both (mutual TLS) or neither",
+        ),
+    ] {
+        let (ok, _, stderr) = helm(&["template", "t", chart], values);
+        assert!(!ok, "the chart accepted {values}");
+        assert!(
+            stderr.contains(complaint),
+            "helm's message for {values} does not say `{complaint}`: {stderr}"
+        );
+    }
+}
+
 /// The capabilities the chart's container adds.
 fn added_capabilities(ds: &DaemonSet) -> BTreeSet<String> {
     container(ds)
@@ -1058,8 +1188,12 @@ fn chart_values_are_checked_by_its_schema_and_lint() {
         ("captureSize: 10\n", "captureSize"),
         ("kubernetes: maybe\n", "kubernetes"),
         (
-            "collector:\n  endpoint: https://c:4317\n",
+            "collector:\n  endpoint: ftp://c:4317\n",
             "collector.endpoint",
+        ),
+        (
+            "collector:\n  tls:\n    secretName: s\n    cafile: ca.pem\n",
+            "collector.tls",
         ),
         ("propagators: [jaeger]\n", "propagators"),
         ("writeMode: write\n", "writeMode"),

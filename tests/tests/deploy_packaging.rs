@@ -285,7 +285,7 @@ fn dockerfile_runtime_stage_is_only_the_binary() {
             .iter()
             .chain(&runtime.all("ADD"))
             .any(|c| c.contains("ca-certificates")),
-        "no TLS client, no CA bundle"
+        "no CA bundle: an https:// collector's CA is given to the agent (collector.tls)"
     );
     // The binary links only what bookworm-slim has.
     let ldd = Command::new("ldd")

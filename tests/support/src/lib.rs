@@ -18,6 +18,9 @@ use std::{
     sync::{Mutex, OnceLock, PoisonError},
 };
 
+#[cfg(feature = "pki")]
+pub mod pki;
+
 /// Where `cargo xtask setup` installs Go 1.23 (Debian's golang-1.23-go).
 pub const GO: &str = "/usr/lib/go-1.23/bin/go";
 

@@ -1,5 +1,7 @@
 //! The command line: every flag, its environment variable and its `--help` text.
 
+use std::path::PathBuf;
+
 use clap::{Parser, ValueEnum};
 
 use crate::{
@@ -16,9 +18,12 @@ Examples:
   tracer-agent --stdout json --port 8080         JSON lines for whatever listens on :8080
   tracer-agent --otlp-endpoint http://collector:4317
   OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf tracer-agent
+  tracer-agent --otlp-endpoint https://collector:4317 --otlp-certificate ca.crt    (TLS)
+  tracer-agent --otlp-endpoint https://collector:4317 --otlp-certificate ca.crt
+               --otlp-client-certificate tls.crt --otlp-client-key tls.key      (mutual TLS)
 
 Standard variables honoured: OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _PROTOCOL,
-_HEADERS, _TIMEOUT, _COMPRESSION, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER[_ARG], OTEL_BSP_SCHEDULE_DELAY,
+_HEADERS, _TIMEOUT, _COMPRESSION, _CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY, _INSECURE, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER[_ARG], OTEL_BSP_SCHEDULE_DELAY,
 OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_EXPORT_TIMEOUT. Log level: RUST_LOG.
 
 Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8), plus CAP_SYS_PTRACE and
@@ -62,10 +67,32 @@ pub struct Cli {
     #[arg(long, value_enum)]
     pub exporter: Option<ExporterKind>,
 
-    /// OTLP collector URL, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http/protobuf)
+    /// OTLP collector URL, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http/protobuf);
+    /// https:// exports over TLS, trusting the system's CAs unless --otlp-certificate is given
     /// [env: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT]
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+
+    /// PEM file of the CA certificate(s) to trust for an https:// collector (instead of the
+    /// system's); refused with an http:// endpoint
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate (chain) for mutual TLS, with --otlp-client-key
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_client_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1)
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY, OTEL_EXPORTER_OTLP_CLIENT_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_client_key: Option<PathBuf>,
+
+    /// grpc endpoint without http:// or https:// (host:port): true sends clear text, false TLS
+    /// [env: OTEL_EXPORTER_OTLP_TRACES_INSECURE, OTEL_EXPORTER_OTLP_INSECURE] [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub otlp_insecure: Option<bool>,
 
     /// OTLP transport: grpc or http/protobuf
     /// [env: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL] [default: grpc]

@@ -1,13 +1,16 @@
 //! Command line and environment. Flags ([`cli`]) win over the standard OpenTelemetry variables
-//! (`OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,PROTOCOL,HEADERS,COMPRESSION,TIMEOUT}`, `OTEL_TRACES_EXPORTER`, `OTEL_PROPAGATORS`, `OTEL_TRACES_SAMPLER*`,
-//! `OTEL_BSP_*`), which win over the defaults.
+//! (`OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,PROTOCOL,HEADERS,COMPRESSION,TIMEOUT}`,
+//! `OTEL_EXPORTER_OTLP_[TRACES_]{CERTIFICATE,CLIENT_CERTIFICATE,CLIENT_KEY,INSECURE}`,
+//! `OTEL_TRACES_EXPORTER`, `OTEL_PROPAGATORS`, `OTEL_TRACES_SAMPLER*`, `OTEL_BSP_*`), which win
+//! over the defaults.
 
 mod cli;
 
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use self::cli::{Cli, ExporterKind, KubernetesMode, OtlpProtocol, StdoutFormat};
 use crate::{
+    export::otlp::tls::{OtlpTls, PemFile, TlsError, TlsFiles},
     kernel::attach::{AttachMode, CaptureMode},
     procs::{
         k8s::PodFilter,
@@ -30,9 +33,17 @@ pub enum ConfigError {
     )]
     Protocol(String),
     #[error(
-        "OTLP endpoint `{0}` is not an http:// URL (TLS is not built in; use a node-local collector)"
+        "OTLP endpoint `{0}` is not an http:// or https:// URL (only grpc also takes host:port, with TLS unless OTEL_EXPORTER_OTLP_INSECURE=true)"
     )]
     Endpoint(String),
+    #[error(
+        "{0} is set but the OTLP endpoint `{1}` is clear text (http://): use an https:// endpoint, or unset it (TLS settings are never ignored)"
+    )]
+    TlsWithClearText(PemFile, String),
+    #[error("OTLP TLS: {0}")]
+    Tls(Box<TlsError>),
+    #[error("{name}=`{value}` is not true or false")]
+    Bool { name: &'static str, value: String },
     #[error("OTEL_TRACES_EXPORTER=`{0}` is not supported: use otlp, console or none")]
     Exporter(String),
     #[error("the OTLP exporter needs an endpoint: --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -59,6 +70,12 @@ pub enum ConfigError {
     SocketCapture(&'static str, &'static str),
 }
 
+impl From<TlsError> for ConfigError {
+    fn from(e: TlsError) -> Self {
+        Self::Tls(Box::new(e))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct OtlpConfig {
     /// For grpc the channel URL; for http/protobuf the full URL spans are posted to.
@@ -69,6 +86,8 @@ pub struct OtlpConfig {
     pub compression: OtlpCompression,
     /// How long one request may take.
     pub timeout: Duration,
+    /// Set for an https:// endpoint (and a grpc one without scheme unless insecure).
+    pub tls: Option<OtlpTls>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,11 +291,14 @@ impl Config {
                 // Header values are often credentials: only their names are shown.
                 let headers: Vec<&str> = o.headers.iter().map(|(k, _)| k.as_str()).collect();
                 format!(
-                    "{proto} {}, compression {:?}, timeout {:?}, headers [{}]",
+                    "{proto} {}, compression {:?}, timeout {:?}, headers [{}], {}",
                     o.endpoint,
                     o.compression,
                     o.timeout,
-                    headers.join(",")
+                    headers.join(","),
+                    o.tls
+                        .as_ref()
+                        .map_or_else(|| "clear text".to_owned(), OtlpTls::describe)
                 )
             },
         );
@@ -385,10 +407,12 @@ fn resolve_otlp(
     } else {
         return Ok(None);
     };
-    let url = url.trim().to_owned();
-    if !url.starts_with("http://") {
-        return Err(ConfigError::Endpoint(url));
-    }
+    let either = |generic: &'static str, traces: &'static str| {
+        var(traces, env)
+            .map(|v| (traces, v))
+            .or_else(|| var(generic, env).map(|v| (generic, v)))
+    };
+    let (url, tls) = secure_endpoint(cli, protocol, url.trim(), &either)?;
     let endpoint = match protocol {
         OtlpProtocol::HttpProtobuf
             if is_base && !url.trim_end_matches('/').ends_with("/v1/traces") =>
@@ -396,12 +420,6 @@ fn resolve_otlp(
             format!("{}/v1/traces", url.trim_end_matches('/'))
         }
         _ => url,
-    };
-    // The signal-specific variables win over the generic ones.
-    let either = |generic: &'static str, traces: &'static str| {
-        var(traces, env)
-            .map(|v| (traces, v))
-            .or_else(|| var(generic, env).map(|v| (generic, v)))
     };
     let headers = either(
         "OTEL_EXPORTER_OTLP_HEADERS",
@@ -436,7 +454,88 @@ fn resolve_otlp(
         headers,
         compression,
         timeout: Duration::from_millis(timeout_ms),
+        tls,
     }))
+}
+
+/// A variable of the signal-specific (`..._TRACES_...`) or else the generic name, with the name
+/// it came from: the signal-specific variables win over the generic ones.
+type Either<'a> = dyn Fn(&'static str, &'static str) -> Option<(&'static str, String)> + 'a;
+
+/// Whether the endpoint gets TLS, and with which files. `https://` always does; `http://` never
+/// does, and refuses TLS files rather than ignore them (a CA set for an endpoint that then
+/// sends clear text would be a silent downgrade). A grpc endpoint without scheme gets TLS unless
+/// `OTEL_EXPORTER_OTLP_[TRACES_]INSECURE` is true, as the OpenTelemetry specification says.
+fn secure_endpoint(
+    cli: &Cli,
+    protocol: OtlpProtocol,
+    url: &str,
+    either: &Either<'_>,
+) -> Result<(String, Option<OtlpTls>), ConfigError> {
+    let file = |flag: &Option<PathBuf>, flag_name, generic, traces| {
+        flag.clone()
+            .map(|path| PemFile {
+                origin: flag_name,
+                path,
+            })
+            .or_else(|| {
+                either(generic, traces).map(|(origin, v)| PemFile {
+                    origin,
+                    path: PathBuf::from(v.trim()),
+                })
+            })
+    };
+    let files = TlsFiles {
+        ca: file(
+            &cli.otlp_certificate,
+            "--otlp-certificate",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        ),
+        client_certificate: file(
+            &cli.otlp_client_certificate,
+            "--otlp-client-certificate",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        ),
+        client_key: file(
+            &cli.otlp_client_key,
+            "--otlp-client-key",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        ),
+    };
+    let insecure = match cli.otlp_insecure {
+        Some(flag) => flag,
+        None => match either(
+            "OTEL_EXPORTER_OTLP_INSECURE",
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+        ) {
+            None => false,
+            Some((name, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(ConfigError::Bool { name, value: v }),
+            },
+        },
+    };
+    let (url, secure) = if url.starts_with("https://") {
+        (url.to_owned(), true)
+    } else if url.starts_with("http://") {
+        (url.to_owned(), false)
+    } else if protocol == OtlpProtocol::Grpc && !url.contains("://") && !url.is_empty() {
+        let scheme = if insecure { "http" } else { "https" };
+        (format!("{scheme}://{url}"), !insecure)
+    } else {
+        return Err(ConfigError::Endpoint(url.to_owned()));
+    };
+    if !secure {
+        if let Some(setting) = files.any() {
+            return Err(ConfigError::TlsWithClearText(setting.clone(), url));
+        }
+        return Ok((url, None));
+    }
+    Ok((url, Some(OtlpTls::load(files)?)))
 }
 
 #[cfg(test)]

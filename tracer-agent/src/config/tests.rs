@@ -151,7 +151,7 @@ fn errors_are_explained() {
         Err(ConfigError::NoEndpoint)
     ));
     assert!(matches!(
-        resolve(&["--otlp-endpoint", "https://x"], &[]),
+        resolve(&["--otlp-endpoint", "ftp://x"], &[]),
         Err(ConfigError::Endpoint(_))
     ));
     assert!(matches!(
@@ -297,4 +297,193 @@ fn env_and_flags_for_context_and_sampling() {
     )
     .unwrap();
     assert_eq!(c.propagators, [Propagator::B3Single]);
+}
+
+mod tls {
+    use tracer_test_support::pki::TestPki;
+
+    use super::*;
+
+    fn path(pki: &TestPki, name: &str) -> String {
+        pki.file(name).display().to_string()
+    }
+
+    #[test]
+    fn https_endpoint_with_ca_and_client_pair() {
+        let pki = TestPki::new("config");
+        let (ca, cert, key) = (
+            path(&pki, "ca.crt"),
+            path(&pki, "client.crt"),
+            path(&pki, "client.key"),
+        );
+        for protocol in ["grpc", "http/protobuf"] {
+            let c = resolve(
+                &["--otlp-protocol", protocol],
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key),
+                ],
+            )
+            .unwrap();
+            let o = c.otlp.as_ref().unwrap();
+            assert!(o.endpoint.starts_with("https://c:4318"), "{}", o.endpoint);
+            let tls = o.tls.as_ref().expect("TLS for https://");
+            assert_eq!(
+                tls.files.ca.as_ref().unwrap().path.display().to_string(),
+                ca
+            );
+            let described = c.describe();
+            assert!(
+                described.contains("TLS trusting 1 CA certificate(s)"),
+                "{described}"
+            );
+            assert!(
+                described.contains("client.key (OTEL_EXPORTER_OTLP_CLIENT_KEY)"),
+                "{described}"
+            );
+        }
+    }
+
+    #[test]
+    fn traces_variables_and_flags_win() {
+        let pki = TestPki::new("config");
+        let ca = path(&pki, "ca.crt");
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317");
+        // The signal-specific variable is the one read: the generic one's missing file is not.
+        let c = resolve(
+            &[],
+            &[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/generic.crt"),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &ca),
+            ],
+        )
+        .unwrap();
+        let file = c.otlp.unwrap().tls.unwrap().files.ca.unwrap();
+        assert_eq!(file.origin, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE");
+        // And its own errors name it.
+        let err = resolve(
+            &[],
+            &[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                    "/nonexistent/t.crt",
+                ),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/t.crt (OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE)"),
+            "{err}"
+        );
+        // The flag wins over both.
+        let c = resolve(
+            &["--otlp-certificate", &ca],
+            &[
+                endpoint,
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                    "/nonexistent/t.crt",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.otlp.unwrap().tls.unwrap().files.ca.unwrap().origin,
+            "--otlp-certificate"
+        );
+    }
+
+    #[test]
+    fn tls_files_with_a_clear_text_endpoint_are_refused() {
+        let pki = TestPki::new("config");
+        let err = resolve(
+            &["--otlp-endpoint", "http://c:4317"],
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &path(&pki, "ca.crt"))],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::TlsWithClearText(..)), "{err}");
+        let err = err.to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{err}");
+        assert!(err.contains("use an https:// endpoint"), "{err}");
+    }
+
+    #[test]
+    fn a_key_without_a_certificate_is_refused() {
+        let pki = TestPki::new("config");
+        let err = resolve(
+            &["--otlp-endpoint", "https://c:4317"],
+            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", &path(&pki, "client.key"))],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("OTLP TLS: the client key"), "{err}");
+        assert!(err.contains("without a client certificate"), "{err}");
+    }
+
+    #[test]
+    fn grpc_without_scheme_follows_insecure() {
+        let c = resolve(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317")]).unwrap();
+        let o = c.otlp.unwrap();
+        assert_eq!(o.endpoint, "https://c:4317");
+        assert!(o.tls.is_some());
+        for (vars, args) in [
+            (vec![("OTEL_EXPORTER_OTLP_INSECURE", "true")], vec![]),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "TRUE"),
+                ],
+                vec![],
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_INSECURE", "false")],
+                vec!["--otlp-insecure"],
+            ),
+        ] {
+            let mut vars = vars;
+            vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"));
+            let o = resolve(&args, &vars).unwrap().otlp.unwrap();
+            assert_eq!(o.endpoint, "http://c:4317", "{vars:?} {args:?}");
+            assert!(o.tls.is_none());
+        }
+        // Insecure says nothing about an endpoint with a scheme.
+        let o = resolve(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ],
+        )
+        .unwrap()
+        .otlp
+        .unwrap();
+        assert!(o.tls.is_some());
+        let err = resolve(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+                ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "OTEL_EXPORTER_OTLP_INSECURE=`yes` is not true or false"
+        );
+        // http/protobuf needs a URL.
+        assert!(matches!(
+            resolve(
+                &["--otlp-protocol", "http/protobuf"],
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")]
+            ),
+            Err(ConfigError::Endpoint(_))
+        ));
+    }
 }

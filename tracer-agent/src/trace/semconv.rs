@@ -87,7 +87,8 @@ fn request_attributes(x: &Exchange, method: &Text, target: &Text, attrs: &mut At
     let (path, query) = split_target(target);
     attrs.push(("url.path", target.sub(path).into()));
     if let Some(q) = query {
-        attrs.push(("url.query", target.sub(q).into()));
+        let value = super::redact::query(q).map_or_else(|| target.sub(q).into(), AttrValue::from);
+        attrs.push(("url.query", value));
     }
     attrs.push(("url.scheme", AttrValue::Static("http")));
     attrs.push((
@@ -137,6 +138,7 @@ fn endpoint_attributes(x: &Exchange, target: &str, peers: &mut PeerNames, attrs:
             } else {
                 format!("http://{a}{target}")
             };
+            let full = super::redact::url(&full).unwrap_or(full);
             attrs.push(("url.full", full.into()));
         }
     }

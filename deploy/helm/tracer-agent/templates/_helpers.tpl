@@ -58,3 +58,8 @@ app.kubernetes.io/part-of: tracer
 {{- end }}
 {{- $writes }}
 {{- end }}
+
+{{/* Where the Secret of collector.tls.secretName is mounted. */}}
+{{- define "tracer-agent.tlsDir" -}}
+/etc/tracer-agent/otlp-tls
+{{- end }}

@@ -14,6 +14,7 @@
 //! it with opentelemetry-proto's generated types and receive it with a tonic server.
 
 pub mod proto;
+pub mod tls;
 mod transport;
 
 use std::{
@@ -85,12 +86,16 @@ impl OtlpExporter {
     /// Runs until the queue is closed and drained.
     pub async fn run(mut self, mut rx: SpanRx) {
         info!(
-            "exporting spans over OTLP {} to {}",
+            "exporting spans over OTLP {} to {} ({})",
             match self.config.protocol {
                 OtlpProtocol::Grpc => "grpc",
                 OtlpProtocol::HttpProtobuf => "http/protobuf",
             },
-            self.config.endpoint
+            self.config.endpoint,
+            self.config
+                .tls
+                .as_ref()
+                .map_or_else(|| "clear text".to_owned(), tls::OtlpTls::describe)
         );
         let max = self.batch.max_batch;
         let mut pending: Vec<Span> = Vec::new();

@@ -264,6 +264,7 @@ fn exporter(url: String, compression: OtlpCompression) -> (OtlpExporter, &'stati
         ],
         compression,
         timeout: Duration::from_secs(5),
+        tls: None,
     };
     let batch = BatchConfig {
         schedule_delay: Duration::from_millis(10),

@@ -2,9 +2,11 @@
 //! channel (the message is already protobuf, so the codec only copies bytes) or OTLP/HTTP with
 //! protobuf bodies through reqwest. Headers, gzip and the per-request timeout come from
 //! [`OtlpConfig`]; the answer is sorted into success (with the spans a partial success rejected),
-//! a failure worth retrying, and one that is not, by the OTLP specification's rules.
+//! a failure worth retrying, and one that is not, by the OTLP specification's rules. With TLS,
+//! both clients use the rustls configuration of [`super::tls`] (tonic through a hyper-rustls
+//! connector asking for h2), and a refused handshake is a failure retrying cannot fix.
 
-use std::time::Duration;
+use std::{error::Error as _, time::Duration};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use tonic::{
@@ -14,9 +16,10 @@ use tonic::{
     transport::Channel,
 };
 
-use super::{ExportError, proto};
+use super::{ExportError, proto, tls};
 use crate::config::{OtlpCompression, OtlpConfig, OtlpProtocol};
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Why a request failed, and whether sending it again may help.
@@ -51,10 +54,25 @@ impl Transport {
             OtlpProtocol::Grpc => {
                 let channel = Channel::from_shared(config.endpoint.clone())
                     .map_err(|e| ExportError::Endpoint(endpoint(), e.to_string()))?
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .user_agent(concat!("tracer-agent/", env!("CARGO_PKG_VERSION")))
-                    .map_err(|e| ExportError::Endpoint(endpoint(), e.to_string()))?
-                    .connect_lazy();
+                    .map_err(|e| ExportError::Endpoint(endpoint(), e.to_string()))?;
+                let channel = match &config.tls {
+                    None => channel.connect_lazy(),
+                    Some(tls) => {
+                        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+                        // The connector below refuses anything but https.
+                        tcp.enforce_http(false);
+                        tcp.set_nodelay(true);
+                        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                        let https = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config((*tls.config).clone())
+                            .https_only()
+                            .enable_http2()
+                            .wrap_connector(tcp);
+                        channel.connect_with_connector_lazy(https)
+                    }
+                };
                 let mut client = tonic::client::Grpc::new(channel);
                 if config.compression == OtlpCompression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -83,9 +101,15 @@ impl Transport {
                         HeaderValue::from_str(v).map_err(|_| ExportError::Header(k.clone()))?;
                     headers.append(name, value);
                 }
+                let tls_config = config
+                    .tls
+                    .as_ref()
+                    .map_or_else(tls::clear_text_config, |t| (*t.config).clone());
                 let client = reqwest::Client::builder()
                     .user_agent(concat!("tracer-agent/", env!("CARGO_PKG_VERSION")))
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tls_backend_preconfigured(tls_config)
+                    .https_only(config.tls.is_some())
                     .build()
                     .map_err(|e| ExportError::Endpoint(endpoint(), e.to_string()))?;
                 Self::Http {
@@ -125,10 +149,11 @@ async fn send_grpc(
     body: Bytes,
 ) -> Result<i64, SendError> {
     let call = async {
-        client
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+        if let Err(e) = client.ready().await {
+            let mut status = Status::unavailable(format!("the channel is not ready: {e}"));
+            status.set_source(std::sync::Arc::new(e));
+            return Err(status);
+        }
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = metadata.clone();
         request.set_timeout(timeout);
@@ -147,7 +172,13 @@ async fn send_grpc(
         Ok(Ok(response)) => Ok(proto::rejected_spans(response.get_ref())),
         Ok(Err(status)) => {
             use tonic::Code;
-            let msg = format!("gRPC status {:?}: {}", status.code(), status.message());
+            if let Some(why) = tls::failure(&status) {
+                return Err(SendError::Permanent(why));
+            }
+            let msg = tls::chain(
+                &format!("gRPC status {:?}: {}", status.code(), status.message()),
+                status.source(),
+            );
             match status.code() {
                 Code::Cancelled
                 | Code::DeadlineExceeded
@@ -183,9 +214,10 @@ async fn send_http(
     } else {
         request.body(body)
     };
-    let response = request.send().await.map_err(|e| {
+    let response = request.send().await.map_err(|e| match tls::failure(&e) {
+        Some(why) => SendError::Permanent(why),
         // Refused, reset or timed out: the collector may come back.
-        SendError::Retryable(format!("{e}"))
+        None => SendError::Retryable(tls::chain(&e.to_string(), e.source())),
     })?;
     let status = response.status();
     let answer = response

@@ -546,3 +546,37 @@ fn an_idle_connection_costs_a_few_hundred_bytes() {
     println!("connection entry: {entry} bytes");
     assert!(entry <= 448, "a connection entry grew to {entry} bytes");
 }
+
+#[test]
+fn secret_query_values_never_reach_a_span() {
+    let mut d = Driver::new();
+    let req: &[u8] = b"GET /login?user=ann&password=hunter2&api_key=k3y HTTP/1.1\r\nHost: svc:8080\r\nx-b3-traceid: 463ac35c9f6413ad48485a3953bb6124\r\nx-b3-spanid: a2fb4a1d1a96d312\r\nx-b3-sampled: 1\r\n\r\n";
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    d.send(7, 70, 3, DIR_INGRESS, req);
+    d.send(7, 71, 9, DIR_EGRESS, req);
+    d.send(7, 71, 9, DIR_INGRESS, ok);
+    d.send(7, 70, 3, DIR_EGRESS, ok);
+    assert_eq!(d.f.spans.len(), 2);
+    let (client, server) = (&d.f.spans[0], &d.f.spans[1]);
+    assert_eq!(
+        server.attr("url.query"),
+        Some(&AttrValue::Str(
+            "user=ann&password=REDACTED&api_key=REDACTED".into()
+        ))
+    );
+    assert_eq!(
+        client.attr("url.full"),
+        Some(&AttrValue::Str(
+            "http://svc:8080/login?user=ann&password=REDACTED&api_key=REDACTED".into()
+        ))
+    );
+    for span in [client, server] {
+        for (key, value) in &span.attributes {
+            let text = value.as_str().unwrap_or_default();
+            assert!(
+                !text.contains("hunter2") && !text.contains("k3y"),
+                "{key}={text}"
+            );
+        }
+    }
+}
