@@ -247,6 +247,11 @@ impl Metrics {
                 conn.http1.orphan_responses,
             ),
             (
+                "tracer_http_abandoned_requests_total",
+                "Requests ended without a response: their connection had too many newer ones waiting.",
+                conn.http1.abandoned_requests,
+            ),
+            (
                 "tracer_http_reordered_responses_total",
                 "Responses reported before the write of their request, put back in order.",
                 conn.http1.reordered_responses,

@@ -21,11 +21,20 @@ use crate::{
     },
 };
 
+/// Requests one connection keeps waiting for their responses. Beyond it (responses not
+/// captured, or a client pipelining without end) the oldest ends without its response, and is
+/// counted in [`Http1Stats::abandoned_requests`]: a keep-alive connection must not grow without
+/// bound.
+pub const MAX_PENDING: usize = 64;
+
 /// What the HTTP/1 assembly could not follow exactly, over all connections.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Http1Stats {
     /// Response heads with no request waiting for them.
     pub orphan_responses: u64,
+    /// Requests ended without a response because their connection had [`MAX_PENDING`] newer
+    /// ones waiting.
+    pub abandoned_requests: u64,
     /// Responses reported before the write of their request, put back in order.
     pub reordered_responses: u64,
     pub streams: StreamStats,
@@ -225,6 +234,12 @@ impl<S: ExchangeSink> Conn<S> {
         if response_stream.end_unknown(&mut ended) {
             self.process(response_dir, tid, ended, to);
         }
+        if self.exchanges.len() >= MAX_PENDING
+            && let Some(oldest) = self.exchanges.pop_front()
+        {
+            to.stats.abandoned_requests += 1;
+            to.sink.finish(oldest, self.last_ns);
+        }
         let role = self.role.unwrap_or(Role::Server);
         let started = to.sink.request(role, self.pid, tid, &head);
         self.exchanges.push_back(Exchange {
@@ -264,6 +279,9 @@ impl<S: ExchangeSink> Conn<S> {
 fn body_rule(head: &Head, awaiting: &mut VecDeque<bool>) -> Body {
     match &head.start {
         StartLine::Request { method, .. } => {
+            if awaiting.len() >= MAX_PENDING {
+                awaiting.pop_front();
+            }
             awaiting.push_back(&**method == "HEAD");
             head.request_body()
         }
