@@ -16,9 +16,12 @@ use tracer_fuzz::{
 const REQ_B3: &[u8] = b"GET /a HTTP/1.1\r\nHost: svc:8080\r\nx-b3-traceid: 463ac35c9f6413ad\r\nx-b3-spanid: a2fb4a1d1a96d312\r\nx-b3-parentspanid: 1111111111111111\r\nx-b3-sampled: 1\r\n\r\n";
 const REQ_B3_SINGLE: &[u8] = b"POST /submit HTTP/1.1\r\nHost: svc\r\nb3: 4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-1111111111111111\r\nContent-Length: 5\r\n\r\nhello";
 const REQ_W3C: &[u8] = b"GET /w3c?q=1 HTTP/1.1\r\nHost: svc\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nUser-Agent: curl/8.0\r\n\r\n";
-const RESP_200: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
-const RESP_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-const RESP_500_CLOSE: &[u8] = b"HTTP/1.0 500 Internal Server Error\r\nConnection: close\r\n\r\nboom";
+const RESP_200: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+const RESP_CHUNKED: &[u8] =
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+const RESP_500_CLOSE: &[u8] =
+    b"HTTP/1.0 500 Internal Server Error\r\nConnection: close\r\n\r\nboom";
 const RESP_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const REQ_CHUNKED: &[u8] = b"POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nx-b3-traceid: 4bf92f3577b34da6a3ce929d0e0e4736\r\nx-b3-spanid: 00f067aa0ba902b7\r\n\r\n4\r\nWiki\r\n0\r\n\r\n";
 const REQ_HEAD: &[u8] = b"HEAD /h HTTP/1.1\r\nHost: svc\r\n\r\n";
@@ -28,6 +31,7 @@ fn data(fd: u8, dir: tracer_fuzz::protocol::Direction, bytes: &[u8]) -> Op {
     Op::Data {
         fd,
         dir,
+        early: 0,
         data: bytes.to_vec(),
         gap: 0,
         tail: Vec::new(),
@@ -80,12 +84,30 @@ fn assembly_seeds() -> Vec<(&'static str, Vec<Op>)> {
             ],
         ),
         (
+            "response_reported_before_its_write",
+            vec![
+                data(1, Egress, REQ_W3C),
+                data(1, Ingress, RESP_200),
+                data(1, Ingress, RESP_CHUNKED),
+                Op::Data {
+                    fd: 1,
+                    dir: Egress,
+                    early: 3,
+                    data: REQ_B3.to_vec(),
+                    gap: 0,
+                    tail: Vec::new(),
+                },
+                Op::Close { fd: 1 },
+            ],
+        ),
+        (
             "gap_in_chunked_body",
             vec![
                 data(3, Egress, REQ_W3C),
                 Op::Data {
                     fd: 3,
                     dir: Ingress,
+                    early: 0,
                     data: RESP_CHUNKED[..60].to_vec(),
                     gap: 1 + 20 * 20 * 4,
                     tail: b"ld\r\n0\r\n\r\n".to_vec(),
@@ -161,11 +183,20 @@ fn context_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "b3_multi_64",
-            lines(&[b"\x00463ac35c9f6413ad", b"\x01a2fb4a1d1a96d312", b"\x021", b"\x06a2fb4a1d1a96d311"]),
+            lines(&[
+                b"\x00463ac35c9f6413ad",
+                b"\x01a2fb4a1d1a96d312",
+                b"\x021",
+                b"\x06a2fb4a1d1a96d311",
+            ]),
         ),
         (
             "b3_multi_128_debug",
-            lines(&[b"\x004bf92f3577b34da6a3ce929d0e0e4736", b"\x0100f067aa0ba902b7", b"\x031"]),
+            lines(&[
+                b"\x004bf92f3577b34da6a3ce929d0e0e4736",
+                b"\x0100f067aa0ba902b7",
+                b"\x031",
+            ]),
         ),
         (
             "b3_single",
@@ -207,7 +238,11 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
     for (name, ops) in assembly_seeds() {
         let bytes = encode(&ops);
-        assert_eq!(decode(&bytes), ops, "seed {name} does not decode to its events");
+        assert_eq!(
+            decode(&bytes),
+            ops,
+            "seed {name} does not decode to its events"
+        );
         write(&root.join("http1_assembly"), name, &bytes);
     }
     for (name, bytes) in record_seeds() {

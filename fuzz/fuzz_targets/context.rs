@@ -27,7 +27,11 @@ const NAMES: [&str; 7] = [
 
 const ORDERS: [&[Propagator]; 4] = [
     &Propagator::ALL,
-    &[Propagator::TraceContext, Propagator::B3Single, Propagator::B3Multi],
+    &[
+        Propagator::TraceContext,
+        Propagator::B3Single,
+        Propagator::B3Multi,
+    ],
     &[Propagator::B3Single],
     &[Propagator::TraceContext],
 ];
@@ -35,7 +39,9 @@ const ORDERS: [&[Propagator]; 4] = [
 fuzz_target!(|input: &[u8]| {
     let mut head = b"GET /x HTTP/1.1\r\nHost: svc\r\n".to_vec();
     for entry in input.split(|&b| b == b'\n') {
-        let Some((&pick, rest)) = entry.split_first() else { continue };
+        let Some((&pick, rest)) = entry.split_first() else {
+            continue;
+        };
         match NAMES.get(usize::from(pick) % (NAMES.len() + 1)) {
             Some(name) => {
                 head.extend_from_slice(name.as_bytes());
@@ -51,28 +57,45 @@ fuzz_target!(|input: &[u8]| {
     let h = &parsed.context;
     for order in ORDERS {
         let Some(x) = extract(h, order) else { continue };
-        assert!(order.contains(&x.source), "context from a propagator not asked for");
+        assert!(
+            order.contains(&x.source),
+            "context from a propagator not asked for"
+        );
         let Some((trace, span)) = x.ids else { continue };
         assert_ne!(trace.0, [0; 16], "all-zero trace id accepted");
         assert_ne!(span.0, [0; 8], "all-zero span id accepted");
         // The ids are the header's digits: compare them as the header wrote them.
         let (t, s) = match x.source {
             Propagator::B3Multi => (
-                h.b3_trace_id().expect("b3 multi ids without x-b3-traceid").to_owned(),
-                h.b3_span_id().expect("b3 multi ids without x-b3-spanid").to_owned(),
+                h.b3_trace_id()
+                    .expect("b3 multi ids without x-b3-traceid")
+                    .to_owned(),
+                h.b3_span_id()
+                    .expect("b3 multi ids without x-b3-spanid")
+                    .to_owned(),
             ),
             Propagator::B3Single => {
                 let v = h.b3().expect("b3 ids without a b3 header");
                 let mut f = v.split('-');
-                (f.next().unwrap_or_default().to_owned(), f.next().unwrap_or_default().to_owned())
+                (
+                    f.next().unwrap_or_default().to_owned(),
+                    f.next().unwrap_or_default().to_owned(),
+                )
             }
             Propagator::TraceContext => {
                 let v = h.traceparent().expect("w3c ids without traceparent");
                 let mut f = v.split('-').skip(1);
-                (f.next().unwrap_or_default().to_owned(), f.next().unwrap_or_default().to_owned())
+                (
+                    f.next().unwrap_or_default().to_owned(),
+                    f.next().unwrap_or_default().to_owned(),
+                )
             }
         };
-        assert_eq!(trace.to_string(), format!("{:0>32}", t.to_ascii_lowercase()), "trace id");
+        assert_eq!(
+            trace.to_string(),
+            format!("{:0>32}", t.to_ascii_lowercase()),
+            "trace id"
+        );
         assert_eq!(span.to_string(), s.to_ascii_lowercase(), "span id");
     }
 });

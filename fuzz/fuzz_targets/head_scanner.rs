@@ -38,7 +38,10 @@ fuzz_target!(|input: &[u8]| {
     });
     scan_lines(buf.as_ptr(), len as u64, &mut f);
     find_headers(buf.as_ptr(), &mut f);
-    assert!(f.head_end as usize <= len, "head end past the scanned bytes");
+    assert!(
+        f.head_end as usize <= len,
+        "head end past the scanned bytes"
+    );
     for v in f.vals {
         assert!(
             v.len == 0 || (v.off + v.len) as usize <= len,
@@ -50,7 +53,11 @@ fuzz_target!(|input: &[u8]| {
     let (Some(k), true) = (kernel, f.head_end > 0 && f.nlines as usize <= MAX_LINES) else {
         return;
     };
-    let head = parse_head(Bytes::copy_from_slice(&input[..f.head_end as usize]), false, 0);
+    let head = parse_head(
+        Bytes::copy_from_slice(&input[..f.head_end as usize]),
+        false,
+        0,
+    );
     if head.malformed || !head.is_request() {
         return;
     }

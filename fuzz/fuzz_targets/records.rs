@@ -9,8 +9,15 @@ fuzz_target!(|record: &[u8]| {
     let Ok(event) = decode(record) else { return };
     match event {
         Event::Data { header, payload } => {
-            assert!(payload.len() as u64 <= header.total_len, "payload longer than the syscall moved");
-            assert_eq!(payload.len(), header.captured_len as usize, "payload length is not the captured length");
+            assert!(
+                payload.len() as u64 <= header.total_len,
+                "payload longer than the syscall moved"
+            );
+            assert_eq!(
+                payload.len(),
+                header.captured_len as usize,
+                "payload length is not the captured length"
+            );
             let range = record.as_ptr_range();
             assert!(
                 payload.is_empty() || range.contains(&payload.as_ptr()),

@@ -51,7 +51,10 @@ impl ExchangeSink for Checker {
     type Started = u64;
 
     fn request(&mut self, _role: Role, pid: u32, _tid: u32, head: &Head) -> u64 {
-        assert!(head.is_request(), "a response head reported as a request: {head:?}");
+        assert!(
+            head.is_request(),
+            "a response head reported as a request: {head:?}"
+        );
         let id = self.next_id;
         self.next_id += 1;
         self.requests += 1;
@@ -70,9 +73,15 @@ impl ExchangeSink for Checker {
         };
         self.finished += 1;
         assert_eq!(pid, x.pid, "an exchange ended on another process");
-        assert!(x.request.is_request(), "an exchange's request is a response");
+        assert!(
+            x.request.is_request(),
+            "an exchange's request is a response"
+        );
         if let Some(r) = &x.response {
-            assert!(!r.is_request(), "an exchange's response is a request: {r:?}");
+            assert!(
+                !r.is_request(),
+                "an exchange's response is a request: {r:?}"
+            );
         }
         assert!(
             end_ns >= start_ns,
@@ -92,6 +101,7 @@ pub fn run(input: &[u8]) -> Checker {
             Op::Data {
                 fd,
                 dir,
+                early,
                 data,
                 gap,
                 tail,
@@ -106,7 +116,7 @@ pub fn run(input: &[u8]) -> Checker {
                         data: &data,
                         gap,
                         tail: &tail,
-                        start_ns: now,
+                        start_ns: now - u64::from(early) * ops::BACKDATE_NS,
                         end_ns: now + STEP_NS / 2,
                         kernel: &[],
                     },
@@ -131,7 +141,10 @@ pub fn run(input: &[u8]) -> Checker {
             }
             Op::Sweep => table.sweep(now - IDLE_NS, &mut sink),
         }
-        assert!(table.len() <= TABLE_CAPACITY, "the table outgrew its capacity");
+        assert!(
+            table.len() <= TABLE_CAPACITY,
+            "the table outgrew its capacity"
+        );
     }
     table.drain(&mut sink);
     assert!(

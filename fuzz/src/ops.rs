@@ -3,7 +3,7 @@
 //! a descriptor, a close, an idle sweep. [`encode`] writes the same format, for the seeds.
 //!
 //! Each event starts with a control byte: bits 0-1 pick one of four descriptors, bits 2-4 the
-//! kind. Data is followed by its length (one byte, or two when the first has its top bit set)
+//! kind, bits 5-7 (data) how early its syscall began or (fill) the direction. Data is followed by its length (one byte, or two when the first has its top bit set)
 //! and its bytes; a fill (a pattern repeated, to reach the size bounds with a short input) by a
 //! count, a pattern length and the pattern; a gap by its size and the tail's length and bytes.
 //! Whatever is missing at the end of the input is read as zeros, so every input decodes.
@@ -15,6 +15,8 @@ pub const FDS: u8 = 4;
 /// Largest chunk a fill event makes: the kernel never hands over more than its capture size in
 /// one event, and this is above the agent's largest.
 pub const MAX_FILL: usize = 32 * 1024;
+/// The unit of `Op::Data::early`.
+pub const BACKDATE_NS: u64 = 400;
 /// Longest tail the kernel sends with a partly captured syscall (`tracer_common::TAIL_LEN`).
 pub const MAX_TAIL: usize = tracer_common::TAIL_LEN;
 
@@ -23,6 +25,10 @@ pub enum Op {
     Data {
         fd: u8,
         dir: Direction,
+        /// How long before the event's turn the syscall began, in steps of [`BACKDATE_NS`]:
+        /// events are reported in the order syscalls return, so a write may have begun before
+        /// a read reported ahead of it returned.
+        early: u8,
         data: Vec<u8>,
         /// Bytes the syscall moved after `data` that were not captured.
         gap: u64,
@@ -102,6 +108,7 @@ pub fn decode(input: &[u8]) -> Vec<Op> {
                 Op::Data {
                     fd,
                     dir: direction(kind),
+                    early: control >> 5,
                     data: r.bytes(n).to_vec(),
                     gap: 0,
                     tail: Vec::new(),
@@ -117,6 +124,7 @@ pub fn decode(input: &[u8]) -> Vec<Op> {
                 Op::Data {
                     fd,
                     dir: direction(kind),
+                    early: control >> 5,
                     data,
                     gap,
                     tail: r.bytes(t).to_vec(),
@@ -137,6 +145,7 @@ pub fn decode(input: &[u8]) -> Vec<Op> {
                 Op::Data {
                     fd,
                     dir,
+                    early: 0,
                     data,
                     gap: 0,
                     tail: Vec::new(),
@@ -151,7 +160,10 @@ pub fn decode(input: &[u8]) -> Vec<Op> {
 }
 
 fn push_len(out: &mut Vec<u8>, n: usize) {
-    assert!(n < 0x8000, "a data event of {n} bytes does not fit the format");
+    assert!(
+        n < 0x8000,
+        "a data event of {n} bytes does not fit the format"
+    );
     if n < 0x80 {
         out.push(n as u8);
     } else {
@@ -160,20 +172,28 @@ fn push_len(out: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// The fuzz input for `ops` (fills and gaps excepted: seeds are plain captures).
+/// The fuzz input for `ops` (a gap is rounded to the nearest size the format can say).
 #[must_use]
 pub fn encode(ops: &[Op]) -> Vec<u8> {
     let mut out = Vec::new();
     for op in ops {
         match op {
-            Op::Data { fd, dir, data, gap, tail } => {
+            Op::Data {
+                fd,
+                dir,
+                early,
+                data,
+                gap,
+                tail,
+            } => {
                 let kind = match (dir, *gap > 0) {
                     (Direction::Ingress, false) => DATA_IN,
                     (Direction::Egress, false) => DATA_OUT,
                     (Direction::Ingress, true) => GAP_IN,
                     (Direction::Egress, true) => GAP_OUT,
                 };
-                out.push(fd | (kind << 2));
+                assert!(*early < 8, "early is three bits");
+                out.push(fd | (kind << 2) | (early << 5));
                 push_len(&mut out, data.len());
                 out.extend_from_slice(data);
                 if *gap > 0 {
