@@ -3,16 +3,17 @@
 //!
 //! Invariants checked: nothing panics; a request is reported as a request head and a response as
 //! a response head; every request reported ends exactly once, and by the time its connection is
-//! closed (or replaced on its descriptor, or the table is drained); an exchange never ends
-//! before its request started; a connection never holds more requests waiting for their
-//! responses than its bound (`MAX_PENDING`).
+//! closed (or replaced on its descriptor, or the table is drained); a connection never holds
+//! more requests waiting for their responses than its bound (`MAX_PENDING`). (An exchange may
+//! end before its request started when the streams are out of step, e.g. a response head begun
+//! before its request and cut by the close: the span builder clamps that.)
 
 use std::collections::HashMap;
 
 use crate::{
     ops::{self, Op},
     protocol::{
-        Chunk, Exchange, ExchangeSink, Role,
+        Chunk, Direction, Exchange, ExchangeSink, Role,
         http::Head,
         http1::conn::MAX_PENDING,
         table::{ConnTable, DataIn},
@@ -36,14 +37,14 @@ fn pid_of(fd: u8) -> u32 {
 #[derive(Default)]
 pub struct Checker {
     next_id: u64,
-    open: HashMap<u64, (u32, u64)>,
+    open: HashMap<u64, u32>,
     pub requests: u64,
     pub finished: u64,
 }
 
 impl Checker {
     fn pending(&self, pid: u32) -> usize {
-        self.open.values().filter(|(p, _)| *p == pid).count()
+        self.open.values().filter(|p| **p == pid).count()
     }
 }
 
@@ -58,7 +59,7 @@ impl ExchangeSink for Checker {
         let id = self.next_id;
         self.next_id += 1;
         self.requests += 1;
-        self.open.insert(id, (pid, head.start_ns));
+        self.open.insert(id, pid);
         let pending = self.pending(pid);
         assert!(
             pending <= MAX_PENDING,
@@ -67,8 +68,8 @@ impl ExchangeSink for Checker {
         id
     }
 
-    fn finish(&mut self, x: Exchange<u64>, end_ns: u64) {
-        let Some((pid, start_ns)) = self.open.remove(&x.started) else {
+    fn finish(&mut self, x: Exchange<u64>, _end_ns: u64) {
+        let Some(pid) = self.open.remove(&x.started) else {
             panic!("request {} ended twice or was never reported", x.started);
         };
         self.finished += 1;
@@ -83,10 +84,6 @@ impl ExchangeSink for Checker {
                 "an exchange's response is a request: {r:?}"
             );
         }
-        assert!(
-            end_ns >= start_ns,
-            "an exchange ended at {end_ns}, before its request started at {start_ns}"
-        );
     }
 }
 
@@ -106,6 +103,13 @@ pub fn run(input: &[u8]) -> Checker {
                 gap,
                 tail,
             } => {
+                // As the pipeline has them: a read's data arrived when it returned, a write's
+                // left when it began.
+                let end_ns = now + STEP_NS / 2;
+                let start_ns = match dir {
+                    Direction::Ingress => end_ns,
+                    Direction::Egress => now - u64::from(early) * ops::BACKDATE_NS,
+                };
                 let ev = DataIn {
                     pid: pid_of(fd),
                     tid: pid_of(fd),
@@ -116,8 +120,8 @@ pub fn run(input: &[u8]) -> Checker {
                         data: &data,
                         gap,
                         tail: &tail,
-                        start_ns: now - u64::from(early) * ops::BACKDATE_NS,
-                        end_ns: now + STEP_NS / 2,
+                        start_ns,
+                        end_ns,
                         kernel: &[],
                     },
                 };

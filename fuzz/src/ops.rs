@@ -25,9 +25,9 @@ pub enum Op {
     Data {
         fd: u8,
         dir: Direction,
-        /// How long before the event's turn the syscall began, in steps of [`BACKDATE_NS`]:
-        /// events are reported in the order syscalls return, so a write may have begun before
-        /// a read reported ahead of it returned.
+        /// How long before the event's turn a write began, in steps of [`BACKDATE_NS`]: events
+        /// are reported in the order syscalls return, so a write may have begun before a read
+        /// reported ahead of it returned. (A read's data is timed when it returns.)
         early: u8,
         data: Vec<u8>,
         /// Bytes the syscall moved after `data` that were not captured.

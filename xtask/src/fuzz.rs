@@ -4,7 +4,11 @@
 //!
 //! The targets are built with the stable toolchain and `--sanitizer none`: sanitizers need
 //! nightly's `-Zsanitizer`, while libFuzzer's coverage instrumentation (`-Cpasses=sancov-module`
-//! and its `-Cllvm-args`) is stable. Debug assertions and overflow checks are on.
+//! and its `-Cllvm-args`) is stable. Debug assertions and overflow checks are on. `--asan` builds
+//! with AddressSanitizer instead, through `RUSTC_BOOTSTRAP=1` (the stable compiler accepting
+//! `-Zsanitizer=address`; the runtime ships with rustup's standard library, the standard
+//! library itself is not instrumented): about half as fast, it catches out-of-bounds reads
+//! in the unsafe code (the record decoder, the kernel's head scanner).
 //!
 //! Each target starts from its committed seeds (`fuzz/seeds/TARGET`, read only) and the corpus
 //! it grew before (`target/fuzz/corpus/TARGET`); a crashing input lands in
@@ -49,6 +53,9 @@ pub struct Options {
     /// libFuzzer processes per target (`-fork=N`); the targets still run one after another.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: u32,
+    /// Build with AddressSanitizer (see above).
+    #[arg(long)]
+    pub asan: bool,
 }
 
 /// What one target's run gave.
@@ -76,7 +83,7 @@ pub fn fuzz(opts: &Options) -> Result<()> {
     }
     Step::start("fuzz", format!("cargo-fuzz {}", setup::CARGO_FUZZ_VERSION))
         .run(setup::cargo_fuzz)?;
-    build()?;
+    build(opts.asan)?;
     let mut summaries = Vec::new();
     for target in targets {
         summaries.push(run(target, opts)?);
@@ -95,7 +102,7 @@ pub fn fuzz(opts: &Options) -> Result<()> {
         bail!(
             "fuzz target {} crashed: the input is in target/fuzz/artifacts/{}/ and the output in \
              target/fuzz/logs/; reproduce with `cd fuzz && cargo fuzz run --sanitizer none -O -a \
-             --target-dir ../target/fuzz TARGET ARTIFACT`",
+             --target-dir ../target/fuzz/build TARGET ARTIFACT`",
             crashed.join(", "),
             crashed[0]
         );
@@ -126,22 +133,36 @@ fn out_dir() -> PathBuf {
     util::target_dir().join("fuzz")
 }
 
+/// Where cargo-fuzz builds: one directory per sanitizer choice, so neither rebuilds the other.
+fn build_dir(asan: bool) -> PathBuf {
+    out_dir().join(if asan { "build-asan" } else { "build" })
+}
+
 /// `cargo fuzz build` of every target (instrumented, release, debug assertions).
-fn build() -> Result<()> {
-    Step::start("fuzz", "build the fuzz targets (cargo fuzz build)").run(|s| {
+fn build(asan: bool) -> Result<()> {
+    let name = if asan {
+        "build the fuzz targets with AddressSanitizer (cargo fuzz build)"
+    } else {
+        "build the fuzz targets (cargo fuzz build)"
+    };
+    Step::start("fuzz", name).run(|s| {
         s.break_line();
         let mut cmd = util::cargo();
         cmd.current_dir(fuzz_dir())
-            .args(["fuzz", "build", "--sanitizer", "none", "-O", "-a"])
+            .args(["fuzz", "build", "-O", "-a", "--sanitizer"])
+            .arg(if asan { "address" } else { "none" })
             .arg("--target-dir")
-            .arg(out_dir());
+            .arg(build_dir(asan));
+        if asan {
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
         util::run(&mut cmd)?;
         Ok(Outcome::Done)
     })
 }
 
-fn binary(target: &str) -> PathBuf {
-    out_dir()
+fn binary(target: &str, asan: bool) -> PathBuf {
+    build_dir(asan)
         .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
         .join("release")
         .join(target)
@@ -160,7 +181,7 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
     let mut log =
         File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
 
-    let mut cmd = Command::new(binary(target));
+    let mut cmd = Command::new(binary(target, opts.asan));
     // New inputs go to the first directory; the seeds are only read.
     cmd.arg(&corpus)
         .arg(&seeds)

@@ -104,6 +104,7 @@ pub fn test(args: &[String]) -> Result<()> {
         targets: Vec::new(),
         time: fuzz::CI_SECONDS,
         jobs: 1,
+        asan: false,
     })
     .context("a fuzz target crashed or could not run; its input and output are named above")?;
     // The same suite on other kernels: the oldest supported and the newest with every attach

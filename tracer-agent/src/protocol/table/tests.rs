@@ -301,7 +301,8 @@ fn table_is_bounded_and_sweeps_idle() {
 }
 
 /// Found by the `http1_assembly` fuzz target: a response read before a request was even written
-/// was paired with it, and the exchange ended before its request started.
+/// was paired with it (the request's exchange ended before it started, with the old response's
+/// status), and the request's own response was counted as an orphan.
 #[test]
 fn a_response_read_before_a_request_was_written_does_not_answer_it() {
     let mut d = Driver::new();
