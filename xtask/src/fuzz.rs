@@ -5,7 +5,7 @@
 //! The targets are built with the stable toolchain and `--sanitizer none`: sanitizers need
 //! nightly's `-Zsanitizer`, while libFuzzer's coverage instrumentation (`-Cpasses=sancov-module`
 //! and its `-Cllvm-args`) is stable. Debug assertions and overflow checks are on. `--asan` builds
-//! with AddressSanitizer instead, through `RUSTC_BOOTSTRAP=1` (the stable compiler accepting
+//! with `AddressSanitizer` instead, through `RUSTC_BOOTSTRAP=1` (the stable compiler accepting
 //! `-Zsanitizer=address`; the runtime ships with rustup's standard library, the standard
 //! library itself is not instrumented): about half as fast, it catches out-of-bounds reads
 //! in the unsafe code (the record decoder, the kernel's head scanner).
@@ -44,7 +44,8 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Targets to run (default: all of them): http1_assembly, records, context, head_scanner.
+    /// Targets to run (default: all of them): `http1_assembly`, `records`, `context`,
+    /// `head_scanner`.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Seconds to fuzz each target.
@@ -53,7 +54,7 @@ pub struct Options {
     /// libFuzzer processes per target (`-fork=N`); the targets still run one after another.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: u32,
-    /// Build with AddressSanitizer (see above).
+    /// Build with `AddressSanitizer` (see above).
     #[arg(long)]
     pub asan: bool,
 }
@@ -211,6 +212,65 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
         .spawn()
         .with_context(|| format!("cannot start `{line}`"))?;
 
+    let Followed {
+        mut status,
+        final_runs,
+        artifact,
+        last,
+    } = follow(&mut child, target, opts, started, &mut log)?;
+    let (exit, peak_rss_mb) = wait_with_rusage(&child)?;
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(runs) = final_runs {
+        status.runs = runs;
+    }
+    let crashed = artifact.is_some();
+    if exit != 0 && !crashed {
+        for l in &last {
+            println!("[fuzz] {target}: {l}");
+        }
+        bail!(
+            "the fuzzer of {target} failed (exit code {exit}) without a crashing input: see {}",
+            log_path.display()
+        );
+    }
+    println!(
+        "[fuzz] {target} done after {secs:.0}s: {}, peak RSS {peak_rss_mb} MB, {}",
+        describe_status(&status, secs),
+        if let Some(path) = &artifact {
+            format!("CRASHED (exit code {exit}), input in {path}")
+        } else {
+            "no crash".to_owned()
+        }
+    );
+    Ok(Summary {
+        target,
+        secs,
+        status,
+        peak_rss_mb,
+        crashed,
+    })
+}
+
+/// What a run's output told.
+struct Followed {
+    status: Status,
+    /// libFuzzer's final count of runs (`-print_final_stats`).
+    final_runs: Option<u64>,
+    /// The crashing input libFuzzer wrote.
+    artifact: Option<String>,
+    /// The last lines, shown when libFuzzer fails without a crash (e.g. a bad option).
+    last: std::collections::VecDeque<String>,
+}
+
+/// Reads the fuzzer's output to its end: all of it into `log`, a progress line now and then,
+/// crash reports as they come.
+fn follow(
+    child: &mut std::process::Child,
+    target: &str,
+    opts: &Options,
+    started: Instant,
+    log: &mut File,
+) -> Result<Followed> {
     // libFuzzer writes to stderr (the target's own output, e.g. a panic, to stdout): both are
     // read on threads so that progress is printed on time even when libFuzzer is quiet.
     let (tx, rx) = mpsc::channel::<String>();
@@ -245,7 +305,6 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
     let mut artifact = None;
     // The line after `panicked at` is the panic's message.
     let mut echo_next = false;
-    // The last lines, shown when libFuzzer fails without a crash (e.g. a bad option).
     let mut last = std::collections::VecDeque::new();
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
@@ -280,36 +339,11 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
             );
         }
     }
-    let (exit, peak_rss_mb) = wait_with_rusage(&child)?;
-    let secs = started.elapsed().as_secs_f64();
-    if let Some(runs) = final_runs {
-        status.runs = runs;
-    }
-    let crashed = artifact.is_some();
-    if exit != 0 && !crashed {
-        for l in &last {
-            println!("[fuzz] {target}: {l}");
-        }
-        bail!(
-            "the fuzzer of {target} failed (exit code {exit}) without a crashing input: see {}",
-            log_path.display()
-        );
-    }
-    println!(
-        "[fuzz] {target} done after {secs:.0}s: {}, peak RSS {peak_rss_mb} MB, {}",
-        describe_status(&status, secs),
-        if let Some(path) = &artifact {
-            format!("CRASHED (exit code {exit}), input in {path}")
-        } else {
-            "no crash".to_owned()
-        }
-    );
-    Ok(Summary {
-        target,
-        secs,
+    Ok(Followed {
         status,
-        peak_rss_mb,
-        crashed,
+        final_runs,
+        artifact,
+        last,
     })
 }
 

@@ -119,14 +119,14 @@ enum Verb {
     Bench(bench::Options),
     /// Build the fuzz targets (fuzz/, cargo-fuzz) and fuzz each for a while, one after another.
     ///
-    /// Targets: http1_assembly (the HTTP/1 assembly fed arbitrary segments in both directions,
-    /// with invariant checks), records (ring-buffer records), context (trace-context headers),
-    /// head_scanner (the kernel's request-head scanner against the agent's parse). Seeds in
-    /// fuzz/seeds/TARGET; the grown corpus in target/fuzz/corpus/TARGET; crashing inputs in
-    /// target/fuzz/artifacts/TARGET. Prints runs, execs/s, corpus, coverage, peak RSS and crashes
+    /// Targets: `http1_assembly` (the HTTP/1 assembly fed arbitrary segments in both directions,
+    /// with invariant checks), `records` (ring-buffer records), `context` (trace-context
+    /// headers), `head_scanner` (the kernel's request-head scanner against the agent's parse).
+    /// Seeds in fuzz/seeds/TARGET; the grown corpus in target/fuzz/corpus/TARGET; crashing
+    /// inputs in target/fuzz/artifacts/TARGET. Prints runs, execs/s, corpus, coverage, peak RSS and crashes
     /// per target; fails if one crashed. No root needed.
     ///
-    /// Example: cargo xtask fuzz http1_assembly --time 600
+    /// Example: cargo xtask fuzz records context --time 600
     Fuzz(fuzz::Options),
 }
 

@@ -84,10 +84,6 @@ struct Case {
     response_body: Body,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn body_bytes(body: &Body, head: &mut Vec<u8>) {
     match body {
         Body::None => head.extend_from_slice(b"\r\n"),
@@ -114,7 +110,7 @@ impl Case {
             self.method, self.path
         )
         .into_bytes();
-        let (t, s) = (hex(&self.trace), hex(&self.span));
+        let (t, s) = (TraceId(self.trace), SpanId(self.span));
         let context = match self.carrier {
             Carrier::None => String::new(),
             Carrier::B3Multi => {
