@@ -2,7 +2,8 @@
 //! the host) on arbitrary heads, as the kernel runs it: on a zeroed 4 KiB buffer, for input
 //! that starts like a request.
 //!
-//! Checked: no panic, no read outside the buffer; offsets inside the scanned bytes; and where
+//! Checked: no panic (and, built with `--asan`, no read outside the buffer); offsets inside the
+//! scanned bytes; and where
 //! both the kernel and the agent accept the head and its trace context from the same header,
 //! they find the same trace id.
 #![no_main]
