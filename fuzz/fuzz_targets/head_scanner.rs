@@ -3,9 +3,8 @@
 //! that starts like a request.
 //!
 //! Checked: no panic (and, built with `--asan`, no read outside the buffer); offsets inside the
-//! scanned bytes; and where
-//! both the kernel and the agent accept the head and its trace context from the same header,
-//! they find the same trace id.
+//! scanned bytes; and where both the kernel and the agent accept the head and its trace context
+//! from the same header, they find the same trace id.
 #![no_main]
 
 use bytes::Bytes;
