@@ -12,6 +12,8 @@
 //!   a few requests, each trace printed as a tree; everything stopped at the end or on Ctrl-C.
 //! - `vm-test [--kernels ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on Debian kernels
 //!   5.10 to 7.x booted in QEMU (fetched into target/vm/), with a result table.
+//! - `fuzz [TARGET..] [--time SECS] [--jobs N]`: the fuzz targets in fuzz/ (cargo-fuzz, libFuzzer),
+//!   one after another, with a summary per target.
 //! - `bench [--quick] [--rounds N] [--duration SECS]`: the agent's overhead (throughput, latency,
 //!   CPU, memory, eBPF time, drops) against Go and Python services, with the budgets met or not.
 //! - `soak [--short N] [--idle N] [--drip N] ...`: the agent's memory under hostile traffic
@@ -24,6 +26,7 @@
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 // The kernel programs' build recipe, shared with tracer-agent's build script.
 #[path = "../../tracer-agent/ebpf_build.rs"]
 mod ebpf_build;
@@ -128,6 +131,17 @@ enum Verb {
     ///
     /// Example: sudo -E cargo xtask soak --short 100000
     Soak(bench::soak::Options),
+    /// Build the fuzz targets (fuzz/, cargo-fuzz) and fuzz each for a while, one after another.
+    ///
+    /// Targets: `http1_assembly` (the HTTP/1 assembly fed arbitrary segments in both directions,
+    /// with invariant checks), `records` (ring-buffer records), `context` (trace-context
+    /// headers), `head_scanner` (the kernel's request-head scanner against the agent's parse).
+    /// Seeds in fuzz/seeds/TARGET; the grown corpus in target/fuzz/corpus/TARGET; crashing
+    /// inputs in target/fuzz/artifacts/TARGET. Prints runs, execs/s, corpus, coverage, peak RSS and crashes
+    /// per target; fails if one crashed. No root needed.
+    ///
+    /// Example: cargo xtask fuzz records context --time 600
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +155,7 @@ fn main() -> ExitCode {
         Verb::VmTest(opts) => vmtest::vm_test(&opts),
         Verb::Bench(opts) => bench::bench(&opts),
         Verb::Soak(opts) => bench::soak::soak(&opts),
+        Verb::Fuzz(opts) => fuzz::fuzz(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.

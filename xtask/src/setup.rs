@@ -23,6 +23,8 @@ use crate::{
 const RUST_WEB: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 /// The version the eBPF build is verified with; the install feature is derived from rustc's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, for `cargo xtask fuzz` and the fuzz step of `cargo xtask test`.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Go for the Go demo/test services; only bookworm-backports has 1.23.
 const GO_PACKAGE: &str = "golang-1.23-go";
 const GO_BIN: &str = "/usr/lib/go-1.23/bin/go";
@@ -64,6 +66,8 @@ pub fn setup() -> Result<()> {
         "wrk".to_owned(),
         // `systemd-analyze verify` checks the unit in deploy/systemd (tests/deploy_packaging.rs).
         "systemd".to_owned(),
+        // libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
+        "g++".to_owned(),
     ];
     step(&format!("apt packages: {}", native.join(" ")), |s| {
         apt.ensure(s, &native, None)
@@ -107,6 +111,7 @@ pub fn setup() -> Result<()> {
     step(&format!("bpf-linker {BPF_LINKER_VERSION}"), |s| {
         bpf_linker(s, llvm)
     })?;
+    step(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"), cargo_fuzz)?;
     step("tracefs at /sys/kernel/tracing", |_| {
         mount("tracefs", "/sys/kernel/tracing")
     })?;
@@ -370,6 +375,37 @@ fn bpf_linker(s: &Step, llvm: u32) -> Result<Outcome> {
             bin.display()
         ),
     }
+}
+
+/// Installs cargo-fuzz into cargo's bin dir, where `cargo fuzz` finds it.
+pub fn cargo_fuzz(s: &Step) -> Result<Outcome> {
+    let root = util::cargo_home()?;
+    let bin = root.join("bin/cargo-fuzz");
+    if installed_cargo_fuzz(&bin).as_deref() == Some(CARGO_FUZZ_VERSION) {
+        return Ok(Outcome::AlreadyDone);
+    }
+    s.note("building from crates.io, this takes about 2 minutes on 2 cores");
+    util::run(
+        Command::new("rustup")
+            .args(["run", "stable", "cargo", "install", "--locked"])
+            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"))
+            .arg("--root")
+            .arg(&root),
+    )
+    .context("cargo install cargo-fuzz failed")?;
+    match installed_cargo_fuzz(&bin) {
+        Some(v) if v == CARGO_FUZZ_VERSION => Ok(Outcome::Done),
+        other => bail!(
+            "after install, {} reports version {other:?}, expected {CARGO_FUZZ_VERSION}",
+            bin.display()
+        ),
+    }
+}
+
+/// The version `cargo-fuzz --version` prints (`cargo-fuzz 0.13.2`), or None if it does not run.
+fn installed_cargo_fuzz(bin: &Path) -> Option<String> {
+    let out = util::output(Command::new(bin).arg("--version")).ok()?;
+    out.split_whitespace().nth(1).map(str::to_owned)
 }
 
 /// The version `bpf-linker --version` prints (`bpf-linker 0.13.0`), or None if it does not run.

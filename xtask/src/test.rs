@@ -1,5 +1,6 @@
 //! `cargo xtask test [-- CARGO TEST ARGS]`: setup, build, then the whole workspace's tests
-//! against the freshly built agent, with a one-line summary at the end.
+//! against the freshly built agent, with a one-line summary at the end; then each fuzz target
+//! briefly and the kernel matrix subset (both skipped when a test filter is given).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -11,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     ebpf_build::{ARCHES, EbpfBuild, bpf_target_arch, toolchain},
-    image,
+    fuzz, image,
     util::{self, Outcome, Step},
     vmtest,
 };
@@ -89,9 +90,23 @@ pub fn test(args: &[String]) -> Result<()> {
         );
     }
     if !args.is_empty() {
-        println!("[test] kernel matrix skipped: a test filter was given");
+        println!("[test] fuzz targets and kernel matrix skipped: a test filter was given");
         return Ok(());
     }
+    // Each fuzz target briefly, from the committed seeds (and the corpus a longer local run
+    // grew): a crash fails the run. `cargo xtask fuzz --time 600` fuzzes for longer.
+    println!(
+        "[test] fuzz targets, {}s each (cargo xtask fuzz --time {})",
+        fuzz::CI_SECONDS,
+        fuzz::CI_SECONDS
+    );
+    fuzz::fuzz(&fuzz::Options {
+        targets: Vec::new(),
+        time: fuzz::CI_SECONDS,
+        jobs: 1,
+        asan: false,
+    })
+    .context("a fuzz target crashed or could not run; its input and output are named above")?;
     // The same suite on other kernels: the oldest supported and the newest with every attach
     // family, the write side on the two between. `cargo xtask vm-test` runs everything.
     println!(

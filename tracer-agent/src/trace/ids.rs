@@ -156,4 +156,42 @@ mod tests {
             assert_eq!(decode_hex(&s, &mut one, true).is_some(), lower, "{b:#x}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_printed_as_hex_decode_to_themselves(
+            trace in proptest::prelude::any::<[u8; 16]>(),
+            span in proptest::prelude::any::<[u8; 8]>(),
+            upper in proptest::prelude::any::<bool>(),
+        ) {
+            let (t, s) = (TraceId(trace).to_string(), SpanId(span).to_string());
+            proptest::prop_assert_eq!(t.len(), 32);
+            proptest::prop_assert_eq!(s.len(), 16);
+            let case = |h: &str| if upper { h.to_ascii_uppercase() } else { h.to_owned() };
+            // Zero ids are refused, every other decodes back, lowercase or not.
+            proptest::prop_assert_eq!(
+                TraceId::from_hex(&case(&t), false, false),
+                (trace != [0; 16]).then_some(TraceId(trace))
+            );
+            proptest::prop_assert_eq!(
+                SpanId::from_hex(&case(&s), false),
+                (span != [0; 8]).then_some(SpanId(span))
+            );
+            // W3C wants lowercase: uppercase digits are refused there.
+            let has_letters = t.bytes().any(|b| b.is_ascii_alphabetic());
+            proptest::prop_assert_eq!(
+                TraceId::from_hex(&case(&t), false, true).is_some(),
+                trace != [0; 16] && !(upper && has_letters)
+            );
+            // A 64-bit B3 id is the low half of a 128-bit one, the high half zero.
+            let low = &t[16..];
+            let mut padded = [0u8; 16];
+            padded[8..].copy_from_slice(&trace[8..]);
+            proptest::prop_assert_eq!(
+                TraceId::from_hex(low, true, false),
+                (padded != [0; 16]).then_some(TraceId(padded))
+            );
+            proptest::prop_assert_eq!(TraceId::from_hex(low, false, false), None);
+        }
+    }
 }

@@ -251,7 +251,8 @@ impl<S: ExchangeSink> Conn<S> {
     /// that caused it: over loopback the server answers while the writing thread is still on
     /// its way out of `write`, and the reading thread's event may be sent first. So a response
     /// head that no request waits for is kept back until the connection's next write (or next
-    /// read, or close), and then fed after it. Reads keep their order among themselves.
+    /// read, or close), and then fed after it if that write began before the read returned.
+    /// Reads keep their order among themselves.
     ///
     /// `seq` is the event's sequence number in its socket and direction, when the kernel gave one.
     pub fn feed(
@@ -274,6 +275,15 @@ impl<S: ExchangeSink> Conn<S> {
                 self.last_ns = self.last_ns.max(chunk.end_ns);
                 return;
             }
+            self.unpark(to);
+        } else if self
+            .parked
+            .as_ref()
+            .is_some_and(|p| p.end_ns < chunk.start_ns)
+        {
+            // A read that returned before this write began cannot answer it: it answers a
+            // request not seen (the agent started mid-connection). Paired with this one, it
+            // would end the exchange before its request started.
             self.unpark(to);
         }
         self.feed_now(dir, tid, chunk, to);

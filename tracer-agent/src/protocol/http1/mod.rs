@@ -5,6 +5,8 @@
 pub mod chunked;
 pub mod conn;
 pub mod parse;
+#[cfg(test)]
+mod props;
 pub mod stream;
 
 pub use conn::{Conn, Http1Stats, Report};

@@ -40,9 +40,10 @@ impl Driver {
     }
 
     fn send(&mut self, pid: u32, tid: u32, fd: u32, direction: u32, data: &[u8]) {
-        self.send_seq(pid, tid, fd, direction, None, data);
+        self.send_full(pid, tid, fd, direction, None, data, self.t + 1_000);
     }
 
+    /// A syscall carrying sequence number `seq` in its socket and direction.
     fn send_seq(
         &mut self,
         pid: u32,
@@ -51,6 +52,25 @@ impl Driver {
         direction: u32,
         seq: Option<u32>,
         data: &[u8],
+    ) {
+        self.send_full(pid, tid, fd, direction, seq, data, self.t + 1_000);
+    }
+
+    /// A syscall that began at `start_ns`, reported after the ones sent before it.
+    fn send_at(&mut self, pid: u32, tid: u32, fd: u32, direction: u32, data: &[u8], start_ns: u64) {
+        self.send_full(pid, tid, fd, direction, None, data, start_ns);
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "test driver")]
+    fn send_full(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        fd: u32,
+        direction: u32,
+        seq: Option<u32>,
+        data: &[u8],
+        start_ns: u64,
     ) {
         self.t += 1_000;
         let ev = DataIn {
@@ -68,7 +88,7 @@ impl Driver {
                 data,
                 gap: 0,
                 tail: &[],
-                start_ns: self.t,
+                start_ns,
                 end_ns: self.t + 10,
                 kernel: &[],
             },
@@ -230,12 +250,14 @@ fn a_response_reported_before_its_request_is_put_back_in_order() {
     d.send(7, 71, 9, DIR_EGRESS, GET_ONE);
     d.send(7, 72, 9, DIR_INGRESS, OK);
     d.send(7, 72, 9, DIR_INGRESS, OK);
+    let read_returned = d.t + 10;
     assert_eq!(
         d.f.spans.len(),
         1,
         "the early response waits for its request"
     );
-    d.send(7, 71, 9, DIR_EGRESS, GET_TWO);
+    // The write began before the read of its response returned.
+    d.send_at(7, 71, 9, DIR_EGRESS, GET_TWO, read_returned - 500);
     assert_eq!(d.f.spans.len(), 2);
     let two = &d.f.spans[1];
     assert_eq!(two.kind, SpanKind::Client);
@@ -579,4 +601,41 @@ fn secret_query_values_never_reach_a_span() {
             );
         }
     }
+/// Found by the `http1_assembly` fuzz target: a response read before a request was even written
+/// was paired with it (the request's exchange ended before it started, with the old response's
+/// status), and the request's own response was counted as an orphan.
+#[test]
+fn a_response_read_before_a_request_was_written_does_not_answer_it() {
+    let mut d = Driver::new();
+    // A client connection the agent sees from the middle: first the response to a request
+    // written before the agent started, then the next request and its response.
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    d.send(7, 71, 9, DIR_EGRESS, GET_TWO);
+    d.send(7, 72, 9, DIR_INGRESS, OK);
+    d.table.on_close(7, 9, &mut d.f);
+    assert_eq!(d.f.spans.len(), 1);
+    let two = &d.f.spans[0];
+    assert_eq!(Driver::path(two), "/two");
+    assert_eq!(Driver::status(two), Some(200));
+    assert!(
+        two.end_unix_nanos >= two.start_unix_nanos,
+        "the span ends before it starts"
+    );
+    assert_eq!(d.table.stats.http1.orphan_responses, 1);
+    assert_eq!(d.table.stats.http1.reordered_responses, 0);
+}
+
+#[test]
+fn requests_waiting_for_responses_are_bounded_per_connection() {
+    use crate::protocol::http1::conn::MAX_PENDING;
+    let mut d = Driver::new();
+    // A server whose responses are never seen (say, sent by a path the capture misses).
+    let extra = 3;
+    for _ in 0..MAX_PENDING + extra {
+        d.send(1, 1, 5, DIR_INGRESS, b"GET / HTTP/1.1\r\n\r\n");
+    }
+    assert_eq!(d.table.stats.http1.abandoned_requests, extra as u64);
+    assert_eq!(d.f.spans.len(), extra, "the oldest end, without a response");
+    d.table.on_close(1, 5, &mut d.f);
+    assert_eq!(d.f.spans.len(), MAX_PENDING + extra);
 }

@@ -1,0 +1,83 @@
+//! The kernel's request-head scanner (`tracer-ebpf/src/write/head.rs`, plain Rust compiled for
+//! the host) on arbitrary heads, as the kernel runs it: on a zeroed 4 KiB buffer, for input
+//! that starts like a request.
+//!
+//! Checked: no panic (and, built with `--asan`, no read outside the buffer); offsets inside the
+//! scanned bytes; and where both the kernel and the agent accept the head and its trace context
+//! from the same header, they find the same trace id.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use tracer_fuzz::{
+    kernel::head::{
+        Found, H_B3, H_COUNT, H_TRACEID, H_TRACEPARENT, MAX_LINES, Val, find_headers,
+        is_request_start, scan_lines, trace_of,
+    },
+    protocol::http1::parse::parse_head,
+    trace::context::{Propagator, extract},
+};
+
+const BUF: usize = 4096;
+
+fuzz_target!(|input: &[u8]| {
+    let len = input.len().min(tracer_common::WRITE_HEAD_MAX);
+    let mut buf = Box::new([0u8; BUF]);
+    buf[..len].copy_from_slice(&input[..len]);
+    if !is_request_start(buf.as_ptr()) {
+        return;
+    }
+    let mut f = Box::new(Found {
+        owner: 0,
+        head_end: 0,
+        nlines: 0,
+        cur: 0,
+        lines: [0; 64],
+        pad: 0,
+        vals: [Val { off: 0, len: 0 }; H_COUNT],
+    });
+    scan_lines(buf.as_ptr(), len as u64, &mut f);
+    find_headers(buf.as_ptr(), &mut f);
+    assert!(
+        f.head_end as usize <= len,
+        "head end past the scanned bytes"
+    );
+    for v in f.vals {
+        assert!(
+            v.len == 0 || (v.off + v.len) as usize <= len,
+            "a header value past the scanned bytes"
+        );
+    }
+    let kernel = trace_of(buf.as_ptr(), &f);
+    // Compare only heads the kernel read whole (end found, every line remembered).
+    let (Some(k), true) = (kernel, f.head_end > 0 && f.nlines as usize <= MAX_LINES) else {
+        return;
+    };
+    let head = parse_head(
+        Bytes::copy_from_slice(&input[..f.head_end as usize]),
+        false,
+        0,
+    );
+    if head.malformed || !head.is_request() {
+        return;
+    }
+    // The kernel tries B3 multi, then B3 single, then traceparent, each on its own header.
+    let source = if matches!(f.vals[H_TRACEID].len, 16 | 32) {
+        Propagator::B3Multi
+    } else if f.vals[H_B3].len >= 33 {
+        Propagator::B3Single
+    } else {
+        assert!(f.vals[H_TRACEPARENT].len >= 55);
+        Propagator::TraceContext
+    };
+    let Some((trace, _)) = extract(&head.context, &[source]).and_then(|x| x.ids) else {
+        return;
+    };
+    let mut ours = [0u8; 16];
+    ours[..8].copy_from_slice(&k.hi.to_be_bytes());
+    ours[8..].copy_from_slice(&k.lo.to_be_bytes());
+    assert_eq!(
+        ours, trace.0,
+        "the kernel and the agent read different trace ids from {source:?}"
+    );
+});

@@ -1,0 +1,160 @@
+//! The `http1_assembly` target's body: a connection table fed the events of a fuzz input, with a
+//! sink that checks what the assembly reports.
+//!
+//! Invariants checked: nothing panics; a request is reported as a request head and a response as
+//! a response head; every request reported ends exactly once, and by the time its connection is
+//! closed (or replaced on its descriptor, or the table is drained); a connection never holds
+//! more requests waiting for their responses than its bound (`MAX_PENDING`). (An exchange may
+//! end before its request started when the streams are out of step, e.g. a response head begun
+//! before its request and cut by the close: the span builder clamps that.)
+
+use std::collections::HashMap;
+
+use crate::{
+    ops::{self, Op},
+    protocol::{
+        Chunk, Direction, Exchange, ExchangeSink, Role,
+        http::Head,
+        http1::conn::MAX_PENDING,
+        table::{ConnTable, DataIn},
+    },
+};
+
+/// Fewer slots than descriptors, so that connections are also evicted.
+const TABLE_CAPACITY: usize = 2;
+/// Kernel time between two events.
+const STEP_NS: u64 = 1_000;
+/// A sweep flushes connections idle for this long.
+const IDLE_NS: u64 = 3 * STEP_NS;
+
+/// Each descriptor's connection belongs to a process of its own, so the sink (which sees the
+/// process, not the descriptor) can tell connections apart.
+fn pid_of(fd: u8) -> u32 {
+    100 + u32::from(fd)
+}
+
+/// Requests reported and not yet ended, by id, with their process.
+#[derive(Default)]
+pub struct Checker {
+    next_id: u64,
+    open: HashMap<u64, u32>,
+    pub requests: u64,
+    pub finished: u64,
+}
+
+impl Checker {
+    fn pending(&self, pid: u32) -> usize {
+        self.open.values().filter(|p| **p == pid).count()
+    }
+}
+
+impl ExchangeSink for Checker {
+    type Started = u64;
+
+    fn request(&mut self, _role: Role, pid: u32, _tid: u32, head: &Head) -> u64 {
+        assert!(
+            head.is_request(),
+            "a response head reported as a request: {head:?}"
+        );
+        let id = self.next_id;
+        self.next_id += 1;
+        self.requests += 1;
+        self.open.insert(id, pid);
+        let pending = self.pending(pid);
+        assert!(
+            pending <= MAX_PENDING,
+            "{pending} requests wait for a response on one connection (bound {MAX_PENDING})"
+        );
+        id
+    }
+
+    fn finish(&mut self, x: Exchange<u64>, _end_ns: u64) {
+        let Some(pid) = self.open.remove(&x.started) else {
+            panic!("request {} ended twice or was never reported", x.started);
+        };
+        self.finished += 1;
+        assert_eq!(pid, x.pid, "an exchange ended on another process");
+        assert!(
+            x.request.is_request(),
+            "an exchange's request is a response"
+        );
+        if let Some(r) = &x.response {
+            assert!(
+                !r.is_request(),
+                "an exchange's response is a request: {r:?}"
+            );
+        }
+    }
+}
+
+/// Feeds the events of `input` to a connection table and checks the invariants.
+pub fn run(input: &[u8]) -> Checker {
+    let mut table = ConnTable::<Checker>::new(TABLE_CAPACITY);
+    let mut sink = Checker::default();
+    let mut now = 1_000_000;
+    for op in ops::decode(input) {
+        now += STEP_NS;
+        match op {
+            Op::Data {
+                fd,
+                dir,
+                early,
+                data,
+                gap,
+                tail,
+            } => {
+                // As the pipeline has them: a read's data arrived when it returned, a write's
+                // left when it began.
+                let end_ns = now + STEP_NS / 2;
+                let start_ns = match dir {
+                    Direction::Ingress => end_ns,
+                    Direction::Egress => now - u64::from(early) * ops::BACKDATE_NS,
+                };
+                let ev = DataIn {
+                    pid: pid_of(fd),
+                    tid: pid_of(fd),
+                    fd: u32::from(fd),
+                    direction: dir,
+                    peer: None,
+                    chunk: Chunk {
+                        data: &data,
+                        gap,
+                        tail: &tail,
+                        start_ns,
+                        end_ns,
+                        kernel: &[],
+                    },
+                };
+                table.on_data(&ev, &mut sink);
+            }
+            Op::Open { fd } => {
+                table.on_connect(pid_of(fd), u32::from(fd), None, now, &mut sink);
+                assert_eq!(
+                    sink.pending(pid_of(fd)),
+                    0,
+                    "a new connection on a descriptor left the old one's requests open"
+                );
+            }
+            Op::Close { fd } => {
+                table.on_close(pid_of(fd), u32::from(fd), &mut sink);
+                assert_eq!(
+                    sink.pending(pid_of(fd)),
+                    0,
+                    "a closed connection left requests open"
+                );
+            }
+            Op::Sweep => table.sweep(now - IDLE_NS, &mut sink),
+        }
+        assert!(
+            table.len() <= TABLE_CAPACITY,
+            "the table outgrew its capacity"
+        );
+    }
+    table.drain(&mut sink);
+    assert!(
+        sink.open.is_empty(),
+        "{} requests never ended after the table was drained",
+        sink.open.len()
+    );
+    sink
+}
