@@ -9,6 +9,8 @@
 
 pub mod clock;
 pub mod context;
+#[cfg(test)]
+pub mod context_cases;
 pub mod ids;
 pub mod sampler;
 pub mod semconv;
