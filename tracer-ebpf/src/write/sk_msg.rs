@@ -280,7 +280,8 @@ fn plan_edit(buf: *const u8, f: &Found, id: u64, mode: u32, plan: &mut Plan) {
             plan.parent_at[1] = b3.off + width + 20;
         }
     }
-    if tp.len == 55 {
+    // Version 00 is 55 characters; a later version may add fields after a '-'.
+    if tp.len == 55 || (tp.len > 55 && byte(buf, u64::from(tp.off) + 55) == b'-') {
         plan.span_at[2] = tp.off + 36;
     } else if tp.len > 0 {
         plan.action = WRITE_SKIP_MALFORMED;
