@@ -225,6 +225,8 @@ impl Service {
 /// The tracer agent under test; SIGTERM (which flushes spans) and wait on drop.
 pub struct Agent {
     proc: Proc,
+    /// Where [`Agent::start_for`] put its metrics endpoint.
+    metrics_port: Option<u16>,
 }
 
 impl Agent {
@@ -265,7 +267,10 @@ impl Agent {
     pub fn start_command(cmd: Command) -> Self {
         let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
         proc.wait_line("agent ready", Duration::from_secs(30));
-        Self { proc }
+        Self {
+            proc,
+            metrics_port: None,
+        }
     }
 
     /// Starts the agent exporting to `receiver` with `protocol` ("grpc" or "http/protobuf"),
@@ -281,19 +286,28 @@ impl Agent {
             "http/protobuf" => receiver.http_endpoint(),
             other => panic!("unknown OTLP protocol {other:?}"),
         };
+        let metrics_port = free_port();
         let mut args = vec![
             "--otlp-endpoint".to_owned(),
             endpoint,
             "--otlp-protocol".to_owned(),
             protocol.to_owned(),
             "--metrics-addr".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{metrics_port}"),
         ];
         for pid in pids {
             args.extend(["--pid".to_owned(), pid.to_string()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::start(args)
+        let mut agent = Self::start(args);
+        agent.metrics_port = Some(metrics_port);
+        agent
+    }
+
+    /// The port of the metrics endpoint, for an agent started with [`Agent::start_for`].
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     #[must_use]
@@ -432,4 +446,24 @@ where
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The agent's Prometheus text from its metrics endpoint on `port`.
+///
+/// # Panics
+/// If the endpoint does not answer 200.
+#[must_use]
+pub fn scrape_metrics(port: u16) -> String {
+    let r = get(port, "/metrics", &[]);
+    assert_eq!(r.status, 200, "GET /metrics on 127.0.0.1:{port}");
+    r.text()
+}
+
+/// The value of the counter `name` in Prometheus text, or `None` if it is missing.
+#[must_use]
+pub fn metric_value(metrics: &str, name: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }

@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write: cfg.write_modes.any_edits(),
             inject_format: cfg.inject_format,
             sample_bound: cfg.sampler.bound(),
+            propagation: trace::context::propagation_flags(&cfg.propagators),
             kernel_log: cfg.kernel_log,
         },
     )?;

@@ -141,6 +141,10 @@ static WRITE_ACTIVE: Global<u32> = Global::new(0);
 /// `tracer_common::INJECT_*`: the headers the sk_msg program injects.
 #[unsafe(no_mangle)]
 static INJECT_FORMAT: Global<u32> = Global::new(0);
+/// `tracer_common::PROPAGATE_*`: the trace-context propagators the write side reads, in the
+/// agent's order.
+#[unsafe(no_mangle)]
+static PROPAGATION: Global<u32> = Global::new(3);
 /// Sampling of traces the kernel starts or that arrive without a decision: sampled when the low
 /// 63 bits of the trace id are below this bound (the agent's ratio sampler, same rule).
 #[unsafe(no_mangle)]

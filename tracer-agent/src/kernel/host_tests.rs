@@ -1,6 +1,7 @@
 //! The plain-Rust parts of the kernel programs, compiled for the host: the request-head
 //! scanner (`tracer-ebpf/src/write/head.rs`) run on real request heads (what the `sk_msg` program
-//! and the read path will find), and Go's register ABI (`write/go_abi.rs`) read from register
+//! and the read path will find) and on every row of the trace-context rules table the agent's
+//! extractor is held to (`trace/context_cases.rs`), and Go's register ABI (`write/go_abi.rs`) read from register
 //! blocks laid out as the kernel's UAPI headers define them.
 
 #[allow(dead_code, clippy::all, clippy::pedantic)]
@@ -12,9 +13,19 @@ mod head;
 mod go_abi;
 
 use head::{
-    Found, H_B3, H_CONTENT_LENGTH, H_PARENT, H_SPANID, H_TRACEID, H_TRACEPARENT, Val, find_headers,
-    scan_lines, trace_of,
+    Found, H_B3, H_CONTENT_LENGTH, H_PARENT, H_SPANID, H_TRACEID, H_TRACEPARENT, HeadCtx, Val,
+    find_headers, scan_lines,
 };
+
+use crate::trace::{
+    context::{Propagator, parse_propagators, propagation_flags},
+    context_cases::{CASES, request_head},
+};
+
+/// The kernel's reading of a head with the default propagators (`b3multi,b3,tracecontext`).
+fn trace_of(buf: *const u8, f: &Found) -> Option<head::TraceCtx> {
+    head::trace_of(buf, f, propagation_flags(&Propagator::ALL)).map(|c| c.trace)
+}
 
 fn scan(head: &str) -> (Box<[u8; 4096]>, Box<Found>) {
     let mut buf = Box::new([0u8; 4096]);
@@ -83,6 +94,49 @@ fn split_heads_and_garbage_ids_are_not_trusted() {
     let h = "POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nx-b3-spanid: a2fb4a1d1a96d312";
     let (_, f) = scan(h);
     assert_eq!(f.vals[H_SPANID].len, 0);
+}
+
+/// Every row of the shared rules table: the kernel scanner reads the same trace id, parent span
+/// id and decision as the agent's extractor (`trace::context` runs the same rows).
+#[test]
+fn every_row_of_the_rules_table() {
+    let mut failed = Vec::new();
+    for case in CASES {
+        let order = if case.propagators.is_empty() {
+            Propagator::ALL.to_vec()
+        } else {
+            parse_propagators(case.propagators).expect("a valid propagator list")
+        };
+        let h = request_head(case, "/rules", "example");
+        let (buf, f) = scan(&h);
+        assert_ne!(
+            f.head_end, 0,
+            "{}: the head ends within the scan",
+            case.name
+        );
+        let got = head::trace_of(buf.as_ptr(), &f, propagation_flags(&order)).map(
+            |HeadCtx { trace: t, parent }| {
+                (
+                    format!("{:016x}{:016x}", t.hi, t.lo),
+                    format!("{parent:016x}"),
+                    t.sampled,
+                )
+            },
+        );
+        if got != case.outcome.kernel() {
+            failed.push(format!(
+                "{}: expected {:?}, got {got:?}\n{h:?}",
+                case.name,
+                case.outcome.kernel()
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} rows differ:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// `struct pt_regs` of x86-64 (arch/x86/include/uapi/asm/ptrace.h).

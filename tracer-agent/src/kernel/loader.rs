@@ -62,6 +62,9 @@ pub struct LoadOptions {
     pub inject_format: u32,
     /// Sampling bound for traces the kernel starts (see the `SAMPLE_BOUND` global).
     pub sample_bound: u64,
+    /// The trace-context propagators the write side reads, in order (`PROPAGATION` global,
+    /// `trace::context::propagation_flags`).
+    pub propagation: u32,
     /// Turn on the kernel programs' diagnostics (aya-log), forwarded to the agent's log.
     pub kernel_log: bool,
 }
@@ -156,6 +159,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
         .override_global("WRITE_ACTIVE", &u32::from(opts.write), true)
         .override_global("INJECT_FORMAT", &opts.inject_format, true)
         .override_global("SAMPLE_BOUND", &opts.sample_bound, true)
+        .override_global("PROPAGATION", &opts.propagation, true)
         .override_global(aya_log::LEVEL, &log_level, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .map_max_entries("PROC_BITS", pid_bitmap_words())

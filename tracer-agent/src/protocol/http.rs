@@ -185,6 +185,29 @@ const CONTEXT_NAMES: [&str; 6] = [
     names::TRACEPARENT,
 ];
 
+/// The bounds of a context value in `whole` as the kernel's head scanner sees them: the whole
+/// field value around `start..end` (the parser may already have dropped its spaces and tabs),
+/// less at most `CONTEXT_OWS_MAX` spaces and tabs at each end. A value with more keeps them and
+/// is refused as malformed, by both.
+fn trim_ows(whole: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    start -= whole[..start].iter().rev().take_while(|b| ows(b)).count();
+    end += whole[end..].iter().take_while(|b| ows(b)).count();
+    let max = names::CONTEXT_OWS_MAX;
+    start += whole[start..end]
+        .iter()
+        .take(max)
+        .take_while(|b| ows(b))
+        .count();
+    end -= whole[start..end]
+        .iter()
+        .rev()
+        .take(max)
+        .take_while(|b| ows(b))
+        .count();
+    (start, end)
+}
+
 impl ContextHeaders {
     /// Records `name: value` if it is one of the context headers (first occurrence wins);
     /// `value` is a slice of `whole`, the head's bytes.
@@ -198,14 +221,13 @@ impl ContextHeaders {
         if self.at[slot].is_some() {
             return;
         }
-        let value = value.trim_ascii();
         let offset = (value.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
         if offset > whole.len() || whole.len() - offset < value.len() {
             debug_assert!(false, "a context value outside its head");
             return;
         }
-        let (Ok(start), Ok(end)) = (u32::try_from(offset), u32::try_from(offset + value.len()))
-        else {
+        let (start, end) = trim_ows(whole, offset, offset + value.len());
+        let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(end)) else {
             return;
         };
         if self.bytes.is_empty() {
@@ -258,6 +280,8 @@ impl ContextHeaders {
         for (name, value) in pairs {
             spans.push((*name, text.len(), value.len()));
             text.push_str(value);
+            // Lines apart, as in a head: trimming never reaches into the next value.
+            text.push('\n');
         }
         let whole = Bytes::from(text);
         let mut h = Self::default();

@@ -70,20 +70,54 @@ pub struct Extracted {
     pub source: Propagator,
 }
 
-/// Tries each propagator in order; the first that yields a well-formed context wins.
+/// Tries each propagator in order; the first that yields a well-formed context wins. `b3` and
+/// `b3multi` both name the B3 propagator, which (as OpenTelemetry's does) reads the single `b3`
+/// header first and falls back to `x-b3-*` when it is absent or malformed. The kernel's head
+/// scanner (`tracer-ebpf/src/write/head.rs`) follows the same rules, with the order given by
+/// [`propagation_flags`]; the rows of `context_cases.rs` hold both to them.
 #[must_use]
 pub fn extract(headers: &ContextHeaders, order: &[Propagator]) -> Option<Extracted> {
     order.iter().find_map(|p| match p {
-        Propagator::B3Multi => extract_b3_multi(headers),
-        Propagator::B3Single => headers.b3().and_then(extract_b3_single),
+        Propagator::B3Multi | Propagator::B3Single => headers
+            .b3()
+            .and_then(extract_b3_single)
+            .or_else(|| extract_b3_multi(headers)),
         Propagator::TraceContext => headers.traceparent().and_then(extract_traceparent),
     })
 }
 
-fn b3_sampled_value(v: &str) -> Option<Sampling> {
+/// The kernel's `PROPAGATION` global (`tracer_common::PROPAGATE_*`) for a propagator order.
+#[must_use]
+pub fn propagation_flags(order: &[Propagator]) -> u32 {
+    let b3 = order.iter().position(|p| *p != Propagator::TraceContext);
+    let w3c = order.iter().position(|p| *p == Propagator::TraceContext);
+    let mut flags = 0;
+    if b3.is_some() {
+        flags |= tracer_common::PROPAGATE_B3;
+    }
+    if let Some(w) = w3c {
+        flags |= tracer_common::PROPAGATE_TRACECONTEXT;
+        if b3.is_none_or(|b| w < b) {
+            flags |= tracer_common::PROPAGATE_TRACECONTEXT_FIRST;
+        }
+    }
+    flags
+}
+
+/// `x-b3-sampled`: `1`/`true`, `0`/`false`; anything else refuses the context.
+fn b3_multi_sampled(v: &str) -> Option<Sampling> {
     match v {
         "1" | "true" => Some(Sampling::Sampled),
         "0" | "false" => Some(Sampling::NotSampled),
+        _ => None,
+    }
+}
+
+/// The sampling state of the single `b3` header: `1`, `0` or `d` (debug).
+fn b3_single_state(v: &str) -> Option<Sampling> {
+    match v {
+        "1" => Some(Sampling::Sampled),
+        "0" => Some(Sampling::NotSampled),
         "d" => Some(Sampling::Debug),
         _ => None,
     }
@@ -91,7 +125,10 @@ fn b3_sampled_value(v: &str) -> Option<Sampling> {
 
 fn extract_b3_multi(h: &ContextHeaders) -> Option<Extracted> {
     let debug = h.b3_flags() == Some("1");
-    let sampled = h.b3_sampled().and_then(b3_sampled_value);
+    let sampled = match h.b3_sampled() {
+        Some(v) => Some(b3_multi_sampled(v)?),
+        None => None,
+    };
     let sampling = match (debug, sampled) {
         (true, _) => Sampling::Debug,
         (false, Some(s)) => s,
@@ -134,12 +171,12 @@ fn dash_fields<const N: usize>(v: &str) -> ([&str; N], usize) {
 fn extract_b3_single(v: &str) -> Option<Extracted> {
     let ([t, s, state, parent], count) = dash_fields::<4>(v);
     let (ids, sampling) = match count {
-        1 => (None, b3_sampled_value(t)?),
+        1 => (None, b3_single_state(t)?),
         2 => (Some((t, s)), Sampling::Deferred),
-        3 => (Some((t, s)), b3_sampled_value(state)?),
+        3 => (Some((t, s)), b3_single_state(state)?),
         4 => {
             SpanId::from_hex(parent, false)?;
-            (Some((t, s)), b3_sampled_value(state)?)
+            (Some((t, s)), b3_single_state(state)?)
         }
         _ => return None,
     };
@@ -375,6 +412,70 @@ mod tests {
             Propagator::TraceContext
         );
         assert_eq!(extract(&broken_b3, &[Propagator::B3Multi]), None);
+    }
+
+    /// Every row of the shared rules table, through the real head parser and the extractor.
+    #[test]
+    fn every_row_of_the_rules_table() {
+        use crate::trace::context_cases::{CASES, Decision, request_head};
+        let decision = |s: Sampling| match s {
+            Sampling::Sampled => Decision::Sampled,
+            Sampling::NotSampled => Decision::NotSampled,
+            Sampling::Debug => Decision::Debug,
+            Sampling::Deferred => Decision::Deferred,
+        };
+        let mut failed = Vec::new();
+        for case in CASES {
+            let order = if case.propagators.is_empty() {
+                ALL.to_vec()
+            } else {
+                parse_propagators(case.propagators).expect("a valid propagator list")
+            };
+            let raw = request_head(case, "/rules", "example");
+            let head = crate::protocol::http1::parse::parse_head(raw.clone().into(), false, 0);
+            let got = match extract(&head.context, &order) {
+                None => "no context".to_owned(),
+                Some(Extracted {
+                    ids: None,
+                    sampling,
+                    ..
+                }) => {
+                    format!("decision {:?} without ids", decision(sampling))
+                }
+                Some(Extracted {
+                    ids: Some((t, s)),
+                    sampling,
+                    ..
+                }) => format!("trace {t} parent {s} {:?}", decision(sampling)),
+            };
+            if got != case.outcome.text() {
+                failed.push(format!(
+                    "{}: expected {}, got {got}\n{raw:?}",
+                    case.name,
+                    case.outcome.text()
+                ));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} rows differ:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+
+    #[test]
+    fn propagation_flags_give_the_kernel_the_order() {
+        use tracer_common::{
+            PROPAGATE_B3 as B3, PROPAGATE_TRACECONTEXT as TC, PROPAGATE_TRACECONTEXT_FIRST as FIRST,
+        };
+        let flags = |list: &str| propagation_flags(&parse_propagators(list).unwrap());
+        assert_eq!(flags("b3multi,b3,tracecontext"), B3 | TC);
+        assert_eq!(flags("b3,tracecontext"), B3 | TC);
+        assert_eq!(flags("tracecontext,b3multi"), B3 | TC | FIRST);
+        assert_eq!(flags("b3multi"), B3);
+        assert_eq!(flags("tracecontext"), TC | FIRST);
+        assert_eq!(flags("none"), 0);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 pub mod clock;
 pub mod context;
+#[cfg(test)]
+pub mod context_cases;
 pub mod ids;
 pub mod redact;
 pub mod sampler;

@@ -135,6 +135,10 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const CONTENT_LENGTH: &str = "content-length";
 pub const TRANSFER_ENCODING: &str = "transfer-encoding";
 
+/// Spaces and tabs (OWS) dropped from each end of a trace-context header's value, by the kernel
+/// and the agent alike; a value with more keeps the rest and is refused as malformed.
+pub const CONTEXT_OWS_MAX: usize = 8;
+
 #[cfg(test)]
 mod tests {
     extern crate std;

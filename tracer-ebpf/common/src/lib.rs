@@ -156,6 +156,13 @@ pub fn sampled_by_bound(trace_id_low: u64, bound: u64) -> bool {
     (trace_id_low >> 1) < bound
 }
 
+/// `PROPAGATION` global: which trace-context propagators the kernel reads, and in which order,
+/// as the agent's `OTEL_PROPAGATORS` list says (`b3` and `b3multi` both name the B3 propagator).
+pub const PROPAGATE_B3: u32 = 1;
+pub const PROPAGATE_TRACECONTEXT: u32 = 2;
+/// `tracecontext` comes before `b3`/`b3multi` in the list.
+pub const PROPAGATE_TRACECONTEXT_FIRST: u32 = 4;
+
 /// `INJECT_FORMAT` global: the headers injected.
 pub const INJECT_B3_MULTI: u32 = 0;
 pub const INJECT_B3_SINGLE: u32 = 1;

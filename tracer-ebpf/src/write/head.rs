@@ -230,19 +230,42 @@ fn classify(buf: *const u8, start: u64, end: u64, f: &mut Found) {
     let Some((slot, name_len)) = slot else {
         return;
     };
-    let mut v = start + name_len;
-    if byte(buf, v) == b' ' || byte(buf, v) == b'\t' {
-        v += 1;
-    }
-    if byte(buf, v) == b' ' {
-        v += 1;
-    }
-    // The first occurrence wins, as in the agent.
-    if f.vals[slot].len == 0 && end > v {
+    let v = start + name_len;
+    // The first occurrence wins, even empty or malformed, as in the agent. Presence is the
+    // offset (never 0: the request line comes first); the value is trimmed afterwards.
+    if f.vals[slot].off == 0 {
         f.vals[slot] = Val {
             off: v as u32,
-            len: (end - v) as u32,
+            len: if end > v { (end - v) as u32 } else { 0 },
         };
+    }
+}
+
+/// Spaces and tabs (RFC 9110's OWS) around a value.
+#[inline(always)]
+fn is_ows(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// Drops up to `CONTEXT_OWS_MAX` spaces and tabs from each end of every recorded value. The
+/// running offset and length go through map memory (`load`/`store`), so each step leaves the
+/// verifier one state whatever the byte was.
+#[inline(always)]
+fn trim_values(buf: *const u8, f: &mut Found) {
+    for slot in 0..H_COUNT {
+        for _ in 0..tracer_common::http::CONTEXT_OWS_MAX {
+            let (off, len) = (load(&f.vals[slot].off), load(&f.vals[slot].len));
+            if len > 0 && is_ows(byte(buf, u64::from(off))) {
+                store(&mut f.vals[slot].off, off + 1);
+                store(&mut f.vals[slot].len, len - 1);
+            }
+        }
+        for _ in 0..tracer_common::http::CONTEXT_OWS_MAX {
+            let (off, len) = (load(&f.vals[slot].off), load(&f.vals[slot].len));
+            if len > 0 && is_ows(byte(buf, u64::from(off) + u64::from(len) - 1)) {
+                store(&mut f.vals[slot].len, len - 1);
+            }
+        }
     }
 }
 
@@ -262,9 +285,11 @@ pub fn find_headers(buf: *const u8, f: &mut Found) {
         }
         classify(buf, start, next - 2, f);
     }
+    trim_values(buf, f);
 }
 
-/// Value of each byte as a hex digit, 0x10 for the bytes that are not one. A table rather than
+/// Value of each byte as a hex digit: the digit for `0-9a-f`, `0x20 | digit` for `A-F` (B3
+/// takes them, W3C does not), 0x10 for the bytes that are not one. A table rather than
 /// comparisons: one load, no branch for the verifier to follow.
 static HEX_VALUE: [u8; 256] = {
     let mut t = [0x10u8; 256];
@@ -276,11 +301,15 @@ static HEX_VALUE: [u8; 256] = {
     let mut i = 0;
     while i < 6 {
         t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 0x20 | (10 + i as u8);
         i += 1;
     }
     t
 };
+
+/// Bits of a `HEX_VALUE` entry that refuse it: any non-digit, and uppercase for W3C.
+const NOT_HEX: u64 = 0x10;
+const NOT_LOWER_HEX: u64 = 0x30;
 
 #[inline(always)]
 fn hex_digit(c: u8) -> u64 {
@@ -288,9 +317,10 @@ fn hex_digit(c: u8) -> u64 {
     u64::from(unsafe { core::ptr::read_volatile(HEX_VALUE.as_ptr().add(c as usize)) })
 }
 
-/// 16 hex digits at `buf[at..]` as a number.
+/// 16 hex digits at `buf[at..]` as a number; a digit with any of the `refuse` bits set
+/// (`NOT_HEX`, `NOT_LOWER_HEX`) makes it `None`.
 #[inline(always)]
-pub fn hex64(buf: *const u8, at: u64) -> Option<u64> {
+fn hex64_of(buf: *const u8, at: u64, refuse: u64) -> Option<u64> {
     let mut v = 0u64;
     let mut bad = 0u64;
     for j in 0..16 {
@@ -298,7 +328,26 @@ pub fn hex64(buf: *const u8, at: u64) -> Option<u64> {
         bad |= d;
         v = (v << 4) | (d & 15);
     }
-    (bad & 0x10 == 0).then_some(v)
+    (bad & refuse == 0).then_some(v)
+}
+
+/// 16 hex digits of either case at `buf[at..]` as a number.
+#[inline(always)]
+pub fn hex64(buf: *const u8, at: u64) -> Option<u64> {
+    hex64_of(buf, at, NOT_HEX)
+}
+
+/// 16 hex digits at `buf[at..]`, not all zeros (a B3 or W3C id).
+#[inline(always)]
+fn id64(buf: *const u8, at: u64, refuse: u64) -> Option<u64> {
+    hex64_of(buf, at, refuse).filter(|v| *v != 0)
+}
+
+/// Two lowercase hex digits at `buf[at..]` (a W3C version or flags field).
+#[inline(always)]
+fn hex8_lower(buf: *const u8, at: u64) -> Option<u64> {
+    let (h, l) = (hex_digit(byte(buf, at)), hex_digit(byte(buf, at + 1)));
+    ((h | l) & NOT_LOWER_HEX == 0).then_some((h << 4) | l)
 }
 
 /// The hex digit for the low four bits of `n`.
@@ -324,70 +373,210 @@ pub struct TraceCtx {
     pub sampled: u32,
 }
 
-/// A B3 trace id of 32 (`wide`) or 16 hex digits at `buf[at..]`: high and low halves, width flag.
+/// What `trace_of` read from a request head.
+#[derive(Clone, Copy)]
+pub struct HeadCtx {
+    /// The trace; `hi` and `lo` both 0 when the head carried only a sampling decision
+    /// (`b3: 0`, a lone `x-b3-sampled`).
+    pub trace: TraceCtx,
+    /// The sender's span id (the parent of this request's SERVER span); 0 with a decision only.
+    pub parent: u64,
+}
+
+/// A sampling decision without ids (`decision`: `TraceCtx::sampled`).
 #[inline(always)]
-fn trace_hex(buf: *const u8, at: u64, wide: bool) -> Option<(u64, u64, u32)> {
-    if wide {
-        Some((hex64(buf, at)?, hex64(buf, at + 16)?, 1))
-    } else {
-        Some((0, hex64(buf, at)?, 0))
+fn decision_only(decision: u32) -> HeadCtx {
+    HeadCtx {
+        trace: TraceCtx {
+            hi: 0,
+            lo: 0,
+            wide: 0,
+            sampled: decision,
+        },
+        parent: 0,
     }
 }
 
-/// The trace id and sampling decision a request head carries: B3 multi, then B3 single, then
-/// W3C traceparent. Each branch reads the id before the decision and returns its own context:
-/// shared code (a helper taking the decision, or filling it in afterwards) cost the verifier
-/// 15% more instructions on the inbound scan (measured on 6.18).
+/// A B3 trace id of 32 (`wide`) or 16 hex digits of either case at `buf[at..]`, not all zeros:
+/// high and low halves, width flag.
 #[inline(always)]
-pub fn trace_of(buf: *const u8, f: &Found) -> Option<TraceCtx> {
-    let t = f.vals[H_TRACEID];
-    if t.len == 16 || t.len == 32 {
-        let at = u64::from(t.off);
-        let (hi, lo, wide) = trace_hex(buf, at, t.len == 32)?;
-        let mut sampled = 2;
-        let s = f.vals[H_SAMPLED];
-        if s.len > 0 {
-            let c = byte(buf, u64::from(s.off));
-            sampled = u32::from(c == b'1' || c == b't');
-        }
-        let fl = f.vals[H_FLAGS];
-        if fl.len == 1 && byte(buf, u64::from(fl.off)) == b'1' {
-            sampled = 1;
-        }
-        return Some(TraceCtx {
+fn trace_hex(buf: *const u8, at: u64, wide: bool) -> Option<(u64, u64, u32)> {
+    let (hi, lo, w) = if wide {
+        (hex64(buf, at)?, hex64(buf, at + 16)?, 1)
+    } else {
+        (0, hex64(buf, at)?, 0)
+    };
+    (hi | lo != 0).then_some((hi, lo, w))
+}
+
+/// `x-b3-sampled`: `1`/`true` sampled, `0`/`false` not, absent no decision (2); any other
+/// value refuses the whole B3 multi-header context.
+#[inline(always)]
+fn b3_sampled(buf: *const u8, v: Val) -> Option<u32> {
+    if v.off == 0 {
+        return Some(2);
+    }
+    let at = u64::from(v.off);
+    let w = word(buf, at);
+    match v.len {
+        1 => match byte(buf, at) {
+            b'1' => Some(1),
+            b'0' => Some(0),
+            _ => None,
+        },
+        4 if w & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"true")) => Some(1),
+        5 if w & 0xff_ffff_ffff == u64::from_le_bytes(*b"false\0\0\0") => Some(0),
+        _ => None,
+    }
+}
+
+/// B3 multi-header: `x-b3-traceid` (16 or 32 hex) and `x-b3-spanid` (16 hex), both or neither;
+/// `x-b3-flags: 1` (debug) samples whatever `x-b3-sampled` says.
+#[inline(always)]
+fn b3_multi(buf: *const u8, f: &Found) -> Option<HeadCtx> {
+    let (t, s) = (f.vals[H_TRACEID], f.vals[H_SPANID]);
+    let fl = f.vals[H_FLAGS];
+    let mut sampled = b3_sampled(buf, f.vals[H_SAMPLED])?;
+    if fl.len == 1 && byte(buf, u64::from(fl.off)) == b'1' {
+        sampled = 1;
+    }
+    if t.off == 0 && s.off == 0 {
+        let with_decision = f.vals[H_SAMPLED].off != 0 || fl.off != 0;
+        return (with_decision && sampled != 2).then(|| decision_only(sampled));
+    }
+    if s.len != 16 || (t.len != 16 && t.len != 32) {
+        return None;
+    }
+    let (hi, lo, wide) = trace_hex(buf, u64::from(t.off), t.len == 32)?;
+    let parent = id64(buf, u64::from(s.off), NOT_HEX)?;
+    Some(HeadCtx {
+        trace: TraceCtx {
             hi,
             lo,
             wide,
             sampled,
-        });
-    }
+        },
+        parent,
+    })
+}
+
+/// The single `b3` header: `{trace}-{span}[-{state}[-{parent}]]` with state `1`, `0` or `d`
+/// (debug), or a lone state.
+#[inline(always)]
+fn b3_single(buf: *const u8, f: &Found) -> Option<HeadCtx> {
     let b = f.vals[H_B3];
-    if b.len >= 33 {
-        let at = u64::from(b.off);
-        let width = if byte(buf, at + 16) == b'-' { 16 } else { 32 };
-        let (hi, lo, wide) = trace_hex(buf, at, width == 32)?;
-        let mut sampled = 2;
-        if u64::from(b.len) >= width + 19 {
-            let c = byte(buf, at + width + 18);
-            sampled = u32::from(c == b'1' || c == b'd');
+    let at = u64::from(b.off);
+    let len = u64::from(b.len);
+    let state = |c: u8| match c {
+        b'1' | b'd' => Some(1),
+        b'0' => Some(0),
+        _ => None,
+    };
+    if b.off == 0 || len == 0 {
+        return None;
+    }
+    if len == 1 {
+        return state(byte(buf, at)).map(decision_only);
+    }
+    let width = if byte(buf, at + 16) == b'-' {
+        16
+    } else if byte(buf, at + 32) == b'-' {
+        32
+    } else {
+        return None;
+    };
+    // What follows the span id: nothing, "-{state}" or "-{state}-{parent}".
+    let rest = len.checked_sub(width + 17)?;
+    if rest != 0 && rest != 2 && rest != 19 {
+        return None;
+    }
+    let (hi, lo, wide) = trace_hex(buf, at, width == 32)?;
+    let parent = id64(buf, at + width + 1, NOT_HEX)?;
+    let mut sampled = 2;
+    if rest != 0 {
+        if byte(buf, at + width + 17) != b'-' {
+            return None;
         }
-        return Some(TraceCtx {
+        sampled = state(byte(buf, at + width + 18))?;
+    }
+    if rest == 19
+        && (byte(buf, at + width + 19) != b'-' || id64(buf, at + width + 20, NOT_HEX).is_none())
+    {
+        return None;
+    }
+    Some(HeadCtx {
+        trace: TraceCtx {
             hi,
             lo,
             wide,
             sampled,
-        });
-    }
+        },
+        parent,
+    })
+}
+
+/// W3C `traceparent`: `{version}-{trace-id}-{parent-id}-{flags}`, lowercase hex; version `ff`
+/// refused, version `00` exactly 55 characters, a later version may continue after a `-`.
+#[inline(always)]
+fn traceparent(buf: *const u8, f: &Found) -> Option<HeadCtx> {
     let tp = f.vals[H_TRACEPARENT];
-    if tp.len >= 55 {
-        let at = u64::from(tp.off);
-        let flags = hex_digit(byte(buf, at + 54));
-        return Some(TraceCtx {
-            hi: hex64(buf, at + 3)?,
-            lo: hex64(buf, at + 19)?,
+    let at = u64::from(tp.off);
+    if tp.off == 0 || tp.len < 55 {
+        return None;
+    }
+    let version = hex8_lower(buf, at)?;
+    if version == 0xff
+        || (version == 0 && tp.len != 55)
+        || (tp.len > 55 && byte(buf, at + 55) != b'-')
+    {
+        return None;
+    }
+    if byte(buf, at + 2) != b'-' || byte(buf, at + 35) != b'-' || byte(buf, at + 52) != b'-' {
+        return None;
+    }
+    let hi = hex64_of(buf, at + 3, NOT_LOWER_HEX)?;
+    let lo = hex64_of(buf, at + 19, NOT_LOWER_HEX)?;
+    let parent = id64(buf, at + 36, NOT_LOWER_HEX)?;
+    let flags = hex8_lower(buf, at + 53)?;
+    if hi | lo == 0 {
+        return None;
+    }
+    Some(HeadCtx {
+        trace: TraceCtx {
+            hi,
+            lo,
             wide: 1,
             sampled: (flags & 1) as u32,
-        });
+        },
+        parent,
+    })
+}
+
+/// The context a request head carries, by the rules the agent's extractor follows
+/// (`tracer-agent/src/trace/context.rs`, README "Trace context"): `order` is
+/// `tracer_common::PROPAGATE_*` (from `OTEL_PROPAGATORS`). The B3 propagator reads the single
+/// `b3` header first and falls back to `x-b3-*` when it is absent or malformed; the first
+/// propagator in the order with a well-formed context wins.
+#[inline(always)]
+pub fn trace_of(buf: *const u8, f: &Found, order: u32) -> Option<HeadCtx> {
+    use tracer_common::{PROPAGATE_B3, PROPAGATE_TRACECONTEXT, PROPAGATE_TRACECONTEXT_FIRST};
+    let w3c = if order & PROPAGATE_TRACECONTEXT != 0 {
+        traceparent(buf, f)
+    } else {
+        None
+    };
+    if w3c.is_some() && order & PROPAGATE_TRACECONTEXT_FIRST != 0 {
+        return w3c;
     }
-    None
+    if order & PROPAGATE_B3 != 0 {
+        let single = b3_single(buf, f);
+        if single.is_some() {
+            return single;
+        }
+        let multi = b3_multi(buf, f);
+        if multi.is_some() {
+            return multi;
+        }
+    }
+    w3c
 }

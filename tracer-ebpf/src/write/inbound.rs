@@ -14,10 +14,10 @@ use tracer_common::{ConnKey, DataEvent, FLAG_KERNEL_TRACE, FLAG_SERVER_SPAN, cou
 
 use super::{
     ctx::{ServerCtx, TraceKey, edits, mode_of, random_id, sample},
-    head::{TraceCtx, find_headers, scan_lines, trace_of},
+    head::{HeadCtx, TraceCtx, find_headers, scan_lines, trace_of},
 };
 use crate::{
-    FIRST_BYTE, HEADS, SCRATCH, THREAD_CTX, TRACE_CTX, count,
+    FIRST_BYTE, HEADS, PROPAGATION, SCRATCH, THREAD_CTX, TRACE_CTX, count,
     event::{SYS_INGRESS_COUNT, bounded, output_scratch},
 };
 
@@ -42,19 +42,21 @@ fn server_request(id: u64, slot: u32, buf: *const u8, len: u64, ev: &mut DataEve
     f.owner = id as u32;
     scan_lines(buf, len, f);
     find_headers(buf, f);
-    let found = trace_of(buf, f);
+    let found = trace_of(buf, f, PROPAGATION.load());
     if f.owner != id as u32 {
         return 0;
     }
     let mut flags = FLAG_SERVER_SPAN;
+    // A decision without ids (`b3: 0`) starts a trace as no context does, with that decision.
+    let decision = found.map_or(2, |c| c.trace.sampled);
     let trace = match found {
-        Some(mut t) => {
-            if t.sampled == 2 {
-                t.sampled = sample(t.lo);
+        Some(HeadCtx { mut trace, .. }) if trace.hi | trace.lo != 0 => {
+            if trace.sampled == 2 {
+                trace.sampled = sample(trace.lo);
             }
-            t
+            trace
         }
-        None => {
+        _ => {
             let (hi, lo) = (random_id(), random_id());
             flags |= FLAG_KERNEL_TRACE;
             ev.trace_id[..8].copy_from_slice(&hi.to_be_bytes());
@@ -63,7 +65,7 @@ fn server_request(id: u64, slot: u32, buf: *const u8, len: u64, ev: &mut DataEve
                 hi,
                 lo,
                 wide: 1,
-                sampled: sample(lo),
+                sampled: if decision == 2 { sample(lo) } else { decision },
             }
         }
     };

@@ -37,7 +37,7 @@ use super::{
     inject::inject,
     msg::{HEADS_SK_MSG, HeadBuf, MsgState, Plan, owned_heads},
 };
-use crate::{EVENTS, HEADS, MSG_PROGS, THREAD_CTX, TRACE_CTX, count};
+use crate::{EVENTS, HEADS, MSG_PROGS, PROPAGATION, THREAD_CTX, TRACE_CTX, count};
 
 /// Stage 1: copies the start of a send of a rewrite/inject process into the per-CPU work area.
 #[sk_msg]
@@ -249,10 +249,16 @@ fn plan_edit(buf: *const u8, f: &Found, id: u64, mode: u32, plan: &mut Plan) {
         plan.trace = cause.trace;
         return;
     }
-    let Some(trace) = trace_of(buf, f) else {
+    let Some(found) = trace_of(buf, f, PROPAGATION.load()) else {
         plan.action = WRITE_SKIP_MALFORMED;
         return;
     };
+    let trace = found.trace;
+    if trace.hi | trace.lo == 0 {
+        // A lone sampling decision: nothing to rewrite.
+        plan.action = WRITE_SKIP_NO_CONTEXT;
+        return;
+    }
     plan.trace = trace;
     // Every span-id field must have the expected shape, or nothing is touched.
     if sp.len > 0 {
@@ -273,12 +279,9 @@ fn plan_edit(buf: *const u8, f: &Found, id: u64, mode: u32, plan: &mut Plan) {
         if b3.len == width + 36 && byte(buf, u64::from(b3.off + width + 19)) == b'-' {
             plan.parent_at[1] = b3.off + width + 20;
         }
-    } else if b3.len > 0 && sp.len == 0 && tp.len == 0 {
-        // A lone sampling decision: nothing to rewrite.
-        plan.action = WRITE_SKIP_NO_CONTEXT;
-        return;
     }
-    if tp.len == 55 {
+    // Version 00 is 55 characters; a later version may add fields after a '-'.
+    if tp.len == 55 || (tp.len > 55 && byte(buf, u64::from(tp.off) + 55) == b'-') {
         plan.span_at[2] = tp.off + 36;
     } else if tp.len > 0 {
         plan.action = WRITE_SKIP_MALFORMED;
