@@ -90,6 +90,23 @@ pub fn random_hex(bytes: usize) -> String {
     }
 }
 
+/// `GET path` on a fresh connection to 127.0.0.1:`port` with a fresh sampled B3 context (128-bit
+/// trace id); returns the trace id and the response.
+///
+/// # Panics
+/// If the request fails.
+#[must_use]
+pub fn get_traced(port: u16, path: &str) -> (String, HttpResponse) {
+    let (trace, span) = (random_hex(16), random_hex(8));
+    let b3 = [
+        ("x-b3-traceid", trace.as_str()),
+        ("x-b3-spanid", span.as_str()),
+        ("x-b3-sampled", "1"),
+    ];
+    let r = get(port, path, &b3);
+    (trace, r)
+}
+
 /// The languages of the demo services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lang {
@@ -205,6 +222,8 @@ impl Service {
 /// The tracer agent under test; SIGTERM (which flushes spans) and wait on drop.
 pub struct Agent {
     proc: Proc,
+    /// The port of `/metrics` when [`Agent::start_for`] chose it.
+    metrics_port: Option<u16>,
 }
 
 impl Agent {
@@ -245,7 +264,10 @@ impl Agent {
     pub fn start_command(cmd: Command) -> Self {
         let mut proc = Proc::spawn(cmd, "tracer-agent".to_owned());
         proc.wait_line("agent ready", Duration::from_secs(30));
-        Self { proc }
+        Self {
+            proc,
+            metrics_port: None,
+        }
     }
 
     /// Starts the agent exporting to `receiver` with `protocol` ("grpc" or "http/protobuf"),
@@ -256,24 +278,66 @@ impl Agent {
     /// As [`Agent::start`], or if `protocol` is neither of the two.
     #[must_use]
     pub fn start_for(receiver: &Receiver, protocol: &str, pids: &[u32], extra: &[&str]) -> Self {
+        Self::start_for_with_env(receiver, protocol, pids, extra, &[])
+    }
+
+    /// Like [`Agent::start_for`], with extra environment variables for the agent (e.g.
+    /// `OTEL_BSP_EXPORT_TIMEOUT`).
+    ///
+    /// # Panics
+    /// As [`Agent::start_for`].
+    #[must_use]
+    pub fn start_for_with_env(
+        receiver: &Receiver,
+        protocol: &str,
+        pids: &[u32],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let endpoint = match protocol {
             "grpc" => receiver.grpc_endpoint(),
             "http/protobuf" => receiver.http_endpoint(),
             other => panic!("unknown OTLP protocol {other:?}"),
         };
+        let metrics_port = free_port();
         let mut args = vec![
             "--otlp-endpoint".to_owned(),
             endpoint,
             "--otlp-protocol".to_owned(),
             protocol.to_owned(),
             "--metrics-addr".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{metrics_port}"),
         ];
         for pid in pids {
             args.extend(["--pid".to_owned(), pid.to_string()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::start(args)
+        let mut agent = Self::start_with_env(args, env);
+        agent.metrics_port = Some(metrics_port);
+        agent
+    }
+
+    /// The agent's `/metrics` text.
+    ///
+    /// # Panics
+    /// If the agent was not started by [`Agent::start_for`], or the endpoint does not answer 200.
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let port = self
+            .metrics_port
+            .expect("metrics(): start the agent with Agent::start_for");
+        crate::observe::scrape(port)
+    }
+
+    /// The value of the counter or gauge `name` on `/metrics`.
+    ///
+    /// # Panics
+    /// As [`Agent::metrics`], or if the agent does not export `name`.
+    #[must_use]
+    pub fn counter(&self, name: &str) -> u64 {
+        let text = self.metrics();
+        crate::observe::counter(&text, name)
+            .unwrap_or_else(|| panic!("the agent's /metrics has no {name}:\n{text}"))
     }
 
     #[must_use]
@@ -310,6 +374,12 @@ impl Agent {
     /// Whether the agent process has not exited (yet).
     pub fn is_running(&mut self) -> bool {
         matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL and wait: the agent gets no chance to clean up.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let _ = self.proc.child.kill();
+        self.proc.child.wait().ok()
     }
 
     /// SIGTERM and wait (the agent flushes queued spans first); returns its exit status.

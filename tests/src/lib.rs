@@ -9,6 +9,7 @@ pub mod expect;
 pub mod harness;
 pub mod http;
 pub mod mesh;
+pub mod observe;
 pub mod otlp;
 mod process;
 pub mod tree;

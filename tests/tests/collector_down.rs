@@ -1,28 +1,15 @@
 //! Root: the OTLP collector is unreachable. The agent must keep running, count the failed export
 //! attempts and, once the export timeout is spent, the spans it gave up on; and still shut down
-//! cleanly. (Restarting a collector on the same port is not covered: the test receiver binds
-//! ports of its own choosing.)
+//! cleanly. A collector that comes back on the same port after a long outage, one that never
+//! answers and one that answers with retryable failures are in `faults_export.rs`.
 
 use std::time::{Duration, Instant};
 
 use tracer_tests::harness::{Agent, Service, free_port, get, random_hex, root_test};
+use tracer_tests::observe::{counter, scrape};
 
 /// `OTEL_BSP_EXPORT_TIMEOUT` for the agent: a failed batch is retried for at most this long.
 const EXPORT_TIMEOUT_MS: u64 = 2000;
-
-/// The value of the counter `name` in the agent's Prometheus text, or `None` if it is missing.
-fn counter(metrics: &str, name: &str) -> Option<u64> {
-    metrics.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn scrape(port: u16) -> String {
-    let r = get(port, "/metrics", &[]);
-    assert_eq!(r.status, 200, "GET /metrics on 127.0.0.1:{port}");
-    r.text()
-}
 
 /// Scrapes until `name` > 0 or `timeout` passes; returns the last scrape and whether it got there.
 fn wait_counter(agent: &mut Agent, port: u16, name: &str, timeout: Duration) -> (String, bool) {

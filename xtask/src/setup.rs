@@ -64,6 +64,8 @@ pub fn setup() -> Result<()> {
         "wrk".to_owned(),
         // `systemd-analyze verify` checks the unit in deploy/systemd (tests/deploy_packaging.rs).
         "systemd".to_owned(),
+        // `bpftool prog/link show` proves an agent leaves no program behind (tests/faults_*.rs).
+        "bpftool".to_owned(),
     ];
     step(&format!("apt packages: {}", native.join(" ")), |s| {
         apt.ensure(s, &native, None)
