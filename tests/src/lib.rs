@@ -8,6 +8,7 @@ pub mod envoy;
 pub mod expect;
 pub mod harness;
 pub mod http;
+pub mod kube_api;
 pub mod mesh;
 pub mod observe;
 pub mod otlp;
