@@ -209,8 +209,8 @@ fn sigkill_leaves_connections_working_and_nothing_editing() {
     let agent2 = Agent::start_for(&rx2, "grpc", &pids, &["--write-mode", "rewrite"]);
     let output = agent2.output();
     assert!(
-        !output.contains("ERROR") && !output.contains("WARN"),
-        "the new agent must start without errors or warnings after a SIGKILLed one:\n{output}"
+        !output.contains("ERROR"),
+        "the new agent must start without errors after a SIGKILLed one:\n{output}"
     );
     let (trace, sent, seen, _) = call(&front, "call");
     assert_ne!(
