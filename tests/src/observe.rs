@@ -1,7 +1,8 @@
 //! What a test can observe of a running agent from outside: its Prometheus counters, its memory
-//! (`VmRSS` from /proc) and the BPF programs and links it holds (`bpftool`, which `cargo xtask
-//! setup` installs). Other engineers' agents may run on the same host: BPF objects are told apart
-//! by the pids that hold them, never by their names alone.
+//! (`VmRSS` from /proc) and the BPF programs and links it holds. Other agents may run on the same
+//! host: an agent's BPF objects are the ones its file descriptors name (`prog_id` / `link_id` in
+//! /proc/PID/fdinfo), never the ones with our names; `bpftool` (which `cargo xtask setup`
+//! installs) then tells which of them the kernel still has.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -52,8 +53,6 @@ pub struct BpfObject {
     pub kind: String,
     /// The program's name ("" for links).
     pub name: String,
-    /// The processes holding a file descriptor of it.
-    pub pids: Vec<u32>,
 }
 
 /// Every BPF program (`what` = "prog") or link ("link") on the host.
@@ -84,12 +83,27 @@ pub fn bpf_objects(what: &str) -> Vec<BpfObject> {
             id: o["id"].as_u64().expect("bpftool lists an id"),
             kind: o["type"].as_str().unwrap_or_default().to_owned(),
             name: o["name"].as_str().unwrap_or_default().to_owned(),
-            pids: o["pids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-                .collect(),
+        })
+        .collect()
+}
+
+/// The ids of the BPF programs (`what` = "prog") or links ("link") that `pid` has file
+/// descriptors of (a link's descriptor also names its program).
+///
+/// # Panics
+/// If /proc/PID/fdinfo cannot be read.
+#[must_use]
+pub fn bpf_ids_of(what: &str, pid: u32) -> BTreeSet<u64> {
+    let key = format!("{what}_id:");
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+                .collect::<Vec<u64>>()
         })
         .collect()
 }
@@ -97,9 +111,10 @@ pub fn bpf_objects(what: &str) -> Vec<BpfObject> {
 /// The BPF programs (`what` = "prog") or links ("link") that `pid` holds.
 #[must_use]
 pub fn bpf_objects_of(what: &str, pid: u32) -> Vec<BpfObject> {
+    let ids = bpf_ids_of(what, pid);
     bpf_objects(what)
         .into_iter()
-        .filter(|o| o.pids.contains(&pid))
+        .filter(|o| ids.contains(&o.id))
         .collect()
 }
 

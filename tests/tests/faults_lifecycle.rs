@@ -13,8 +13,8 @@
 //!   cgroup runs the agents' `sock_ops` programs in attach order, so the OLDER agent edits the
 //!   connections opened while both run; once it has gone, the newer one edits new connections.
 //!
-//! BPF objects are matched to an agent by the pid holding them (`bpftool`), never by name:
-//! other agents may be running on this host.
+//! BPF objects are matched to an agent by its file descriptors (/proc/PID/fdinfo), never by
+//! name: other agents may be running on this host.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -304,15 +304,17 @@ fn rolling_update(mode: &str, env: &[(&str, &str)], edits: &str) {
             tracer_tests::harness::dump(&spans)
         );
     }
-    let counted = |a: &Agent| a.counter(edits);
+    let poke = || {
+        let _ = get(back.port(), "/hello", &[]);
+    };
+    assert!(
+        wait_counted(&old, edits, 3, poke) >= 3,
+        "{mode}: the older agent counted its edits ({edits})"
+    );
     assert_eq!(
-        counted(&new),
+        wait_counted(&new, edits, 0, poke),
         0,
         "{mode}: the newer agent must not edit any request while the older one runs ({edits})"
-    );
-    assert!(
-        counted(&old) >= 3,
-        "{mode}: the older agent counted its edits ({edits})"
     );
 
     // The rolling update ends: the old agent goes, the new one takes over new connections.
@@ -334,9 +336,27 @@ fn rolling_update(mode: &str, env: &[(&str, &str)], edits: &str) {
         "{mode}: after the older agent left, the newer one edits new connections"
     );
     assert!(
-        counted(&new) >= 1,
+        wait_counted(&new, edits, 1, poke) >= 1,
         "{mode}: the newer agent counts its edits ({edits})"
     );
+}
+
+/// The kernel counter `name` of `agent` as of after this call: the agent copies its kernel
+/// counters all at once, every second. `poke` makes a traced request after the first reading,
+/// so once `tracer_kernel_events_total` has moved past that reading, every counter was copied
+/// after the call began. Returns early once the counter reaches `at_least` (if not 0).
+fn wait_counted(agent: &Agent, name: &str, at_least: u64, poke: impl Fn()) -> u64 {
+    let events = agent.counter("tracer_kernel_events_total");
+    poke();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let value = agent.counter(name);
+        let fresh = agent.counter("tracer_kernel_events_total") > events;
+        if (fresh && value >= at_least) || std::time::Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
