@@ -200,7 +200,7 @@ fn sigkill_leaves_connections_working_and_nothing_editing() {
     let r = get(back.port(), "/hello", &[]);
     assert_eq!(
         (r.status, r.text().as_str()),
-        (200, "hello"),
+        (200, "hello\n"),
         "the back service answers as before"
     );
 
