@@ -73,26 +73,6 @@ pub fn free_port() -> u16 {
     tracer_test_support::free_port().expect("binding a free port")
 }
 
-/// The agent's Prometheus text from `GET /metrics` on 127.0.0.1:`port`.
-///
-/// # Panics
-/// If the endpoint does not answer 200.
-#[must_use]
-pub fn scrape_metrics(port: u16) -> String {
-    let r = get(port, "/metrics", &[]);
-    assert_eq!(r.status, 200, "GET /metrics on 127.0.0.1:{port}");
-    r.text()
-}
-
-/// The value of the counter `name` in a Prometheus text, or `None` if it is missing.
-#[must_use]
-pub fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
 /// `bytes` random bytes as lowercase hex, never all zeros (an all-zero id is invalid).
 ///
 /// # Panics
@@ -108,6 +88,23 @@ pub fn random_hex(bytes: usize) -> String {
             return crate::otlp::hex(&buf);
         }
     }
+}
+
+/// `GET path` on a fresh connection to 127.0.0.1:`port` with a fresh sampled B3 context (128-bit
+/// trace id); returns the trace id and the response.
+///
+/// # Panics
+/// If the request fails.
+#[must_use]
+pub fn get_traced(port: u16, path: &str) -> (String, HttpResponse) {
+    let (trace, span) = (random_hex(16), random_hex(8));
+    let b3 = [
+        ("x-b3-traceid", trace.as_str()),
+        ("x-b3-spanid", span.as_str()),
+        ("x-b3-sampled", "1"),
+    ];
+    let r = get(port, path, &b3);
+    (trace, r)
 }
 
 /// The languages of the demo services.
@@ -225,7 +222,7 @@ impl Service {
 /// The tracer agent under test; SIGTERM (which flushes spans) and wait on drop.
 pub struct Agent {
     proc: Proc,
-    /// Where [`Agent::start_for`] put its metrics endpoint.
+    /// The port of `/metrics` when [`Agent::start_for`] chose it.
     metrics_port: Option<u16>,
 }
 
@@ -281,6 +278,22 @@ impl Agent {
     /// As [`Agent::start`], or if `protocol` is neither of the two.
     #[must_use]
     pub fn start_for(receiver: &Receiver, protocol: &str, pids: &[u32], extra: &[&str]) -> Self {
+        Self::start_for_with_env(receiver, protocol, pids, extra, &[])
+    }
+
+    /// Like [`Agent::start_for`], with extra environment variables for the agent (e.g.
+    /// `OTEL_BSP_EXPORT_TIMEOUT`).
+    ///
+    /// # Panics
+    /// As [`Agent::start_for`].
+    #[must_use]
+    pub fn start_for_with_env(
+        receiver: &Receiver,
+        protocol: &str,
+        pids: &[u32],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let endpoint = match protocol {
             "grpc" => receiver.grpc_endpoint(),
             "http/protobuf" => receiver.http_endpoint(),
@@ -299,7 +312,12 @@ impl Agent {
             args.extend(["--pid".to_owned(), pid.to_string()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut agent = Self::start(args);
+        let mut agent = Self::start_with_env(args, env);
+        // The endpoint binds on its own task, which may run just after "agent ready".
+        agent.wait_line(
+            &format!("metrics on http://127.0.0.1:{metrics_port}/"),
+            Duration::from_secs(10),
+        );
         agent.metrics_port = Some(metrics_port);
         agent
     }
@@ -308,6 +326,29 @@ impl Agent {
     #[must_use]
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_port
+    }
+
+    /// The agent's `/metrics` text.
+    ///
+    /// # Panics
+    /// If the agent was not started by [`Agent::start_for`], or the endpoint does not answer 200.
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let port = self
+            .metrics_port
+            .expect("metrics(): start the agent with Agent::start_for");
+        crate::observe::scrape(port)
+    }
+
+    /// The value of the counter or gauge `name` on `/metrics`.
+    ///
+    /// # Panics
+    /// As [`Agent::metrics`], or if the agent does not export `name`.
+    #[must_use]
+    pub fn counter(&self, name: &str) -> u64 {
+        let text = self.metrics();
+        crate::observe::counter(&text, name)
+            .unwrap_or_else(|| panic!("the agent's /metrics has no {name}:\n{text}"))
     }
 
     #[must_use]
@@ -344,6 +385,12 @@ impl Agent {
     /// Whether the agent process has not exited (yet).
     pub fn is_running(&mut self) -> bool {
         matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL and wait: the agent gets no chance to clean up.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let _ = self.proc.child.kill();
+        self.proc.child.wait().ok()
     }
 
     /// SIGTERM and wait (the agent flushes queued spans first); returns its exit status.
@@ -446,24 +493,4 @@ where
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// The agent's Prometheus text from its metrics endpoint on `port`.
-///
-/// # Panics
-/// If the endpoint does not answer 200.
-#[must_use]
-pub fn scrape_metrics(port: u16) -> String {
-    let r = get(port, "/metrics", &[]);
-    assert_eq!(r.status, 200, "GET /metrics on 127.0.0.1:{port}");
-    r.text()
-}
-
-/// The value of the counter `name` in Prometheus text, or `None` if it is missing.
-#[must_use]
-pub fn metric_value(metrics: &str, name: &str) -> Option<u64> {
-    metrics.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }

@@ -156,20 +156,47 @@ impl Mesh {
         self.hops[0].sidecar.config.inbound
     }
 
-    /// Sends `GET path` (no trace context: the first sidecar starts the trace) to the entry port,
-    /// then waits until the store holds `expected` spans of its trace, and half a second more so
-    /// that extra spans would show. A unique `rid` query parameter (forwarded by every app) finds
-    /// the trace: the entry sidecar's SERVER span has it in `http.url`.
+    /// Sends `GET path` (no trace context: the first sidecar starts the trace) to the entry port
+    /// and waits until the store holds `expected` spans of its trace. A unique `rid` query
+    /// parameter (forwarded by every app) finds the trace: the entry sidecar's SERVER span has it
+    /// in `http.url`.
+    ///
+    /// Extra spans (a duplicate, a stray hop) must show too, without a fixed sleep: a second,
+    /// barrier request takes the same path once the first trace is complete, and its trace is
+    /// awaited as well. Every reporter sends its spans in the order it finished them (each
+    /// sidecar runs one worker thread with one Zipkin reporter flushing every span; the agent has
+    /// one exporter task draining one FIFO queue; rotel forwards in order), and each of them
+    /// handled the barrier after the first request, so once the barrier's trace is complete every
+    /// span of the first request has arrived.
     ///
     /// # Panics
-    /// If the trace does not complete within `timeout`, with every span received and the logs.
+    /// If a trace does not complete within `timeout`, with every span received and the logs.
     #[must_use]
     pub fn traced_get(&self, path: &str, expected: usize, timeout: Duration) -> Traced {
+        let deadline = Instant::now() + timeout;
+        let (response, rid, trace_id) = self.get_complete(path, expected, deadline);
+        let _barrier = self.get_complete(path, expected, deadline);
+        let spans = self.store.spans_of_trace(&trace_id);
+        Traced {
+            response,
+            rid,
+            trace_id,
+            spans,
+        }
+    }
+
+    /// One request as [`Self::traced_get`] describes, awaited until its trace has `expected`
+    /// spans: (response, rid, trace id).
+    fn get_complete(
+        &self,
+        path: &str,
+        expected: usize,
+        deadline: Instant,
+    ) -> (HttpResponse, String, String) {
         let rid = random_hex(8);
         let sep = if path.contains('?') { '&' } else { '?' };
         let response = get(self.entry_port(), &format!("{path}{sep}rid={rid}"), &[]);
         let entry = sidecar_name(self.hops[0].name);
-        let deadline = Instant::now() + timeout;
         let mut trace_id = None;
         loop {
             if trace_id.is_none() {
@@ -188,20 +215,13 @@ impl Mesh {
             if let Some(id) = &trace_id
                 && self.store.spans_of_trace(id).len() >= expected
             {
-                std::thread::sleep(Duration::from_millis(500));
-                let spans = self.store.spans_of_trace(id);
-                return Traced {
-                    response,
-                    rid,
-                    trace_id: id.clone(),
-                    spans,
-                };
+                return (response, rid, id.clone());
             }
             if Instant::now() >= deadline {
                 let got = trace_id.map(|id| self.store.spans_of_trace(&id));
                 panic!(
-                    "GET {path} (rid={rid}, answered {}): no complete trace of {expected} spans after \
-                     {timeout:?}; its spans: {}\nall spans received:\n{}\nagent output:\n{}",
+                    "GET {path} (rid={rid}, answered {}): no complete trace of {expected} spans in \
+                     time; its spans: {}\nall spans received:\n{}\nagent output:\n{}",
                     response.status,
                     got.map_or_else(|| "(trace not found)".to_owned(), |s| dump(&s)),
                     dump(&self.store.spans()),

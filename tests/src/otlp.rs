@@ -7,6 +7,11 @@
 //! The HTTP port also takes Zipkin v2 JSON (`POST /api/v2/spans`, see [`crate::zipkin`]), as the
 //! sidecars report, and answers `GET /api/traces/<trace id>` with the stored spans of one trace.
 //!
+//! For the fault tests ([`Receiver::start_with`]) it binds given ports (a collector that comes back
+//! on the same address), answers the first N export requests with a retryable failure (HTTP 503
+//! or 429, gRPC `UNAVAILABLE`), or accepts connections and never answers; it records the arrival
+//! time of every export request, failed ones included.
+//!
 //! The servers run on their own runtime in a dedicated thread: tests may block (wait for processes,
 //! talk raw TCP, sleep) without starving the receiver, whatever runtime flavour they use.
 //!
@@ -135,8 +140,36 @@ pub fn dump(spans: &[Span]) -> String {
     })
 }
 
+/// How the receiver answers export requests (see [`Receiver::start_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Stores every span and answers success.
+    #[default]
+    Accept,
+    /// Answers the first `count` export requests (both protocols together) with a retryable
+    /// failure: `http_status` over OTLP/HTTP (503 or 429), `UNAVAILABLE` over gRPC; then accepts.
+    FailFirst { count: usize, http_status: u16 },
+    /// Accepts TCP connections and never reads or answers on them: a hung collector.
+    Silent,
+}
+
+/// Where and how a [`Receiver`] listens: port 0 picks a free one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReceiverConfig {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub behaviour: Behaviour,
+}
+
 #[derive(Default)]
 struct Store {
+    behaviour: Behaviour,
+    /// When each OTLP export request arrived (answered or failed), in arrival order.
+    attempts: Vec<Instant>,
+    /// Export requests answered with a failure ([`Behaviour::FailFirst`]).
+    failed: usize,
+    /// Connections accepted and left unanswered ([`Behaviour::Silent`]).
+    silent_connections: usize,
     spans: Vec<Span>,
     /// Request bodies as they arrived (gRPC: length-prefixed message frames; HTTP: the protobuf
     /// body, after gzip if it was compressed).
@@ -246,7 +279,7 @@ impl Receiver {
     /// If the loopback ports cannot be bound.
     #[must_use]
     pub fn start_blocking() -> Self {
-        Self::start_with(None)
+        Self::start_with(ReceiverConfig::default())
     }
 
     /// Starts both servers over TLS (from synchronous code): `https://` endpoints.
@@ -255,10 +288,20 @@ impl Receiver {
     /// If the loopback ports cannot be bound or the certificates are not usable.
     #[must_use]
     pub fn start_tls_blocking(tls: &ReceiverTls) -> Self {
-        Self::start_with(Some(tls))
+        Self::start_on(ReceiverConfig::default(), Some(tls))
     }
 
-    fn start_with(tls: Option<&ReceiverTls>) -> Self {
+    /// Starts both servers on the ports of `config` (0: a free one), answering as its
+    /// behaviour says; from synchronous code.
+    ///
+    /// # Panics
+    /// If a port cannot be bound.
+    #[must_use]
+    pub fn start_with(config: ReceiverConfig) -> Self {
+        Self::start_on(config, None)
+    }
+
+    fn start_on(config: ReceiverConfig, tls: Option<&ReceiverTls>) -> Self {
         let acceptors = tls.map(|t| {
             (
                 TlsAcceptor::from(t.config(b"h2")),
@@ -267,6 +310,7 @@ impl Receiver {
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         let store = Shared::default();
+        lock(&store).behaviour = config.behaviour;
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_store = store.clone();
@@ -279,8 +323,13 @@ impl Receiver {
                     .build()
                     .expect("receiver runtime");
                 rt.block_on(async move {
-                    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-                    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+                    let bind = |port: u16| async move {
+                        TcpListener::bind(("127.0.0.1", port))
+                            .await
+                            .unwrap_or_else(|e| panic!("receiver: binding 127.0.0.1:{port}: {e}"))
+                    };
+                    let grpc = bind(config.grpc_port).await;
+                    let http = bind(config.http_port).await;
                     addr_tx
                         .send((grpc.local_addr().unwrap(), http.local_addr().unwrap()))
                         .unwrap();
@@ -320,6 +369,30 @@ impl Receiver {
     #[must_use]
     pub fn tls_errors(&self) -> Vec<String> {
         lock(&self.store).tls_errors.clone()
+    }
+
+    /// Port of the gRPC server.
+    #[must_use]
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port()
+    }
+
+    /// When each OTLP export request arrived, failed ones included, in arrival order.
+    #[must_use]
+    pub fn attempts(&self) -> Vec<Instant> {
+        lock(&self.store).attempts.clone()
+    }
+
+    /// Export requests answered with a failure so far ([`Behaviour::FailFirst`]).
+    #[must_use]
+    pub fn failed_count(&self) -> usize {
+        lock(&self.store).failed
+    }
+
+    /// Connections accepted and never answered so far ([`Behaviour::Silent`]).
+    #[must_use]
+    pub fn silent_connections(&self) -> usize {
+        lock(&self.store).silent_connections
     }
 
     /// Port of the HTTP server (OTLP/HTTP, Zipkin and the trace query), e.g. for an Envoy cluster.
@@ -421,10 +494,20 @@ async fn serve(listener: TcpListener, store: Shared, grpc: bool, tls: Option<Tls
         store: store.clone(),
     })
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    // Held, never read nor written, until the receiver stops.
+    let mut silent = Vec::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        {
+            let mut store = lock(&store);
+            if store.behaviour == Behaviour::Silent {
+                store.silent_connections += 1;
+                silent.push(stream);
+                continue;
+            }
+        }
         let store = store.clone();
         let trace_service = trace_service.clone();
         let tls = tls.clone();
@@ -478,6 +561,11 @@ async fn grpc_request(
             return Ok(status.into_http());
         }
     };
+    if attempt_fails(&store).is_some() {
+        return Ok(
+            tonic::Status::unavailable("receiver: failing on purpose (FailFirst)").into_http(),
+        );
+    }
     {
         let mut store = lock(&store);
         store.raw.push(bytes.to_vec());
@@ -486,6 +574,19 @@ async fn grpc_request(
     trace_service
         .call(Request::from_parts(parts, Full::new(bytes)))
         .await
+}
+
+/// Records an OTLP export request's arrival; `Some(http status)` if it is to be failed.
+fn attempt_fails(store: &Shared) -> Option<u16> {
+    let mut store = lock(store);
+    store.attempts.push(Instant::now());
+    match store.behaviour {
+        Behaviour::FailFirst { count, http_status } if store.failed < count => {
+            store.failed += 1;
+            Some(http_status)
+        }
+        _ => None,
+    }
 }
 
 fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
@@ -552,6 +653,10 @@ async fn http_request(
             );
         }
     };
+    if !zipkin && let Some(status) = attempt_fails(&store) {
+        let code = StatusCode::from_u16(status).expect("FailFirst http_status is a status code");
+        return text(code, "receiver: failing on purpose (FailFirst)");
+    }
     let headers = header_list(req.headers());
     let gzip = match req
         .headers()

@@ -1,14 +1,12 @@
 //! Root: the OTLP collector is unreachable. The agent must keep running, count the failed export
 //! attempts and, once the export timeout is spent, the spans it gave up on; and still shut down
-//! cleanly. (Restarting a collector on the same port is not covered: the test receiver binds
-//! ports of its own choosing.)
+//! cleanly. A collector that comes back on the same port after a long outage, one that never
+//! answers and one that answers with retryable failures are in `faults_export.rs`.
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::harness::{
-    Agent, Service, free_port, get, metric as counter, random_hex, root_test,
-    scrape_metrics as scrape,
-};
+use tracer_tests::harness::{Agent, Service, free_port, get, random_hex, root_test};
+use tracer_tests::observe::{counter, scrape};
 
 /// `OTEL_BSP_EXPORT_TIMEOUT` for the agent: a failed batch is retried for at most this long.
 const EXPORT_TIMEOUT_MS: u64 = 2000;

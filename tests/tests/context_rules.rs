@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 
 use context_cases::{CASES, Case, Decision, Outcome, request_head};
 use tracer_tests::expect::{of_pid, only};
+use tracer_tests::observe;
 use tracer_tests::harness::{
-    Agent, HttpConn, Lang, Receiver, Span, free_port, metric_value, root_test, scrape_metrics,
+    Agent, HttpConn, Lang, Receiver, Span, free_port, root_test,
 };
 use tracer_tests::{check, check_eq};
 
@@ -148,8 +149,8 @@ fn run(mode: &str, rows: &[Row]) -> Vec<(Row, Hops)> {
     let want = HOPS * hidden as u64;
     let deadline = Instant::now() + WAIT;
     let text = loop {
-        let text = scrape_metrics(metrics);
-        let n = metric_value(&text, "tracer_spans_unsampled_total").unwrap_or(0);
+        let text = observe::scrape(metrics);
+        let n = observe::counter(&text, "tracer_spans_unsampled_total").unwrap_or(0);
         if n >= want || Instant::now() >= deadline {
             break text;
         }
@@ -157,7 +158,7 @@ fn run(mode: &str, rows: &[Row]) -> Vec<(Row, Hops)> {
     };
     check_eq!(
         &spans,
-        metric_value(&text, "tracer_spans_unsampled_total"),
+        observe::counter(&text, "tracer_spans_unsampled_total"),
         Some(want),
         "{mode}: {hidden} not-sampled rows, {HOPS} exchanges each, counted as unsampled"
     );

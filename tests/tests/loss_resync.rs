@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use tracer_tests::harness::{Agent, HttpConn, Receiver, Service, free_port, random_hex, root_test};
-use tracer_tests::metrics::{sample, scrape};
+use tracer_tests::observe::{counter as sample, scrape};
 
 /// Requests per burst: about 4 MiB of events, four times the ring buffer.
 const BURST: usize = 5000;

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use tracer_tests::{
-    harness::{Agent, Service, free_port, get, metric, random_hex, root_test, scrape_metrics},
+    harness::{Agent, Service, free_port, get, random_hex, root_test},
+    observe::{counter, scrape},
     otlp::{Receiver, ReceiverTls, TestPki},
 };
 
@@ -163,8 +164,8 @@ fn wait_failed(t: &mut Traced) -> u64 {
             "a refused handshake must not stop the agent; output:\n{}",
             t.agent.output()
         );
-        let text = scrape_metrics(t.metrics_port);
-        if let Some(n) = metric(&text, FAILED).filter(|n| *n > 0) {
+        let text = scrape(t.metrics_port);
+        if let Some(n) = counter(&text, FAILED).filter(|n| *n > 0) {
             return n;
         }
         assert!(

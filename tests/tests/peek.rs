@@ -9,7 +9,7 @@ use std::{
 };
 
 use tracer_tests::harness::{Agent, HttpConn, Receiver, Service, free_port, random_hex, root_test};
-use tracer_tests::metrics::counter;
+use tracer_tests::observe::{counter, scrape};
 
 #[test]
 fn peeked_bytes_are_not_captured_twice() {
@@ -61,7 +61,7 @@ fn peeked_bytes_are_not_captured_twice() {
     drop(raw);
     let deadline = Instant::now() + Duration::from_secs(20);
     let malformed = loop {
-        let v = counter(metrics_port, "tracer_http_malformed_heads_total").unwrap_or(0);
+        let v = counter(&scrape(metrics_port), "tracer_http_malformed_heads_total").unwrap_or(0);
         if v > 0 || Instant::now() >= deadline {
             break v;
         }

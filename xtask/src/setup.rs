@@ -68,6 +68,8 @@ pub fn setup() -> Result<()> {
         "systemd".to_owned(),
         // libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
         "g++".to_owned(),
+        // `bpftool prog/link show` proves an agent leaves no program behind (tests/faults_*.rs).
+        "bpftool".to_owned(),
     ];
     step(&format!("apt packages: {}", native.join(" ")), |s| {
         apt.ensure(s, &native, None)

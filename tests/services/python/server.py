@@ -3,6 +3,9 @@
 Usage: python3 server.py [PORT]   (else env PORT); env DOWNSTREAM = base URL used by /call/<path>.
 HTTP/1.1 with Content-Length on every non-chunked response, so clients can keep connections alive.
 Like a mesh app, /call forwards the incoming B3/W3C headers unchanged to the downstream request.
+/callkept does the same on one kept-alive downstream connection, shared by all its requests,
+and names that connection's local port in `x-downstream-port`; it never reconnects, so a
+connection the tracer broke shows as a 502.
 """
 
 import hashlib
@@ -11,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +28,7 @@ FORWARD = os.environ.get("FORWARD", "context")
 # PEEK=N: look at the first N bytes of each connection (MSG_PEEK) before reading them, as a
 # proxy's protocol detection does.
 PEEK = int(os.environ.get("PEEK", "0"))
+KEPT = {"conn": None, "lock": threading.Lock()}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -66,6 +71,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/headers":
             # What the caller (e.g. a sidecar) sent, as JSON with lowercase names.
             self.reply(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
+        elif path == "/header-list":
+            # Every header line in order, repeated names included: [[name, value], ...].
+            self.reply(200, json.dumps([[k.lower(), v] for k, v in self.headers.items()]).encode())
         elif path.startswith("/status/"):
             try:
                 code = int(path[len("/status/"):])
@@ -88,6 +96,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, b"cookie set\n", [("Set-Cookie", "id=s3cr3t-set-cookie")])
         elif path.startswith("/call/"):
             self.call(self.path[len("/call/"):])
+        elif path.startswith("/callkept/"):
+            self.call_kept(self.path[len("/callkept/"):])
         else:
             self.reply(404, b"not found\n")
 
@@ -120,6 +130,31 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(502, str(e).encode() + b"\n")
             return
         self.reply(resp.status, body)
+
+
+    def call_kept(self, rest):
+        if not DOWNSTREAM:
+            self.reply(500, b"DOWNSTREAM not set\n")
+            return
+        url = urllib.parse.urlsplit(DOWNSTREAM.rstrip("/") + "/" + rest)
+        headers = {h: self.headers[h] for h in PROPAGATED if self.headers.get(h) is not None}
+        with KEPT["lock"]:
+            try:
+                if KEPT["conn"] is None:
+                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
+                    conn.connect()
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn.auto_open = 0  # never reconnect behind the caller's back
+                    KEPT["conn"] = conn
+                conn = KEPT["conn"]
+                port = conn.sock.getsockname()[1] if conn.sock else 0
+                conn.request("GET", url.path + ("?" + url.query if url.query else ""), headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self.reply(502, str(e).encode() + b"\n")
+                return
+        self.reply(resp.status, body, [("x-downstream-port", str(port))])
 
 
 class Server(ThreadingHTTPServer):

@@ -53,17 +53,19 @@ impl ProcessCache {
         let now = Instant::now();
         let generation = self.pods.as_ref().map(|p| p.generation());
         if let Some(entry) = self.entries.get_mut(&pid) {
+            // A process waiting for its pod is rebuilt as soon as the store changed: the pod may
+            // be known now (the same process, so the start-time check below must not keep it).
             let pod_news = entry.awaiting_pod.is_some() && entry.awaiting_pod != generation;
-            if pod_news {
-                // Fall through and rebuild: the pod may be known now.
-            } else if now.duration_since(entry.checked) < REVALIDATE {
-                return entry.resource.clone();
-            }
-            let start = start_time(&self.proc_root, pid);
-            // A vanished process keeps its last resource: its last spans still need one.
-            if start.is_none() || start == entry.start_time {
-                entry.checked = now;
-                return entry.resource.clone();
+            if !pod_news {
+                if now.duration_since(entry.checked) < REVALIDATE {
+                    return entry.resource.clone();
+                }
+                let start = start_time(&self.proc_root, pid);
+                // A vanished process keeps its last resource: its last spans still need one.
+                if start.is_none() || start == entry.start_time {
+                    entry.checked = now;
+                    return entry.resource.clone();
+                }
             }
         }
         if self.entries.len() >= MAX_ENTRIES {
