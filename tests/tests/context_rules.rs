@@ -28,10 +28,8 @@ use std::time::{Duration, Instant};
 
 use context_cases::{CASES, Case, Decision, Outcome, request_head};
 use tracer_tests::expect::{of_pid, only};
+use tracer_tests::harness::{Agent, HttpConn, Lang, Receiver, Span, free_port, root_test};
 use tracer_tests::observe;
-use tracer_tests::harness::{
-    Agent, HttpConn, Lang, Receiver, Span, free_port, root_test,
-};
 use tracer_tests::{check, check_eq};
 
 const WAIT: Duration = Duration::from_secs(30);

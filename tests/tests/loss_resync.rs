@@ -92,6 +92,41 @@ fn wait_drained(port: u16) {
     }
 }
 
+/// One round's burst, on `conn`, while the agent is stopped.
+fn burst(conn: &mut HttpConn, round: usize) {
+    let (method, path, headers, body) = burst_shape(round);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for i in 0..BURST {
+        let r = conn.request(method, path, &headers, body.as_deref());
+        assert_eq!(
+            r.status, 200,
+            "round {round}: burst request {i} {method} {path}"
+        );
+    }
+}
+
+/// A request for status `code` with its own sampled B3 context, timed by the client.
+fn send_distinct(conn: &mut HttpConn, code: i64) -> Sent {
+    let (t, s) = (random_hex(16), random_hex(8));
+    let path = format!("/status/{code}");
+    let headers = [
+        ("x-b3-traceid", t.as_str()),
+        ("x-b3-spanid", s.as_str()),
+        ("x-b3-sampled", "1"),
+    ];
+    let started = Instant::now();
+    let r = conn.request("GET", &path, &headers, None);
+    let rtt = started.elapsed();
+    assert_eq!(r.status, u16::try_from(code).unwrap(), "{path}");
+    Sent {
+        trace_id: t,
+        parent: s,
+        path,
+        status: code,
+        rtt,
+    }
+}
+
 #[test]
 fn pairs_after_kernel_losses_on_one_keep_alive_connection_are_exact() {
     let _serial = root_test();
@@ -127,38 +162,12 @@ fn pairs_after_kernel_losses_on_one_keep_alive_connection_are_exact() {
 
     for round in 0..4 {
         signal(agent.pid(), libc::SIGSTOP);
-        let (method, path, headers, body) = burst_shape(round);
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        for i in 0..BURST {
-            let r = conn.request(method, path, &headers, body.as_deref());
-            assert_eq!(
-                r.status, 200,
-                "round {round}: burst request {i} {method} {path}"
-            );
-        }
+        burst(&mut conn, round);
         signal(agent.pid(), libc::SIGCONT);
         wait_drained(metrics_port);
-
         for _ in 0..AFTER {
             code += 1;
-            let (t, s) = (random_hex(16), random_hex(8));
-            let path = format!("/status/{code}");
-            let headers = [
-                ("x-b3-traceid", t.as_str()),
-                ("x-b3-spanid", s.as_str()),
-                ("x-b3-sampled", "1"),
-            ];
-            let started = Instant::now();
-            let r = conn.request("GET", &path, &headers, None);
-            let rtt = started.elapsed();
-            assert_eq!(r.status, u16::try_from(code).unwrap(), "{path}");
-            checked.push(Sent {
-                trace_id: t.clone(),
-                parent: s,
-                path,
-                status: code,
-                rtt,
-            });
+            checked.push(send_distinct(&mut conn, code));
         }
     }
     assert!(agent.is_running(), "agent output:\n{}", agent.output());

@@ -240,6 +240,7 @@ fn assemble(role: Role, parts: &[(bool, Vec<u8>, Vec<usize>)]) -> Vec<Seen> {
             conn.feed(
                 dir,
                 7,
+                None,
                 &chunk,
                 &mut Report {
                     sink: &mut sink,
