@@ -145,7 +145,7 @@ fn record_seeds() -> Vec<(&'static str, Vec<u8>)> {
         captured_len: REQ_B3.len() as u32,
         tail_len: 4,
         owner: 0,
-        pad: 0,
+        seq: 0,
         tail: *b"............\r\n\r\n",
         tuple,
         server_span: [0; 8],
