@@ -74,7 +74,8 @@ struct Summary {
     secs: f64,
     status: Status,
     peak_rss_mb: u64,
-    crashed: bool,
+    /// The crashing input, if the target crashed.
+    artifact: Option<String>,
 }
 
 pub fn fuzz(opts: &Options) -> Result<()> {
@@ -89,23 +90,18 @@ pub fn fuzz(opts: &Options) -> Result<()> {
     for target in targets {
         summaries.push(run(target, opts)?);
         // Stop at the first crash: its input is what matters now.
-        if summaries.last().is_some_and(|s| s.crashed) {
+        if summaries.last().is_some_and(|s| s.artifact.is_some()) {
             break;
         }
     }
     print!("{}", table(&summaries));
-    let crashed: Vec<_> = summaries
-        .iter()
-        .filter(|s| s.crashed)
-        .map(|s| s.target)
-        .collect();
-    if !crashed.is_empty() {
+    if let Some(s) = summaries.iter().find(|s| s.artifact.is_some()) {
         bail!(
-            "fuzz target {} crashed: the input is in target/fuzz/artifacts/{}/ and the output in \
-             target/fuzz/logs/; reproduce with `cd fuzz && cargo fuzz run --sanitizer none -O -a \
-             --target-dir ../target/fuzz/build TARGET ARTIFACT`",
-            crashed.join(", "),
-            crashed[0]
+            "fuzz target {} crashed (output in target/fuzz/logs/{}.log); reproduce with `{} {}`",
+            s.target,
+            s.target,
+            binary(s.target, opts.asan).display(),
+            s.artifact.as_deref().unwrap_or_default(),
         );
     }
     Ok(())
@@ -223,8 +219,7 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
     if let Some(runs) = final_runs {
         status.runs = runs;
     }
-    let crashed = artifact.is_some();
-    if exit != 0 && !crashed {
+    if exit != 0 && artifact.is_none() {
         for l in &last {
             println!("[fuzz] {target}: {l}");
         }
@@ -247,7 +242,7 @@ fn run(target: &'static str, opts: &Options) -> Result<Summary> {
         secs,
         status,
         peak_rss_mb,
-        crashed,
+        artifact,
     })
 }
 
@@ -455,7 +450,7 @@ fn table(summaries: &[Summary]) -> String {
             s.status.cov,
             s.status.ft,
             s.peak_rss_mb,
-            u8::from(s.crashed),
+            u8::from(s.artifact.is_some()),
         );
     }
     out
