@@ -19,7 +19,7 @@ use tracer_tests::kube_api::{FakeApi, kubeconfig, pod};
 const NODE: &str = "faults-node";
 const WAIT: Duration = Duration::from_secs(30);
 /// How long the API server stays away.
-const OUTAGE: Duration = Duration::from_secs(8);
+const OUTAGE: Duration = Duration::from_secs(4);
 
 /// A service moved into a cgroup v2 directory `tracer-faults-<rand>/cri-containerd-<id>.scope`,
 /// as containerd lays out a container; on drop the service is stopped, then the cgroup removed.
