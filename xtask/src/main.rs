@@ -128,6 +128,9 @@ enum Verb {
     ///
     /// Example: sudo -E cargo xtask soak --short 100000
     Soak(bench::soak::Options),
+    /// Internal: one helper process of `soak` holding its share of a phase's connections.
+    #[command(hide = true)]
+    SoakHold(bench::soak::HoldOptions),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Verb::VmTest(opts) => vmtest::vm_test(&opts),
         Verb::Bench(opts) => bench::bench(&opts),
         Verb::Soak(opts) => bench::soak::soak(&opts),
+        Verb::SoakHold(opts) => bench::soak::hold(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.
