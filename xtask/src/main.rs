@@ -142,6 +142,9 @@ enum Verb {
     ///
     /// Example: cargo xtask fuzz records context --time 600
     Fuzz(fuzz::Options),
+    /// Internal: one helper process of `soak` holding its share of a phase's connections.
+    #[command(hide = true)]
+    SoakHold(bench::soak::HoldOptions),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Verb::Bench(opts) => bench::bench(&opts),
         Verb::Soak(opts) => bench::soak::soak(&opts),
         Verb::Fuzz(opts) => fuzz::fuzz(&opts),
+        Verb::SoakHold(opts) => bench::soak::hold(&opts),
     };
     // Printed by hand rather than by returning the error from main: with RUST_BACKTRACE=1 (set
     // on these machines) anyhow would add a long backtrace that buries the hint on what to do.

@@ -1,13 +1,17 @@
 //! `cargo xtask soak`: the agent under hostile traffic patterns on loopback, bounded in time,
 //! with its memory watched throughout.
 //!
-//! One Go "hello" service traced by one agent (release build, default settings, exporting to the
+//! Go "hello" services traced by one agent (release build, default settings, exporting to the
 //! bench's counting OTLP receiver). Four phases, the connections of the second held open
 //! through the third and fourth so that the table is at its fullest at the end:
 //! 1. short connections: a new connection per request, back to back from several workers;
 //! 2. idle keep-alive connections: each sends one request, then stays open and silent;
 //! 3. drip-fed heads: each connection sends a request line, then one header byte per second;
 //! 4. pipelined bursts: a thousand requests written at once on a connection, then read back.
+//!
+//! A process may hold 20,000 descriptors here (the hard limit, which root cannot raise without
+//! `CAP_SYS_RESOURCE`), so the held connections are spread over [`SERVICES`] services and as many
+//! helper processes (`cargo xtask soak-hold`, the same binary), each holding its share.
 //!
 //! The agent's resident set (`VmRSS`) is sampled every 100 ms; the soak fails if the agent dies,
 //! if its peak passes the ceiling, or if a request is neither exported as a span nor counted by
@@ -64,25 +68,105 @@ const WORKERS: usize = 16;
 /// Loopback source addresses the held connections are spread over: one address has about
 /// 28,000 ephemeral ports.
 const SOURCES: u8 = 8;
+/// Go services the connections are spread over (and helper processes per held phase).
+const SERVICES: usize = 4;
+
+/// What one `soak-hold` helper process does: open its share of a held phase's connections to
+/// one service, say so on stdout, and keep them until it is terminated.
+#[derive(clap::Args)]
+pub struct HoldOptions {
+    /// The service's port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// Idle keep-alive connections (one request each), or with `--drip-secs`, drip-feeding ones.
+    #[arg(long)]
+    count: usize,
+    /// Drip one header byte per connection per second for this long instead.
+    #[arg(long)]
+    drip_secs: Option<u64>,
+    /// The run tag for the requests' trace ids.
+    #[arg(long, default_value_t = 0)]
+    tag: u32,
+    /// The number of this helper's first request (trace ids stay distinct across helpers).
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+}
+
+/// `cargo xtask soak-hold`: one helper of a held phase. Prints `held N` once its connections are
+/// open (and, when dripping, once the drip is over), then waits to be terminated.
+pub fn hold(opts: &HoldOptions) -> Result<()> {
+    idle::raise_nofile(opts.count + 256)?;
+    let conns = match opts.drip_secs {
+        None => keep_alive_idle(opts.port, opts.tag, opts.first, opts.count)?,
+        Some(secs) => drip(opts.port, opts.count, secs)?,
+    };
+    println!("held {}", conns.len());
+    loop {
+        thread::park();
+    }
+}
+
+/// Helper processes holding a phase's connections, one per service; terminated on drop.
+struct Holders(Vec<procs::Proc>);
+
+impl Holders {
+    /// Starts one helper per service port with its share of `total`, and waits until each holds
+    /// its connections (`timeout` each).
+    fn start(
+        ports: &[u16],
+        total: usize,
+        drip_secs: Option<u64>,
+        tag: u32,
+        log: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+        let share = total.div_ceil(ports.len());
+        let mut procs = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let count = share.min(total - (share * i).min(total));
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(["soak-hold", "--port", &port.to_string()])
+                .args(["--count", &count.to_string()])
+                .args(["--tag", &tag.to_string()])
+                .args(["--first", &((1u64 << 31) + (share * i) as u64).to_string()]);
+            if let Some(secs) = drip_secs {
+                cmd.args(["--drip-secs", &secs.to_string()]);
+            }
+            procs.push(procs::Proc::spawn(
+                cmd,
+                &format!("soak helper {i} (port {port})"),
+                log,
+            )?);
+        }
+        for p in &mut procs {
+            p.wait_line("held ", timeout)?;
+        }
+        Ok(Self(procs))
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.terminate(Duration::from_secs(5));
+        }
+    }
+}
 
 pub fn soak(opts: &Options) -> Result<()> {
     util::require_root("the soak loads the agent's eBPF programs; run `sudo -E cargo xtask soak`")?;
     let started = Instant::now();
-    setup::setup()?;
-    idle::raise_nofile(opts.idle + opts.drip + 16 * 1024)?;
-    let out = util::target_dir().join("soak");
-    let agent_bin = super::build_agent(&out, false)?;
-    let logs = out.join("logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    procs::catch_ctrl_c();
+    let (agent_bin, logs) = prepare()?;
 
     let receiver = Receiver::start()?;
-    let port = procs::free_port()?;
-    let mut service = Target::Go.start(port, &logs.join("service.log"))?;
+    let services = start_services(&logs)?;
+    let ports: Vec<u16> = services.iter().map(|(p, _)| *p).collect();
+    let pids: Vec<u32> = services.iter().map(|(_, s)| s.pid()).collect();
+    let port = ports[0];
     let mut agent = Agent::start(
         &agent_bin,
-        &[service.pid()],
+        &pids,
         &receiver.endpoint(),
         &logs.join("agent.log"),
         &[],
@@ -91,13 +175,13 @@ pub fn soak(opts: &Options) -> Result<()> {
     let tag = procs::random_u32()?;
     let mut report = Vec::new();
     println!(
-        "[soak] agent pid {} traces the Go service on port {port}; RSS at start {} MiB",
+        "[soak] agent pid {} traces {SERVICES} Go services (ports {ports:?}); RSS at start {} MiB",
         agent.pid(),
         rss.now_mib()
     );
 
     let t = Instant::now();
-    let short = short_connections(port, tag, opts.short)?;
+    let short = short_connections(&ports, tag, opts.short)?;
     report.push(rss.phase(
         &format!("{short} short connections, one request each"),
         t,
@@ -106,17 +190,39 @@ pub fn soak(opts: &Options) -> Result<()> {
     agent.check_running()?;
 
     let t = Instant::now();
-    let held = keep_alive_idle(port, tag, opts.idle)?;
-    thread::sleep(Duration::from_secs(5));
+    println!(
+        "[soak] phase 2: {} idle keep-alive connections (one request each, then silent), from \
+         {SERVICES} helper processes",
+        opts.idle
+    );
+    let held = Holders::start(
+        &ports,
+        opts.idle,
+        None,
+        tag,
+        &logs.join("helpers.log"),
+        Duration::from_mins(5),
+    )?;
     report.push(rss.phase(
-        &format!("{} idle keep-alive connections held", held.len()),
+        &format!("{} idle keep-alive connections held", opts.idle),
         t,
         &agent,
     ));
     agent.check_running()?;
 
     let t = Instant::now();
-    let drips = drip(port, opts.drip, opts.drip_secs)?;
+    println!(
+        "[soak] phase 3: {} connections drip-feed a header, one byte per second, {} s",
+        opts.drip, opts.drip_secs
+    );
+    let drips = Holders::start(
+        &ports,
+        opts.drip,
+        Some(opts.drip_secs),
+        tag,
+        &logs.join("helpers.log"),
+        Duration::from_secs(opts.drip_secs + 300),
+    )?;
     report.push(rss.phase(
         &format!(
             "{} connections drip-feeding a head byte per second for {} s",
@@ -144,7 +250,9 @@ pub fn soak(opts: &Options) -> Result<()> {
     let metrics = agent.metrics()?;
     agent.check_running()?;
     agent.stop()?;
-    service.terminate(Duration::from_secs(5))?;
+    for (_, mut s) in services {
+        s.terminate(Duration::from_secs(5))?;
+    }
     receiver.check()?;
 
     let sent = short + opts.idle as u64 + pipelined;
@@ -156,6 +264,30 @@ pub fn soak(opts: &Options) -> Result<()> {
         logs.join("agent.log").display()
     );
     check(&metrics, sent, exported, rss.peak_mib(), opts.ceiling_mib)
+}
+
+/// Setup, the release agent, fresh logs: (agent binary, log directory).
+fn prepare() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    setup::setup()?;
+    // Within the hard limit: the held connections live in helper processes.
+    idle::raise_nofile(4096)?;
+    let out = util::target_dir().join("soak");
+    let agent_bin = super::build_agent(&out, false)?;
+    let logs = out.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    procs::catch_ctrl_c();
+    Ok((agent_bin, logs))
+}
+
+/// [`SERVICES`] Go services on free ports: (port, process).
+fn start_services(logs: &std::path::Path) -> Result<Vec<(u16, procs::Proc)>> {
+    (0..SERVICES)
+        .map(|_| {
+            let port = procs::free_port()?;
+            Ok((port, Target::Go.start(port, &logs.join("services.log"))?))
+        })
+        .collect()
 }
 
 /// Fails the soak if a request is unaccounted for or the agent grew past the ceiling.
@@ -341,8 +473,8 @@ fn request(tag: u32, n: u64, close: bool) -> String {
     )
 }
 
-/// Phase 1: `total` connections, one request each, from `WORKERS` threads.
-fn short_connections(port: u16, tag: u32, total: u64) -> Result<u64> {
+/// Phase 1: `total` connections, one request each, from `WORKERS` threads, spread over `ports`.
+fn short_connections(ports: &[u16], tag: u32, total: u64) -> Result<u64> {
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let started = Instant::now();
@@ -357,6 +489,7 @@ fn short_connections(port: u16, tag: u32, total: u64) -> Result<u64> {
                         if n >= total || procs::interrupted() {
                             return Ok(());
                         }
+                        let port = ports[usize::try_from(n).unwrap_or(0) % ports.len()];
                         let mut s = TcpStream::connect(("127.0.0.1", port))
                             .with_context(|| format!("short connection {n}"))?;
                         s.write_all(request(tag, n, true).as_bytes())?;
@@ -458,15 +591,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Phase 2: `n` keep-alive connections that each send one request and then stay silent.
-fn keep_alive_idle(port: u16, tag: u32, n: usize) -> Result<Vec<TcpStream>> {
-    println!("[soak] phase 2: {n} idle keep-alive connections (one request each, then silent)");
+fn keep_alive_idle(port: u16, tag: u32, first: u64, n: usize) -> Result<Vec<TcpStream>> {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         if i % 1000 == 0 {
             procs::check_interrupt()?;
         }
         let mut s = connect_from(i, port)?;
-        s.write_all(request(tag, (1 << 31) + i as u64, false).as_bytes())?;
+        s.write_all(request(tag, first + i as u64, false).as_bytes())?;
         read_response(&mut s)?;
         held.push(s);
     }
@@ -476,7 +608,6 @@ fn keep_alive_idle(port: u16, tag: u32, n: usize) -> Result<Vec<TcpStream>> {
 /// Phase 3: `n` connections send a request line, then a header byte each per second for
 /// `secs` seconds; the heads never end. Returned open; closed by the caller.
 fn drip(port: u16, n: usize, secs: u64) -> Result<Vec<TcpStream>> {
-    println!("[soak] phase 3: {n} connections drip-feed a header, one byte per second, {secs} s");
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = connect_from(i + 7, port)?;
