@@ -185,9 +185,8 @@ pub fn soak(opts: &Options) -> Result<()> {
     report.push(rss.phase(
         &format!("{short} short connections, one request each"),
         t,
-        &agent,
-    ));
-    agent.check_running()?;
+        &mut agent,
+    )?);
 
     let t = Instant::now();
     println!(
@@ -206,9 +205,8 @@ pub fn soak(opts: &Options) -> Result<()> {
     report.push(rss.phase(
         &format!("{} idle keep-alive connections held", opts.idle),
         t,
-        &agent,
-    ));
-    agent.check_running()?;
+        &mut agent,
+    )?);
 
     let t = Instant::now();
     println!(
@@ -229,24 +227,22 @@ pub fn soak(opts: &Options) -> Result<()> {
             opts.drip, opts.drip_secs
         ),
         t,
-        &agent,
-    ));
-    agent.check_running()?;
+        &mut agent,
+    )?);
 
     let t = Instant::now();
     let pipelined = pipelined(port, tag, opts.bursts)?;
     report.push(rss.phase(
         &format!("{} pipelined bursts of {BURST} requests", opts.bursts),
         t,
-        &agent,
-    ));
-    agent.check_running()?;
+        &mut agent,
+    )?);
 
     let t = Instant::now();
     drop(drips);
     drop(held);
     let settled = wait_settled(&agent)?;
-    report.push(rss.phase("everything closed, table empty again", t, &agent));
+    report.push(rss.phase("everything closed, table empty again", t, &mut agent)?);
     let metrics = agent.metrics()?;
     agent.check_running()?;
     agent.stop()?;
@@ -434,8 +430,10 @@ impl RssWatch {
         self.peak.load(Relaxed).div_ceil(1024)
     }
 
-    /// Ends a phase: its figures, with the connections `agent` tracks now.
-    fn phase(&self, label: &str, started: Instant, agent: &Agent) -> Phase {
+    /// Ends a phase: its figures, with the connections `agent` tracks now; fails if the agent
+    /// is gone.
+    fn phase(&self, label: &str, started: Instant, agent: &mut Agent) -> Result<Phase> {
+        agent.check_running()?;
         let conns = agent
             .metrics()
             .ok()
@@ -452,7 +450,7 @@ impl RssWatch {
             "[soak] {label}: {:.0} s, agent RSS peak {} MiB, now {} MiB",
             p.secs, p.peak_mib, p.end_mib
         );
-        p
+        Ok(p)
     }
 }
 
