@@ -72,7 +72,9 @@ pub struct Conn<S: ExchangeSink> {
     /// Requests whose final response head has not arrived, oldest first: whether it is a HEAD
     /// request, and when it started. In step with the `exchanges` that have no response.
     awaiting: VecDeque<Awaiting>,
-    exchanges: VecDeque<Exchange<S::Started>>,
+    /// Boxed: a deque keeps its capacity (four slots at least once used), and an idle
+    /// keep-alive connection must not keep four exchanges' worth of memory (3 KiB) for its life.
+    exchanges: VecDeque<Box<Exchange<S::Started>>>,
     /// An interim (1xx) response head was seen; its end is not a real response end.
     interim: bool,
     /// Kernel time of the last activity.
@@ -336,7 +338,7 @@ impl<S: ExchangeSink> Conn<S> {
                 to.stats.abandoned_requests += 1;
                 self.awaiting.pop_front();
             }
-            to.sink.finish(x, end);
+            to.sink.finish(*x, end);
         }
         self.resync.set(!self.awaiting.is_empty());
     }
@@ -358,7 +360,7 @@ impl<S: ExchangeSink> Conn<S> {
             if x.response.is_none() {
                 to.stats.abandoned_requests += 1;
             }
-            to.sink.finish(x, head.start_ns);
+            to.sink.finish(*x, head.start_ns);
         }
         self.exchanges[0].response = Some(head);
     }
@@ -396,7 +398,7 @@ impl<S: ExchangeSink> Conn<S> {
                     }
                     if self.exchanges.front().is_some_and(|x| x.response.is_some()) {
                         let x = self.exchanges.pop_front().expect("front exists");
-                        to.sink.finish(x, end_ns);
+                        to.sink.finish(*x, end_ns);
                     }
                 }
             }
@@ -426,14 +428,14 @@ impl<S: ExchangeSink> Conn<S> {
         }
         let role = self.role.unwrap_or(Role::Server);
         let started = to.sink.request(role, self.pid, tid, &head);
-        self.exchanges.push_back(Exchange {
+        self.exchanges.push_back(Box::new(Exchange {
             role,
             pid: self.pid,
             request: head,
             response: None,
             peer: self.peer,
             started,
-        });
+        }));
     }
 
     /// Flushes everything: messages cut by the close end at the last byte seen, requests
@@ -450,7 +452,7 @@ impl<S: ExchangeSink> Conn<S> {
         }
         let last = self.last_ns;
         for x in self.exchanges.drain(..) {
-            to.sink.finish(x, last);
+            to.sink.finish(*x, last);
         }
         for s in [self.ingress.stats, self.egress.stats] {
             to.stats.streams.skipped_bytes += s.skipped_bytes;
