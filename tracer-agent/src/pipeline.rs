@@ -60,6 +60,8 @@ pub struct Pipeline {
     pods: Option<Arc<PodStore>>,
     idle_timeout: Duration,
     stats_interval: Option<Duration>,
+    /// The most connections tracked since memory was last handed back to the system.
+    conns_high: usize,
 }
 
 impl Pipeline {
@@ -89,6 +91,7 @@ impl Pipeline {
             pods,
             idle_timeout: cfg.idle_timeout,
             stats_interval: cfg.stats_interval,
+            conns_high: 0,
         }
     }
 
@@ -169,6 +172,18 @@ impl Pipeline {
         self.outputs.emit(&mut self.sink.spans);
     }
 
+    /// Once the table has shrunk to half of its size since the last time (and that size was
+    /// worth it), hands the freed heap back to the system: the allocator keeps freed memory for
+    /// reuse, so after a flood of connections the resident set would otherwise stay at its peak.
+    fn give_back_memory(&mut self) {
+        let len = self.table.len();
+        self.conns_high = self.conns_high.max(len);
+        if self.conns_high >= TRIM_AFTER_CONNS && len <= self.conns_high / 2 {
+            release_free_heap();
+            self.conns_high = len;
+        }
+    }
+
     fn housekeeping(&mut self) {
         self.sink.clock = Clock::now();
         let idle_before = Clock::monotonic_ns()
@@ -176,6 +191,7 @@ impl Pipeline {
         self.table.sweep(idle_before, &mut self.sink);
         self.table.sweep_exited(process_alive, &mut self.sink);
         self.flush_spans();
+        self.give_back_memory();
         for i in 0..counter::COUNT {
             if let Ok(values) = self.counters.get(&i, 0) {
                 self.metrics.kernel[i as usize].store(values.iter().sum(), Relaxed);
@@ -298,6 +314,18 @@ fn loggable_start(payload: &[u8]) -> String {
         .flat_map(|b| std::ascii::escape_default(*b))
         .map(char::from)
         .collect()
+}
+
+/// Connections the table must have held before its shrinking is worth a heap trim.
+const TRIM_AFTER_CONNS: usize = 4096;
+
+/// Returns the heap's free pages to the system (glibc keeps them otherwise).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Whether process `pid` (of the host's pid namespace, as the kernel reports it) still runs.
