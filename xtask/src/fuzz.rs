@@ -38,7 +38,7 @@ pub const CI_SECONDS: u64 = 15;
 /// Targets whose input is an HTTP head or stream: they get the HTTP dictionary.
 const HTTP_TARGETS: [&str; 2] = ["http1_assembly", "head_scanner"];
 /// libFuzzer's memory limit per process: the targets' state is bounded, so more is a leak
-/// (their peak is about 30 MB; with AddressSanitizer's shadow memory and quarantine about 500).
+/// (their peak is about 30 MB; with the sanitizer's shadow memory and quarantine about 500).
 const RSS_LIMIT_MB: u32 = 1024;
 const RSS_LIMIT_MB_ASAN: u32 = 2048;
 /// An input that takes longer than this is reported as a hang.
