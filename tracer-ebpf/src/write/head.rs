@@ -380,6 +380,11 @@ pub struct HeadCtx {
     /// (`b3: 0`, a lone `x-b3-sampled`).
     pub trace: TraceCtx,
     /// The sender's span id (the parent of this request's SERVER span); 0 with a decision only.
+    /// The programs need only its validity; the host tests compare it with the agent's.
+    #[cfg_attr(
+        target_arch = "bpf",
+        expect(dead_code, reason = "read by the host tests only")
+    )]
     pub parent: u64,
 }
 
