@@ -162,11 +162,10 @@ pub fn soak(opts: &Options) -> Result<()> {
     let receiver = Receiver::start()?;
     let services = start_services(&logs)?;
     let ports: Vec<u16> = services.iter().map(|(p, _)| *p).collect();
-    let pids: Vec<u32> = services.iter().map(|(_, s)| s.pid()).collect();
     let port = ports[0];
     let mut agent = Agent::start(
         &agent_bin,
-        &pids,
+        &services.iter().map(|(_, s)| s.pid()).collect::<Vec<_>>(),
         &receiver.endpoint(),
         &logs.join("agent.log"),
         // Go's server reads and writes through 4 KiB buffers: with the whole of each captured,
@@ -176,11 +175,10 @@ pub fn soak(opts: &Options) -> Result<()> {
     )?;
     let rss = RssWatch::start(agent.pid());
     // One run tag per phase that sends requests: the receiver counts each phase's spans.
-    let tags = [
-        procs::random_u32()?,
-        procs::random_u32()?,
-        procs::random_u32()?,
-    ];
+    let mut tags = [0u32; 3];
+    for t in &mut tags {
+        *t = procs::random_u32()?;
+    }
     let mut report = Vec::new();
     println!(
         "[soak] agent pid {} traces {SERVICES} Go services (ports {ports:?}); RSS at start {} MiB",
