@@ -168,10 +168,7 @@ pub fn soak(opts: &Options) -> Result<()> {
         &services.iter().map(|(_, s)| s.pid()).collect::<Vec<_>>(),
         &receiver.endpoint(),
         &logs.join("agent.log"),
-        // Go's server reads and writes through 4 KiB buffers: with the whole of each captured,
-        // a pipelined request or response is never hidden past the capture size (with the
-        // default 2 KiB, those are not seen; README "Limits").
-        &["--capture-size".to_owned(), "4096".to_owned()],
+        &capture_whole_reads(),
     )?;
     let rss = RssWatch::start(agent.pid());
     // One run tag per phase that sends requests: the receiver counts each phase's spans.
@@ -281,6 +278,13 @@ fn prepare() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     procs::catch_ctrl_c();
     Ok((agent_bin, logs))
+}
+
+/// Go's server reads and writes through 4 KiB buffers: with the whole of each captured, a
+/// pipelined request or response is never hidden past the capture size (with the default
+/// 2 KiB, those are not seen; README "Limits").
+fn capture_whole_reads() -> [String; 2] {
+    ["--capture-size".to_owned(), "4096".to_owned()]
 }
 
 /// [`SERVICES`] Go services on free ports: (port, process).
