@@ -162,7 +162,7 @@ pub fn soak(opts: &Options) -> Result<()> {
     let receiver = Receiver::start()?;
     let services = start_services(&logs)?;
     let ports: Vec<u16> = services.iter().map(|(p, _)| *p).collect();
-    let port = ports[0];
+
     let mut agent = Agent::start(
         &agent_bin,
         &services.iter().map(|(_, s)| s.pid()).collect::<Vec<_>>(),
@@ -234,7 +234,7 @@ pub fn soak(opts: &Options) -> Result<()> {
     )?);
 
     let t = Instant::now();
-    let pipelined = pipelined(port, tags[2], opts.bursts)?;
+    let pipelined = pipelined(ports[0], tags[2], opts.bursts)?;
     report.push(rss.phase(
         &format!("{} pipelined bursts of {BURST} requests", opts.bursts),
         t,
