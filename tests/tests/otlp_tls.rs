@@ -33,7 +33,7 @@ fn start(rx: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Traced {
     };
     assert!(endpoint.starts_with("https://"), "{endpoint}");
     let metrics_port = free_port();
-    let mut agent = Agent::start_with_env(
+    let agent = Agent::start_with_env(
         [
             "--otlp-endpoint",
             &endpoint,
@@ -46,8 +46,6 @@ fn start(rx: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Traced {
         ],
         env,
     );
-    // `agent ready` comes before the metrics endpoint listens.
-    agent.wait_line("metrics on http://", WAIT);
     Traced {
         svc,
         agent,

@@ -30,7 +30,14 @@ pub fn test(args: &[String]) -> Result<()> {
 
     let mut cmd = util::cargo();
     cmd.current_dir(util::workspace_root())
-        .args(["test", "--release", "--locked", "--workspace"])
+        // Every test binary runs even after one fails: one run shows every failure.
+        .args([
+            "test",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--no-fail-fast",
+        ])
         // tracer-ebpf is a no_std/no_main crate for bpfel-unknown-none (built by tracer-agent's
         // build.rs); compiled for the host as a test it cannot link, and it has no tests.
         .args(["--exclude", "tracer-ebpf"])
