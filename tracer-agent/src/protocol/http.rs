@@ -236,9 +236,12 @@ impl ContextHeaders {
         self.at[slot] = Some((start, end));
     }
 
+    /// A value that is not UTF-8 reads as U+FFFD, which no rule accepts: the header is present
+    /// and malformed, as the kernel's scanner sees it, not absent.
     fn get(&self, slot: usize) -> Option<&str> {
         let (start, end) = self.at[slot]?;
-        std::str::from_utf8(self.bytes.get(start as usize..end as usize)?).ok()
+        let raw = self.bytes.get(start as usize..end as usize)?;
+        Some(std::str::from_utf8(raw).unwrap_or("\u{fffd}"))
     }
 
     #[must_use]
