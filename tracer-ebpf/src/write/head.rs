@@ -272,7 +272,12 @@ fn trim_values(buf: *const u8, f: &mut Found) {
 /// Classifies every remembered header line (after `scan_lines`).
 #[inline(always)]
 pub fn find_headers(buf: *const u8, f: &mut Found) {
-    f.vals = [Val { off: 0, len: 0 }; H_COUNT];
+    // One store per value: zeroed as a block, it becomes a `memset` call, a BPF subprogram whose
+    // frame 5.10's verifier adds to the caller's (sk_msg's plan stage then passes 512 bytes).
+    for v in &mut f.vals {
+        // SAFETY: a valid, aligned reference.
+        unsafe { core::ptr::write_volatile(v, Val { off: 0, len: 0 }) };
+    }
     for k in 0..MAX_LINES {
         if k + 1 >= f.nlines as usize {
             break;
