@@ -427,15 +427,16 @@ fn b3_sampled(buf: *const u8, v: Val) -> Option<u32> {
         return Some(2);
     }
     let at = u64::from(v.off);
-    let w = word(buf, at);
+    // The word is read in the arms that use it: read before the match, it was a value 5.10's
+    // verifier saw read from an unwritten stack slot on the other paths.
     match v.len {
         1 => match byte(buf, at) {
             b'1' => Some(1),
             b'0' => Some(0),
             _ => None,
         },
-        4 if w & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"true")) => Some(1),
-        5 if w & 0xff_ffff_ffff == u64::from_le_bytes(*b"false\0\0\0") => Some(0),
+        4 => (word(buf, at) & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"true"))).then_some(1),
+        5 => (word(buf, at) & 0xff_ffff_ffff == u64::from_le_bytes(*b"false\0\0\0")).then_some(0),
         _ => None,
     }
 }
@@ -570,23 +571,26 @@ fn traceparent(buf: *const u8, f: &Found) -> Option<HeadCtx> {
 #[inline(always)]
 pub fn trace_of(buf: *const u8, f: &Found, order: u32) -> Option<HeadCtx> {
     use tracer_common::{PROPAGATE_B3, PROPAGATE_TRACECONTEXT, PROPAGATE_TRACECONTEXT_FIRST};
-    let w3c = if order & PROPAGATE_TRACECONTEXT != 0 {
-        traceparent(buf, f)
-    } else {
-        None
+    // The `traceparent` context is kept across the B3 ones as a plain value, zeroed when absent:
+    // an `Option` kept that way carries an unwritten payload when it is `None`, which 5.10's
+    // verifier refuses to see copied. (One call site: inlined twice, it overflows sk_msg's stack.)
+    let (w3c_ok, w3c) = match (order & PROPAGATE_TRACECONTEXT != 0)
+        .then(|| traceparent(buf, f))
+        .flatten()
+    {
+        Some(x) => (true, x),
+        None => (false, decision_only(0)),
     };
-    if w3c.is_some() && order & PROPAGATE_TRACECONTEXT_FIRST != 0 {
-        return w3c;
+    if w3c_ok && order & PROPAGATE_TRACECONTEXT_FIRST != 0 {
+        return Some(w3c);
     }
     if order & PROPAGATE_B3 != 0 {
-        let single = b3_single(buf, f);
-        if single.is_some() {
-            return single;
+        if let Some(x) = b3_single(buf, f) {
+            return Some(x);
         }
-        let multi = b3_multi(buf, f);
-        if multi.is_some() {
-            return multi;
+        if let Some(x) = b3_multi(buf, f) {
+            return Some(x);
         }
     }
-    w3c
+    w3c_ok.then_some(w3c)
 }
