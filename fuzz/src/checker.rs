@@ -121,6 +121,7 @@ pub fn run(input: &[u8]) -> Checker {
                     direction: dir,
                     peer: None,
                     seq: Some(seq),
+                    frames: false,
                     chunk: Chunk {
                         data: &data,
                         gap,

@@ -49,6 +49,8 @@ pub struct DataIn<'a> {
     pub peer: Option<SocketAddr>,
     /// The event's number among its socket's events in its direction (a jump is a loss).
     pub seq: Option<u32>,
+    /// The chunk's data is HTTP/2 frame records (`tracer_common::h2`), not the bytes moved.
+    pub frames: bool,
     pub chunk: Chunk<'a>,
 }
 

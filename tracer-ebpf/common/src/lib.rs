@@ -5,6 +5,7 @@
 //! The `user` feature adds `aya::Pod` so the agent can read and write them through aya's maps.
 #![no_std]
 
+pub mod h2;
 pub mod http;
 
 /// Upper bound, fixed at compile time, of the bytes copied from one syscall's buffer.
@@ -55,6 +56,9 @@ pub const FLAG_SERVER_SPAN: u32 = 1 << 2;
 /// The request carried no trace id the kernel could read: `DataEvent::trace_id` is the one it
 /// chose (and will inject).
 pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
+/// The socket speaks HTTP/2: the event's data is a sequence of frame records (`h2`), not the
+/// bytes the syscall moved.
+pub const FLAG_H2_FRAMES: u32 = 1 << 4;
 
 pub const AF_INET: u16 = 2;
 /// `recv` flag: look at the data without consuming it.
@@ -232,6 +236,9 @@ const _: () = assert!(size_of::<ConnKey>() == 8);
 pub const PROTO_UNKNOWN: u32 = 0;
 pub const PROTO_HTTP: u32 = 1;
 pub const PROTO_OTHER: u32 = 2;
+/// HTTP/2: by its client preface, a server's first SETTINGS frame, or (a socket older than the
+/// agent) a HEADERS frame; or an HTTP/1 connection whose next bytes are the preface (h2c upgrade).
+pub const PROTO_HTTP2: u32 = 3;
 
 /// Value of the kernel's connection map.
 #[repr(C)]

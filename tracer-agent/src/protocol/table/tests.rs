@@ -84,6 +84,7 @@ impl Driver {
             },
             peer: None,
             seq,
+            frames: false,
             chunk: Chunk {
                 data,
                 gap: 0,
