@@ -300,8 +300,13 @@ pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
         Err(e) => Err(e.to_string()),
     };
     if let Err(why) = result {
-        tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {why}");
-        plan.http2_off = Some(why);
+        // The first line says why; the verifier's log, if any, follows at debug level.
+        let (first, rest) = why.split_once('\n').unwrap_or((&why, ""));
+        tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {first}");
+        if !rest.is_empty() {
+            debug!("HTTP/2 frame walk, verifier output:\n{rest}");
+        }
+        plan.http2_off = Some(first.to_owned());
     }
 }
 
