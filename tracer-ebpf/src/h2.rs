@@ -420,8 +420,8 @@ fn room(_w: &Walk) -> u64 {
 /// `at` (map memory: the stack is short). False if the memory was unreadable (counted).
 #[inline(always)]
 fn read_header(d: &mut H2Dir, addr: u64, at: u64, len: u64) -> bool {
-    let at = (at & 15) as usize;
-    let len = len & 15;
+    let at = below_16(at) as usize;
+    let len = below_16(len);
     if len == 0 {
         return true;
     }
@@ -438,6 +438,19 @@ fn read_header(d: &mut H2Dir, addr: u64, at: u64, len: u64) -> bool {
         return false;
     }
     true
+}
+
+/// `v & 15`, in assembly so that LLVM cannot drop the mask where it knows `v` to be smaller:
+/// older verifiers (5.10) do not follow that reasoning and must see the bound on the register
+/// passed to the helper (as `event::bounded`).
+#[inline(always)]
+fn below_16(v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: pure register arithmetic.
+    unsafe {
+        core::arch::asm!("{v} &= 15", v = inout(reg) v);
+    }
+    v
 }
 
 /// Payload bytes of each frame type the kernel copies (`u32::MAX`: all of it).

@@ -300,13 +300,19 @@ pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
         Err(e) => Err(e.to_string()),
     };
     if let Err(why) = result {
-        // The first line says why; the verifier's log, if any, follows at debug level.
+        // The first line and the verifier's last say why; its whole log follows at debug level.
         let (first, rest) = why.split_once('\n').unwrap_or((&why, ""));
-        tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {first}");
+        let last = rest.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let short = if last.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first} ... {}", last.trim())
+        };
+        tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {short}");
         if !rest.is_empty() {
             debug!("HTTP/2 frame walk, verifier output:\n{rest}");
         }
-        plan.http2_off = Some(first.to_owned());
+        plan.http2_off = Some(short);
     }
 }
 
