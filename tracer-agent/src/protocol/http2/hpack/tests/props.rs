@@ -1,6 +1,7 @@
-//! Property tests: header blocks from the test encoder ([`super::encoder`]) decode to what was
-//! encoded, with the same dynamic table; a decoder started mid-way or that lost blocks never
-//! gives a wrong name or value; arbitrary bytes never panic and stay within the footprint bound.
+//! Property tests: header blocks from the test encoder ([`super::encoder`]) and from an
+//! independent one (the `loona-hpack` crate) decode to what was encoded, with the same dynamic
+//! table; a decoder started mid-way or that lost blocks never gives a wrong name or value;
+//! arbitrary bytes never panic and stay within the footprint bound.
 
 use bytes::Bytes;
 use proptest::{collection::vec, prelude::*};
@@ -163,6 +164,35 @@ proptest! {
             }
             prop_assert!(d.footprint() <= Decoder::MAX_FOOTPRINT);
         }
+    }
+
+    #[test]
+    fn blocks_of_an_independent_encoder_decode_to_their_fields(
+        lists in vec(vec((name(), value()), 0..14), 1..10),
+        start in 1usize..6,
+    ) {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut d = Decoder::new();
+        let mut late = Decoder::midway();
+        for (i, list) in lists.iter().enumerate() {
+            let block = Bytes::from(encoder.encode(list.iter().map(|(n, v)| (&n[..], &v[..]))));
+            let fields = decode(&mut d, &block)?;
+            prop_assert_eq!(fields.len(), list.len());
+            for (f, (name, value)) in fields.iter().zip(list) {
+                prop_assert_eq!(f.name.as_deref(), Some(&name[..]));
+                prop_assert_eq!(f.value.as_deref(), Some(&value[..]));
+            }
+            prop_assert!(d.footprint() <= Decoder::MAX_FOOTPRINT);
+            if i < start {
+                continue;
+            }
+            // The same blocks seen from the `start`th on.
+            for (f, (name, value)) in decode(&mut late, &block)?.iter().zip(list) {
+                prop_assert!(f.name.as_deref().is_none_or(|n| n == &name[..]), "wrong name");
+                prop_assert!(f.value.as_deref().is_none_or(|v| v == &value[..]), "wrong value");
+            }
+        }
+        prop_assert_eq!(d.take_stats(), HpackStats::default());
     }
 
     #[test]
