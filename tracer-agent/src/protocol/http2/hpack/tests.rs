@@ -29,8 +29,7 @@ fn example(section: &str) -> Bytes {
     EXAMPLES
         .lines()
         .find_map(|l| l.strip_prefix(section)?.strip_prefix(' '))
-        .map(hex)
-        .unwrap_or_else(|| panic!("no example {section}"))
+        .map_or_else(|| panic!("no example {section}"), hex)
 }
 
 /// The three blocks of `section` (e.g. `C.3`).
