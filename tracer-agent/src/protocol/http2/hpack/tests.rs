@@ -39,8 +39,13 @@ fn examples(section: &str) -> [Bytes; 3] {
 
 fn decode(d: &mut Decoder, block: &Bytes) -> Vec<Field> {
     let mut fields = Vec::new();
-    d.decode(block, |f| fields.push(f))
-        .unwrap_or_else(|e| panic!("decoding {block:x?}: {e}"));
+    d.decode(block, |f| fields.push(f)).unwrap_or_else(|e| {
+        panic!(
+            "decoding {:x?}.. ({} bytes): {e}",
+            &block[..block.len().min(64)],
+            block.len()
+        )
+    });
     fields
 }
 
@@ -125,7 +130,7 @@ fn huffman_matches_an_independent_encoder_on_every_byte() {
     huffman::encode(&all, &mut coded);
     assert_eq!(&coded[..], &hex(ALL_BYTES_HUFFMAN)[..], "encoding");
     let mut decoded = Vec::new();
-    huffman::decode(&hex(ALL_BYTES_HUFFMAN), &mut decoded).expect("valid code");
+    huffman::decode(&hex(ALL_BYTES_HUFFMAN), |b| decoded.push(b)).expect("valid code");
     assert_eq!(decoded, all, "decoding");
 }
 
@@ -134,32 +139,32 @@ fn huffman_refuses_eos_and_bad_padding() {
     let mut out = Vec::new();
     // EOS: 30 ones, then two bits of padding.
     assert_eq!(
-        huffman::decode(&[0xff, 0xff, 0xff, 0xff], &mut out),
+        huffman::decode(&[0xff, 0xff, 0xff, 0xff], |b| out.push(b)),
         Err(HuffmanError::Eos)
     );
     // 'a' (00011), then 11 bits of ones as padding: more than 7.
     assert_eq!(
-        huffman::decode(&[0x1f, 0xff], &mut out),
+        huffman::decode(&[0x1f, 0xff], |b| out.push(b)),
         Err(HuffmanError::PaddingTooLong)
     );
     // 'a' then padding 000.
     assert_eq!(
-        huffman::decode(&[0x18], &mut out),
+        huffman::decode(&[0x18], |b| out.push(b)),
         Err(HuffmanError::PaddingNotOnes)
     );
     // 'a' then padding 111: valid.
     out.clear();
-    assert_eq!(huffman::decode(&[0x1f], &mut out), Ok(()));
+    assert_eq!(huffman::decode(&[0x1f], |b| out.push(b)), Ok(()));
     assert_eq!(out, b"a");
     // A whole byte of ones is more than 7 bits of padding.
     out.clear();
     assert_eq!(
-        huffman::decode(&[0xff], &mut out),
+        huffman::decode(&[0xff], |b| out.push(b)),
         Err(HuffmanError::PaddingTooLong)
     );
     // Nothing at all is the empty string.
     out.clear();
-    assert_eq!(huffman::decode(&[], &mut out), Ok(()));
+    assert_eq!(huffman::decode(&[], |b| out.push(b)), Ok(()));
     assert!(out.is_empty());
 }
 
@@ -753,6 +758,26 @@ fn strings_up_to_the_limit_are_accepted_and_huffman_output_is_limited_too() {
     block.extend_from_slice(&coded);
     let (e, _) = error(&mut d, &block);
     assert_eq!(e, DecodeError::StringTooLong { len: 26_214 });
+}
+
+#[test]
+fn huffman_strings_decode_on_both_sides_of_the_stack_buffer() {
+    // '0' has the shortest code (5 bits): 256 of them are the most the 256-byte stack buffer
+    // takes (160 coded bytes); 'z' (7 bits) and 0xff (26 bits) fill it less.
+    let mut d = Decoder::new();
+    for (sym, longest) in [(b'0', MAX_STRING), (b'z', MAX_STRING), (0xff, 5000)] {
+        for n in (0..=300).chain([longest]) {
+            let value = vec![sym; n];
+            let block = encode(&[Repr::Literal {
+                indexing: Indexing::Without,
+                name: Ok(1),
+                value: value.clone(),
+                huffman: true,
+            }]);
+            let f = decode(&mut d, &block);
+            assert_eq!(f[0].value.as_deref(), Some(&value[..]), "{n} x {sym:#x}");
+        }
+    }
 }
 
 #[test]
