@@ -73,7 +73,12 @@ fn main() {
         Some(b"traceparent"),
         b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     );
-    literal(&mut second, 0x00, Some(b"x-b3-traceid"), b"463ac35c9f6413ad");
+    literal(
+        &mut second,
+        0x00,
+        Some(b"x-b3-traceid"),
+        b"463ac35c9f6413ad",
+    );
     literal(&mut second, 0x00, Some(b"x-b3-spanid"), b"a2fb4a1d1a96d312");
     // A Huffman-coded "www.example.com" (the string of RFC 7541 C.4.1) with the static name
     // :authority (index 1), not indexed.
