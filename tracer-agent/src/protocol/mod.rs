@@ -3,8 +3,8 @@
 //! - [`table`]: the bounded table of traced connections (process, fd), fed one [`Chunk`] per
 //!   syscall; each connection speaks one protocol.
 //! - [`http1`]: HTTP/1.x framing (heads, bodies, pipelining) and its connection state.
-//! - [`http`]: the HTTP semantics every version shares ([`http::Head`]); HTTP/2 goes next to
-//!   `http1`.
+//! - [`http`]: the HTTP semantics every version shares ([`http::Head`]).
+//! - [`http2`]: HTTP/2 (so far its header decoder, [`http2::hpack`]).
 //!
 //! What a protocol finds goes to the trace side through [`ExchangeSink`]: each request when it
 //! is seen (so that a SERVER request is known before the CLIENT requests it causes), each
@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod table;
 
 use std::net::SocketAddr;

@@ -1,0 +1,2 @@
+//! HTTP/2: header compression ([`hpack`]).
+pub mod hpack;
