@@ -18,7 +18,7 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DIR_INGRESS, EventKind,
-    FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_HTTP2,
+    FLAG_H2_RAW, FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_HTTP2,
     PROTO_OTHER, PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, h2, http,
 };
 
@@ -127,7 +127,16 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
     }
     if tracked.h2 || upgraded(key, scratch, direction) {
         kernel_h2::walk_and_send(ctx, scratch, key, source, ret as u64, direction);
-        return None;
+        // Only if the walk could not be reached: the bytes themselves, for the agent to walk.
+        let flags = scratch.event.flags;
+        let seq = scratch.event.seq;
+        let tuple = scratch.event.tuple;
+        let scratch = fill_event(id, &args, source, ret as u64, direction)?;
+        scratch.event.flags |= (flags & FLAG_HAS_TUPLE) | FLAG_H2_RAW;
+        scratch.event.seq = seq;
+        scratch.event.tuple = tuple;
+        output_scratch(scratch, id);
+        return Some(());
     }
     if WRITE_ACTIVE.load() != 0 {
         let captured = u64::from(scratch.event.captured_len);

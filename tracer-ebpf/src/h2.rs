@@ -1,6 +1,6 @@
 //! HTTP/2 capture: the frames of an HTTP/2 socket's syscall, walked by their headers and handed
 //! over as records (`tracer_common::h2`): HEADERS and CONTINUATION payloads as far as the
-//! capture size allows, the first bytes of DATA (the gRPC message prefix), RST_STREAM and
+//! records of one event allow, the first bytes of DATA (the gRPC message prefix), RST_STREAM and
 //! GOAWAY payloads, only the header of the rest. A 1 MiB gRPC response costs the copy of a few
 //! dozen bytes, and the trailers after it are still seen.
 //!
@@ -24,16 +24,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    ConnKey, FLAG_H2_FRAMES, MAX_CAPTURE, counter,
+    ConnKey, FLAG_H2_FRAMES, counter,
     h2::{
-        CONTINUATION, DATA, DATA_PREFIX, FRAME_HEADER_LEN, FrameHeader, GOAWAY, HEADERS, PREFACE,
-        PUSH_PROMISE, REC_CONT, REC_FRAME, REC_LOST, RECORD_HEADER_LEN, RST_STREAM, SMALL_PAYLOAD,
-        WINDOW_UPDATE,
+        self, FRAME_HEADER_LEN, FrameHeader, PREFACE, REC_CONT, REC_FRAME, REC_LOST,
+        RECORD_HEADER_LEN,
     },
 };
 
 use crate::{
-    CAPTURE_SIZE, CONNS, H2_CONNS, H2_PROGS, SCRATCH,
+    CONNS, H2_CONNS, H2_PROGS, SCRATCH,
     capture::{Source, read_iov},
     count,
     event::{SYS_SOCK_FIRST, Scratch, bounded, output_scratch},
@@ -139,7 +138,7 @@ const KERNEL: u64 = 4;
 /// walks the frames of the `total` bytes moved from `source` in direction `dir` on socket `key`
 /// and sends it. A program of its own, reached by a tail call: the walk's loop needs the
 /// verifier's whole budget and a stack frame of its own. Returns only if the tail call failed
-/// (the event is then dropped, and counted).
+/// (then the caller sends the bytes themselves, `FLAG_H2_RAW`).
 #[inline(always)]
 pub fn walk_and_send<C: EbpfContext>(
     ctx: &C,
@@ -172,9 +171,6 @@ pub fn walk_and_send<C: EbpfContext>(
     w.runs = 0;
     // SAFETY: `ctx` is the calling program's context.
     unsafe { H2_PROGS.tail_call(ctx, 0) };
-    count(counter::H2_MISSED);
-    // SAFETY: valid reference into the map value (its owner field only).
-    unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, 0) };
 }
 
 /// Tail-called by a syscall capture program (slot 0 of `H2_PROGS`) with the event of an
@@ -268,10 +264,10 @@ pub fn tracer_h2_frames(ctx: TracePointContext) -> u32 {
 
 /// Steps per run of `tracer_h2_frames`, and runs per syscall (tail calls: the kernel allows 33
 /// in a chain, the capture program's is the first).
-const STEPS: u32 = 8;
+const STEPS: u32 = 16;
 const MAX_RUNS: u64 = 30;
-/// Most iovec elements walked.
-const SEGMENTS: u64 = 32;
+/// Most iovec elements walked (`IOV_MAX`).
+const SEGMENTS: u64 = 1024;
 
 /// The variables of one walk, in the per-CPU event buffer: they outlive a run (tail calls), and
 /// the stack is short.
@@ -404,16 +400,10 @@ fn step(d: &mut H2Dir, w: &mut Walk, data: *mut u8) -> bool {
     !on_header(d, w, data, seg_end)
 }
 
-/// Room for records: the capture size, less the 8 bytes kept for a final `REC_LOST`.
+/// Room for records: `h2::MAX_RECORDS`, less the 8 bytes kept for a final `REC_LOST`.
 #[inline(always)]
 fn room(_w: &Walk) -> u64 {
-    let configured = u64::from(CAPTURE_SIZE.load());
-    let limit = if configured > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        configured
-    };
-    limit - RECORD_HEADER_LEN as u64
+    (h2::MAX_RECORDS - RECORD_HEADER_LEN) as u64
 }
 
 /// Reads `len` (at most 9) bytes of a frame header at user address `addr` into `d.part` from
@@ -452,19 +442,6 @@ fn below_16(v: u64) -> u64 {
     }
     v
 }
-
-/// Payload bytes of each frame type the kernel copies (`u32::MAX`: all of it).
-const COPY_OF: [u32; 16] = {
-    let mut t = [0u32; 16];
-    t[DATA as usize] = DATA_PREFIX;
-    t[HEADERS as usize] = u32::MAX;
-    t[CONTINUATION as usize] = u32::MAX;
-    t[PUSH_PROMISE as usize] = u32::MAX;
-    t[RST_STREAM as usize] = SMALL_PAYLOAD;
-    t[GOAWAY as usize] = SMALL_PAYLOAD;
-    t[WINDOW_UPDATE as usize] = SMALL_PAYLOAD;
-    t
-};
 
 /// Whether `d.part` holds the first 9 bytes of the client preface.
 #[inline(always)]
@@ -512,7 +489,7 @@ fn on_header(d: &mut H2Dir, w: &mut Walk, data: *mut u8, seg_end: u64) -> bool {
             core::ptr::read_volatile(p.add(3)),
         )
     };
-    let want = min(len, u64::from(COPY_OF[(kind & 15) as usize]));
+    let want = min(len, u64::from(h2::COPY_OF[(kind & 15) as usize]));
     let take = min(len, seg_end - w.pos);
     let first = min(want, take);
     let header_room = (RECORD_HEADER_LEN + FRAME_HEADER_LEN) as u64;

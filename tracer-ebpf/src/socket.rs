@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 use tracer_common::{
-    ConnKey, DIR_EGRESS, DIR_INGRESS, FLAG_HAS_TUPLE, MSG_PEEK, SockTuple, counter,
+    ConnKey, DIR_EGRESS, DIR_INGRESS, FLAG_H2_RAW, FLAG_HAS_TUPLE, MSG_PEEK, SockTuple, counter,
 };
 
 use crate::{
@@ -220,13 +220,12 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, direction: u32) -> Option<()> {
         fd: args.fd,
     };
     let tracked = capture::track(ctx, key, source, ret, direction)?;
-    if tracked.h2 {
-        // The frame walk is a tracepoint program reached by a tail call, which these programs
-        // cannot make: HTTP/2 needs the syscall capture.
-        count(counter::H2_MISSED);
-        return None;
-    }
     let scratch = capture::fill_event(id, &args, source, ret as u64, direction)?;
+    if tracked.h2 || capture::upgraded(key, scratch, direction) {
+        // The frame walk is a tracepoint program reached by a tail call, which these programs
+        // cannot make: the agent walks the frames of the captured bytes.
+        scratch.event.flags |= FLAG_H2_RAW;
+    }
     scratch.event.seq = tracked.seq;
     if tracked.want_tuple
         && sock::read_tuple_into(args.sk, &SOCK_OFF.load(), &mut scratch.event.tuple)

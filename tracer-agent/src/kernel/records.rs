@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, DataEvent, EventKind, FLAG_H2_FRAMES, MAX_CAPTURE,
-    SockTuple, TAIL_LEN, WriteEvent,
+    SockTuple, TAIL_LEN, WriteEvent, h2,
 };
 
 #[derive(Debug)]
@@ -82,7 +82,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
             let frames = header.flags & FLAG_H2_FRAMES != 0;
             if body.len() < claimed
                 || (!frames && u64::from(header.captured_len) > header.total_len)
-                || claimed > MAX_CAPTURE
+                || claimed > if frames { h2::MAX_RECORDS } else { MAX_CAPTURE }
             {
                 return Err(DecodeError::Length {
                     claimed,

@@ -6,7 +6,7 @@
 //! - [`REC_FRAME`]: a frame starts here. The 9-byte frame header as it was sent follows the
 //!   record header, then `len` bytes of the frame's payload, from payload offset `offset`
 //!   (always 0 for this kind). HEADERS and CONTINUATION payloads are copied as far as the
-//!   capture size allows; of a DATA frame, at most its first [`DATA_PREFIX`] payload bytes (the
+//!   records of one event allow ([`MAX_RECORDS`]); of a DATA frame, at most its first [`DATA_PREFIX`] payload bytes (the
 //!   gRPC message prefix: compressed flag and length); of `RST_STREAM`, GOAWAY and `WINDOW_UPDATE`,
 //!   at most [`SMALL_PAYLOAD`] bytes (error code, last stream id); of other frames, nothing.
 //! - [`REC_CONT`]: `len` more payload bytes of this direction's frame in progress (whose header
@@ -63,6 +63,27 @@ pub const MAX_PLAUSIBLE_FRAME: u32 = 1 << 20;
 pub const DATA_PREFIX: u32 = 5;
 /// Payload bytes of `RST_STREAM`, GOAWAY and `WINDOW_UPDATE` the kernel copies.
 pub const SMALL_PAYLOAD: u32 = 8;
+
+/// Payload bytes of each frame type (by type, below 16) that are reported: `u32::MAX` for all
+/// of it (header blocks), [`DATA_PREFIX`] of DATA, [`SMALL_PAYLOAD`] of `RST_STREAM`, GOAWAY and
+/// `WINDOW_UPDATE`, nothing of the rest. The kernel's walk and the agent's (for raw events) both
+/// follow it.
+pub const COPY_OF: [u32; 16] = {
+    let mut t = [0u32; 16];
+    t[DATA as usize] = DATA_PREFIX;
+    t[HEADERS as usize] = u32::MAX;
+    t[CONTINUATION as usize] = u32::MAX;
+    t[PUSH_PROMISE as usize] = u32::MAX;
+    t[RST_STREAM as usize] = SMALL_PAYLOAD;
+    t[GOAWAY as usize] = SMALL_PAYLOAD;
+    t[WINDOW_UPDATE as usize] = SMALL_PAYLOAD;
+    t
+};
+
+/// Most bytes of records one event carries, whatever `--capture-size` says: a syscall may move
+/// dozens of frames (50 concurrent streams' responses in one write), each costing a record.
+/// Within what the kernel's event buffer can send (`2 * MAX_CAPTURE`).
+pub const MAX_RECORDS: usize = 2 * crate::MAX_CAPTURE;
 
 /// Record kinds.
 pub const REC_FRAME: u8 = 1;
