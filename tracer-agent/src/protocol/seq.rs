@@ -26,7 +26,7 @@ impl Seq {
 
     /// Whether the connection is followed from the socket's first event.
     #[must_use]
-    pub fn from_start(&self) -> bool {
+    pub fn followed_from_start(&self) -> bool {
         self.from_start
     }
 

@@ -59,6 +59,10 @@ pub struct DataIn<'a> {
 }
 
 /// A connection's protocol state.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most connections are HTTP/1: boxing it would cost each an allocation"
+)]
 enum Conn<S: ExchangeSink> {
     Http1(http1::Conn<S>),
     /// Boxed: few connections speak HTTP/2, and every entry pays for the largest variant.

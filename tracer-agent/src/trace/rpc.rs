@@ -2,8 +2,8 @@
 //! `rpc.system` = `grpc`, `rpc.service` and `rpc.method` from the path
 //! (`/package.Service/Method`), `rpc.grpc.status_code` from the trailers, span name
 //! `package.Service/Method` (`grpc` when the path is unknown), and the span status: a SERVER
-//! span is an error for the codes that mean a server fault (UNKNOWN, DEADLINE_EXCEEDED,
-//! UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), a CLIENT span for every code but OK. A call
+//! span is an error for the codes that mean a server fault (UNKNOWN, `DEADLINE_EXCEEDED`,
+//! UNIMPLEMENTED, INTERNAL, UNAVAILABLE, `DATA_LOSS`), a CLIENT span for every code but OK. A call
 //! without a status (reset, cut by a GOAWAY or the connection's end) is an error.
 //!
 //! The conventions have no attribute for message counts; the agent adds its own:

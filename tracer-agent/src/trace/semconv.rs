@@ -6,7 +6,7 @@
 //! HTTP/2 adds `network.protocol.name` = `http` (version `2`); a method, path or status that
 //! referred to an HPACK table entry the agent never saw (a connection picked up mid-way) is
 //! left out (the method reads `_OTHER`), and `tracer.http2.unknown_fields` says how many fields
-//! were unknown. A reset stream carries `tracer.http2.reset_code` (the RST_STREAM error code).
+//! were unknown. A reset stream carries `tracer.http2.reset_code` (the `RST_STREAM` error code).
 //! gRPC calls get the RPC conventions ([`rpc`](super::rpc)).
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};

@@ -417,7 +417,7 @@ impl<S: ExchangeSink> Conn<S> {
             last_ns: self.last_ns,
             role: self.role,
             seq: self.seq,
-            opened: self.seq.from_start() || pending.is_some(),
+            opened: self.seq.followed_from_start() || pending.is_some(),
             pending,
         };
         self.close(to);

@@ -4,7 +4,7 @@
 //! Which end we are: the direction of the first request header block (`:method`; or, when the
 //! pseudo-headers refer to unknown table entries, the first header block of an odd stream):
 //! written means we are the client, read the server. A stream ends, and its exchange is
-//! reported, at the response's END_STREAM (trailers, or the last DATA frame), a RST_STREAM in
+//! reported, at the response's `END_STREAM` (trailers, or the last DATA frame), a `RST_STREAM` in
 //! either direction, a GOAWAY whose last stream id is below it, or the connection's end.
 //!
 //! Bounds: [`MAX_STREAMS`] open streams per connection (more: the oldest is given up,
@@ -13,8 +13,6 @@
 //! still paired by their ids, and literal fields are still read.
 
 use std::{collections::BTreeMap, net::SocketAddr};
-
-use tracing::debug;
 
 use super::{
     Grpc, Http2Info, Http2Stats,
@@ -160,16 +158,12 @@ impl<S: ExchangeSink> Conn<S> {
             }
         }
         for r in Records::new(chunk.data) {
-            match r {
-                Ok(rec) => half.record(rec, self.opened, chunk.start_ns, &mut events, to.stats),
-                Err(e) => {
-                    to.stats.malformed_records += 1;
-                    debug!(
-                        pid = self.pid,
-                        "HTTP/2 records: {e}; the rest of the chunk is lost"
-                    );
-                    half.lost(&mut events, to.stats);
-                }
+            if let Ok(rec) = r {
+                half.record(rec, self.opened, chunk.start_ns, &mut events, to.stats);
+            } else {
+                // The trace log's summary of the chunk shows the error.
+                to.stats.malformed_records += 1;
+                half.lost(&mut events, to.stats);
             }
         }
         self.last_ns = self.last_ns.max(chunk.end_ns);

@@ -74,7 +74,7 @@ impl Prefix {
 
     /// The gRPC message prefix, when all of it was captured: compressed flag and length.
     #[must_use]
-    pub fn grpc(&self) -> Option<(u8, u32)> {
+    pub fn grpc(self) -> Option<(u8, u32)> {
         (usize::from(self.len) == GRPC_PREFIX).then(|| {
             let b = self.bytes;
             (b[0], u32::from_be_bytes([b[1], b[2], b[3], b[4]]))
@@ -152,7 +152,7 @@ impl Half {
             Record::Frame { header, payload } => {
                 if let Some(p) = self.frame.take() {
                     // The rest of the previous frame was not captured.
-                    self.complete(Partial { cut: true, ..p }, out, stats);
+                    self.complete(&Partial { cut: true, ..p }, out, stats);
                 }
                 if self.decoder.is_none() {
                     let start = header.kind == SETTINGS && header.flags & FLAG_ACK == 0;
@@ -172,7 +172,7 @@ impl Half {
                     start_ns,
                 };
                 if p.got.len() >= need {
-                    self.complete(p, out, stats);
+                    self.complete(&p, out, stats);
                 } else {
                     self.frame = Some(p);
                 }
@@ -185,7 +185,7 @@ impl Half {
                 let offset = offset as usize;
                 if offset > p.got.len() {
                     p.cut = true;
-                    self.complete(p, out, stats);
+                    self.complete(&p, out, stats);
                     return;
                 }
                 let skip = p.got.len() - offset;
@@ -193,7 +193,7 @@ impl Half {
                 let add = payload.get(skip..).unwrap_or_default();
                 p.got.extend_from_slice(&add[..add.len().min(room)]);
                 if p.got.len() >= p.need {
-                    self.complete(p, out, stats);
+                    self.complete(&p, out, stats);
                 } else {
                     self.frame = Some(p);
                 }
@@ -206,7 +206,7 @@ impl Half {
     /// goes, and the dynamic table is unknown from now on.
     pub fn lost(&mut self, out: &mut Vec<FrameEvent>, stats: &mut Http2Stats) {
         if let Some(p) = self.frame.take() {
-            self.complete(Partial { cut: true, ..p }, out, stats);
+            self.complete(&Partial { cut: true, ..p }, out, stats);
         }
         if let Some(b) = self.block.take() {
             self.finish_block(Block { cut: true, ..b }, out, stats);
@@ -226,7 +226,7 @@ impl Half {
     }
 
     /// Handles a frame whose needed payload is in (or will not come: `p.cut`).
-    fn complete(&mut self, p: Partial, out: &mut Vec<FrameEvent>, stats: &mut Http2Stats) {
+    fn complete(&mut self, p: &Partial, out: &mut Vec<FrameEvent>, stats: &mut Http2Stats) {
         let h = p.header;
         if h.kind != CONTINUATION
             && let Some(b) = self.block.take()
@@ -325,11 +325,11 @@ impl Half {
         let decoder = self.decoder.get_or_insert_with(Decoder::midway);
         let bytes = Bytes::from(b.bytes);
         let mut fields = Vec::new();
-        let decoded = decoder.decode(&bytes, |f| fields.push(f));
-        if decoded.is_err() && !b.cut {
+        let refused = decoder.decode(&bytes, |f| fields.push(f)).is_err();
+        if refused && !b.cut {
             stats.decode_errors += 1;
         }
-        if decoded.is_err() || b.cut {
+        if refused || b.cut {
             decoder.desync();
             stats.desyncs += 1;
         }

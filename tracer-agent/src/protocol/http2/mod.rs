@@ -28,7 +28,7 @@ pub struct Http2Stats {
     /// (a connection picked up mid-way, or after a loss).
     pub unknown_fields: u64,
     /// Times a direction's HPACK decoder lost its dynamic table (a loss, a cut block, a
-    /// PUSH_PROMISE, a block it could not decode).
+    /// `PUSH_PROMISE`, a block it could not decode).
     pub desyncs: u64,
     /// Header blocks the decoder refused (not cut by the capture or a loss).
     pub decode_errors: u64,
@@ -36,7 +36,7 @@ pub struct Http2Stats {
     pub streams_given_up: u64,
     /// Chunks whose records could not be parsed (the rest of the chunk counts as lost).
     pub malformed_records: u64,
-    /// RST_STREAM frames seen.
+    /// `RST_STREAM` frames seen.
     pub resets: u64,
     /// GOAWAY frames seen.
     pub goaways: u64,
@@ -58,7 +58,7 @@ pub struct Http2Info {
     /// Fields of the exchange's header blocks that referred to unknown table entries: the
     /// method, path or status may be among them (then `_OTHER`, empty, or 0).
     pub unknown_fields: u32,
-    /// The stream was reset (RST_STREAM) with this error code.
+    /// The stream was reset (`RST_STREAM`) with this error code.
     pub reset: Option<u32>,
     /// The stream ended because of a GOAWAY that excluded it.
     pub goaway: bool,

@@ -169,8 +169,11 @@ pub fn summary(data: &[u8]) -> String {
     out
 }
 
-/// Builders of record sequences, for tests.
-#[cfg(test)]
+/// Builders of record sequences, as the kernel lays them out: for the tests and the fuzz seeds.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "used by the tests and the fuzz seeds")
+)]
 pub mod build {
     use tracer_common::h2::{REC_CONT, REC_FRAME, REC_LOST};
 
@@ -197,6 +200,64 @@ pub mod build {
 
     pub fn lost(out: &mut Vec<u8>) {
         record(out, REC_LOST, 0, 0);
+    }
+
+    /// An HPACK encoder: the representations RFC 7541 §6 defines, without Huffman.
+    pub mod hpack {
+        /// An integer with an `n`-bit prefix, the first byte's other bits being `flags`.
+        pub fn int(out: &mut Vec<u8>, flags: u8, n: u32, v: usize) {
+            let max = (1usize << n) - 1;
+            if v < max {
+                out.push(flags | u8::try_from(v).expect("fits the prefix"));
+                return;
+            }
+            out.push(flags | u8::try_from(max).expect("prefix"));
+            let mut rest = v - max;
+            while rest >= 128 {
+                out.push(u8::try_from(rest % 128).expect("7 bits") | 0x80);
+                rest /= 128;
+            }
+            out.push(u8::try_from(rest).expect("7 bits"));
+        }
+
+        fn string(out: &mut Vec<u8>, s: &[u8]) {
+            int(out, 0, 7, s.len());
+            out.extend_from_slice(s);
+        }
+
+        /// A reference to entry `i` (static 1..=61, dynamic from 62).
+        pub fn indexed(out: &mut Vec<u8>, i: usize) {
+            int(out, 0x80, 7, i);
+        }
+
+        /// A literal field without indexing, new name.
+        pub fn literal(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+            out.push(0);
+            string(out, name.as_bytes());
+            string(out, value);
+        }
+
+        /// A literal field added to the dynamic table, new name.
+        pub fn literal_indexed(out: &mut Vec<u8>, name: &str, value: &str) {
+            out.push(0x40);
+            string(out, name.as_bytes());
+            string(out, value.as_bytes());
+        }
+
+        /// A literal value whose name is table entry `i`, added to the dynamic table.
+        pub fn literal_name_ref(out: &mut Vec<u8>, i: usize, value: &str) {
+            int(out, 0x40, 6, i);
+            string(out, value.as_bytes());
+        }
+
+        /// A block of literal fields without indexing.
+        pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (n, v) in fields {
+                literal(&mut out, n, v.as_bytes());
+            }
+            out
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The HTTP/2 assembly from hand-built record sequences, through the connection table and the
 //! agent's own trace side: what it reports is checked as spans. Header blocks are built by a
-//! small encoder ([`hp`]): literal fields (what trace context always is), indexed references to
+//! small encoder (`records::build::hpack`): literal fields (what trace context always is), indexed references to
 //! the static table, and references to dynamic entries (what a mid-way connection cannot know).
 
 use tracer_common::h2::{
@@ -11,7 +11,7 @@ use tracer_common::h2::{
 use super::{
     conn::MAX_STREAMS,
     frames::MAX_BLOCK,
-    records::build::{cont, frame, lost},
+    records::build::{cont, frame, hpack as hp, lost},
 };
 use crate::{
     protocol::{
@@ -23,64 +23,6 @@ use crate::{
     },
     trace::span::{AttrValue, Span, SpanKind, Status},
 };
-
-/// A test-only HPACK encoder: the representations RFC 7541 §6 defines, without Huffman.
-mod hp {
-    /// An integer with an `n`-bit prefix, the first byte's other bits being `flags`.
-    pub fn int(out: &mut Vec<u8>, flags: u8, n: u32, v: usize) {
-        let max = (1usize << n) - 1;
-        if v < max {
-            out.push(flags | u8::try_from(v).expect("fits the prefix"));
-            return;
-        }
-        out.push(flags | u8::try_from(max).expect("prefix"));
-        let mut rest = v - max;
-        while rest >= 128 {
-            out.push(u8::try_from(rest % 128).expect("7 bits") | 0x80);
-            rest /= 128;
-        }
-        out.push(u8::try_from(rest).expect("7 bits"));
-    }
-
-    fn string(out: &mut Vec<u8>, s: &[u8]) {
-        int(out, 0, 7, s.len());
-        out.extend_from_slice(s);
-    }
-
-    /// A reference to entry `i` (static 1..=61, dynamic from 62).
-    pub fn indexed(out: &mut Vec<u8>, i: usize) {
-        int(out, 0x80, 7, i);
-    }
-
-    /// A literal field without indexing, new name.
-    pub fn literal(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-        out.push(0);
-        string(out, name.as_bytes());
-        string(out, value);
-    }
-
-    /// A literal field added to the dynamic table, new name.
-    pub fn literal_indexed(out: &mut Vec<u8>, name: &str, value: &str) {
-        out.push(0x40);
-        string(out, name.as_bytes());
-        string(out, value.as_bytes());
-    }
-
-    /// A literal value whose name is table entry `i`, added to the dynamic table.
-    pub fn literal_name_ref(out: &mut Vec<u8>, i: usize, value: &str) {
-        int(out, 0x40, 6, i);
-        string(out, value.as_bytes());
-    }
-
-    /// A block of literal fields without indexing.
-    pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (n, v) in fields {
-            literal(&mut out, n, v.as_bytes());
-        }
-        out
-    }
-}
 
 /// Static table entries.
 const METHOD_POST: usize = 3;
@@ -670,15 +612,15 @@ fn a_lost_event_desyncs_and_later_streams_still_pair_and_read_literals() {
 fn a_connection_picked_up_midway_marks_unknown_fields_and_still_spans() {
     let mut d = Driver::new();
     // No accept seen, no SETTINGS: the first frame is a request on stream 41 whose method and
-    // path were indexed before the agent started; its trace context is literal, and so is its
-    // traceparent name's... unknown: only the value's shape tells it.
+    // path were indexed before the agent started; its traceparent value is literal, but its
+    // name refers to an entry indexed before: only the value's shape tells what it is.
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let mut b = Vec::new();
-    hp::indexed(&mut b, DYN + 3);
-    hp::indexed(&mut b, DYN);
-    hp::literal_name_ref(&mut b, DYN + 1, tp);
+    let mut block = Vec::new();
+    hp::indexed(&mut block, DYN + 3);
+    hp::indexed(&mut block, DYN);
+    hp::literal_name_ref(&mut block, DYN + 1, tp);
     let mut r = Vec::new();
-    headers(&mut r, 41, 0, &b);
+    headers(&mut r, 41, 0, &block);
     d.read(&r);
     assert_eq!(
         d.f.tracker.inflight_count(),
@@ -736,9 +678,9 @@ fn h2c_upgrade_continues_the_http1_request_as_stream_1() {
     d.read(&r);
     let mut w = Vec::new();
     settings(&mut w);
-    let mut b = Vec::new();
-    hp::indexed(&mut b, STATUS_200);
-    headers(&mut w, 1, 0, &b);
+    let mut block = Vec::new();
+    hp::indexed(&mut block, STATUS_200);
+    headers(&mut w, 1, 0, &block);
     frame(&mut w, DATA, FLAG_END_STREAM, 1, 5, b"hello");
     d.write(&w);
     assert_eq!(d.f.spans.len(), 1);
