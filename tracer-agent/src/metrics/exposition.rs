@@ -229,19 +229,34 @@ fn user_counters(m: &Metrics) -> Vec<(&'static str, &'static str, u64)> {
             conn.http2.exchanges,
         ),
         (
-            "tracer_http2_unknown_fields_total",
-            "HTTP/2 header fields that referred to an HPACK table entry the agent never saw (connection picked up mid-way, or after a loss): method, path or status may be unknown.",
-            conn.http2.unknown_fields,
+            "tracer_http2_hpack_unknown_refs_total",
+            "HTTP/2 header fields that referred to an HPACK dynamic-table entry the agent never saw (connection picked up mid-way, or after a loss): method, path or status may be unknown.",
+            conn.http2.hpack.unknown_refs,
         ),
         (
-            "tracer_http2_desyncs_total",
-            "Times a direction's HPACK decoder lost its dynamic table (lost events, a header block cut by the capture or over 16 KiB, a PUSH_PROMISE, an undecodable block).",
-            conn.http2.desyncs,
+            "tracer_http2_hpack_desyncs_total",
+            "Times a direction's HPACK decoder lost track of its dynamic table (lost events, a header block cut by the capture or over 16 KiB, a PUSH_PROMISE, a block it refused).",
+            conn.http2.hpack.desyncs,
         ),
         (
-            "tracer_http2_decode_errors_total",
-            "HTTP/2 header blocks the HPACK decoder refused (not cut by the capture or a loss).",
-            conn.http2.decode_errors,
+            "tracer_http2_hpack_resyncs_total",
+            "Times a desynchronised HPACK decoder knew its whole dynamic table again.",
+            conn.http2.hpack.resyncs,
+        ),
+        (
+            "tracer_http2_hpack_errors_total",
+            "HTTP/2 header blocks the HPACK decoder refused (malformed, or cut by the capture or a loss inside a field).",
+            conn.http2.hpack.errors,
+        ),
+        (
+            "tracer_http2_hpack_oversize_strings_total",
+            "HPACK strings over the 16 KiB the decoder accepts (each also an error).",
+            conn.http2.hpack.oversize_strings,
+        ),
+        (
+            "tracer_http2_hpack_capped_size_updates_total",
+            "HPACK dynamic-table size updates above the decoder's cap (the table keeps to the cap).",
+            conn.http2.hpack.capped_size_updates,
         ),
         (
             "tracer_http2_streams_given_up_total",

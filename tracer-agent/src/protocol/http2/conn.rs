@@ -166,6 +166,7 @@ impl<S: ExchangeSink> Conn<S> {
                 half.lost(&mut events, to.stats);
             }
         }
+        to.stats.hpack += half.take_stats();
         self.last_ns = self.last_ns.max(chunk.end_ns);
         for ev in events {
             self.on_event(dir, tid, ev, chunk.end_ns, to);
@@ -189,7 +190,6 @@ impl<S: ExchangeSink> Conn<S> {
                 start_ns,
             } => {
                 let d = fields::decode(&fields, cut);
-                to.stats.unknown_fields += u64::from(d.unknown);
                 if self.streams.contains_key(&stream) {
                     self.on_headers(dir, stream, end_stream, &d, start_ns, end_ns, to);
                 } else {

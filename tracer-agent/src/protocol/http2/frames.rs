@@ -18,7 +18,7 @@ use tracer_common::h2::{
 
 use super::{
     Http2Stats,
-    hpack::{Decoder, Field},
+    hpack::{Decoder, Field, HpackStats},
     records::Record,
 };
 
@@ -139,6 +139,14 @@ impl Half {
             + self.block.as_ref().map_or(0, |b| b.bytes.capacity())
     }
 
+    /// What the decoder counted since the last call.
+    pub fn take_stats(&mut self) -> HpackStats {
+        self.decoder
+            .as_mut()
+            .map(Decoder::take_stats)
+            .unwrap_or_default()
+    }
+
     /// Feeds one record; `opened` says the connection was followed from its start.
     pub fn record(
         &mut self,
@@ -209,19 +217,12 @@ impl Half {
             self.complete(&Partial { cut: true, ..p }, out, stats);
         }
         if let Some(b) = self.block.take() {
-            self.finish_block(Block { cut: true, ..b }, out, stats);
+            self.finish_block(Block { cut: true, ..b }, out);
         }
         match &mut self.decoder {
-            Some(d) => {
-                d.desync();
-                stats.desyncs += 1;
-            }
-            None if !self.lost_before_start => {
-                // The decoder will start without the table.
-                self.lost_before_start = true;
-                stats.desyncs += 1;
-            }
-            None => {}
+            Some(d) => d.desync(),
+            // The decoder will start without the table.
+            None => self.lost_before_start = true,
         }
     }
 
@@ -232,7 +233,7 @@ impl Half {
             && let Some(b) = self.block.take()
         {
             // A block's CONTINUATION frames must follow it: they were lost.
-            self.finish_block(Block { cut: true, ..b }, out, stats);
+            self.finish_block(Block { cut: true, ..b }, out);
         }
         let end_stream = h.flags & FLAG_END_STREAM != 0;
         let len = h.len as usize;
@@ -263,7 +264,7 @@ impl Half {
                     start_ns: p.start_ns,
                 };
                 if h.flags & FLAG_END_HEADERS != 0 || b.cut {
-                    self.finish_block(b, out, stats);
+                    self.finish_block(b, out);
                 } else {
                     self.block = Some(b);
                 }
@@ -278,12 +279,12 @@ impl Half {
                     b.bytes.extend_from_slice(&p.got[..have.min(room)]);
                     b.cut |= p.cut || have < len || len > room;
                     if h.flags & FLAG_END_HEADERS != 0 || b.cut {
-                        self.finish_block(b, out, stats);
+                        self.finish_block(b, out);
                     } else {
                         self.block = Some(b);
                     }
                 }
-                Some(b) => self.finish_block(Block { cut: true, ..b }, out, stats),
+                Some(b) => self.finish_block(Block { cut: true, ..b }, out),
                 // A PUSH_PROMISE's (not captured: the decoder is already out of step), or
                 // one whose block was lost.
                 None => {}
@@ -292,7 +293,6 @@ impl Half {
                 // Its header block is not captured, yet it changes the dynamic table.
                 if let Some(d) = &mut self.decoder {
                     d.desync();
-                    stats.desyncs += 1;
                 }
             }
             DATA => {
@@ -321,17 +321,14 @@ impl Half {
 
     /// Decodes a header block; a cut one, or one the decoder refuses, leaves the decoder
     /// desynchronised.
-    fn finish_block(&mut self, b: Block, out: &mut Vec<FrameEvent>, stats: &mut Http2Stats) {
+    fn finish_block(&mut self, b: Block, out: &mut Vec<FrameEvent>) {
         let decoder = self.decoder.get_or_insert_with(Decoder::midway);
         let bytes = Bytes::from(b.bytes);
         let mut fields = Vec::new();
+        // A block the decoder refuses desynchronises it (and is counted by it).
         let refused = decoder.decode(&bytes, |f| fields.push(f)).is_err();
-        if refused && !b.cut {
-            stats.decode_errors += 1;
-        }
-        if refused || b.cut {
+        if b.cut && !refused {
             decoder.desync();
-            stats.desyncs += 1;
         }
         out.push(FrameEvent::Headers {
             stream: b.stream,

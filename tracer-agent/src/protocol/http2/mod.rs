@@ -15,6 +15,7 @@ mod tests;
 
 pub use conn::{Conn, Report};
 
+use self::hpack::HpackStats;
 use super::http::Text;
 
 /// What the HTTP/2 assembly could not follow exactly, and what it saw, over all connections.
@@ -24,14 +25,9 @@ pub struct Http2Stats {
     pub streams: u64,
     /// Exchanges reported (ended by the response's end, a reset, a GOAWAY or the connection's end).
     pub exchanges: u64,
-    /// Decoded header fields that referred to a dynamic-table entry the decoder never saw
-    /// (a connection picked up mid-way, or after a loss).
-    pub unknown_fields: u64,
-    /// Times a direction's HPACK decoder lost its dynamic table (a loss, a cut block, a
-    /// `PUSH_PROMISE`, a block it could not decode).
-    pub desyncs: u64,
-    /// Header blocks the decoder refused (not cut by the capture or a loss).
-    pub decode_errors: u64,
+    /// What the HPACK decoders counted: references to unknown entries, desyncs (a loss, a
+    /// block cut by the capture or the bound, a `PUSH_PROMISE`, a block refused), errors.
+    pub hpack: HpackStats,
     /// Streams given up because a connection had [`conn::MAX_STREAMS`] open.
     pub streams_given_up: u64,
     /// Chunks whose records could not be parsed (the rest of the chunk counts as lost).
