@@ -294,6 +294,11 @@ fn user_counters(m: &Metrics) -> Vec<(&'static str, &'static str, u64)> {
             conn.http2.oversized_blocks,
         ),
         (
+            "tracer_http2_reordered_responses_total",
+            "HTTP/2 response header blocks reported before the write of their request, put back in order.",
+            conn.http2.reordered,
+        ),
+        (
             "tracer_http2_orphan_headers_total",
             "HTTP/2 header blocks of streams whose request was not seen (begun before the agent, or lost).",
             conn.http2.orphan_headers,

@@ -7,12 +7,24 @@
 //! reported, at the response's `END_STREAM` (trailers, or the last DATA frame), a `RST_STREAM` in
 //! either direction, a GOAWAY whose last stream id is below it, or the connection's end.
 //!
+//! On a client connection the response can be reported before the request that caused it: over
+//! loopback the server answers while the writing thread is still on its way out of `write`, and
+//! the reading thread's event may be sent first. So what is read for a stream not seen yet
+//! (a response head, DATA, `RST_STREAM`) is kept back ([`MAX_PARKED`] events at most) and handled
+//! after the connection's next write that opens that stream; a write that began after the read
+//! returned cannot have caused it, so what is still kept back then is given up (counted as an
+//! orphan: it answers a request sent before the agent saw the connection).
+//!
 //! Bounds: [`MAX_STREAMS`] open streams per connection (more: the oldest is given up,
-//! counted); a header block in progress holds at most `frames::MAX_BLOCK` bytes per direction.
+//! counted); [`MAX_PARKED`] events kept back; a header block in progress holds at most
+//! `frames::MAX_BLOCK` bytes per direction.
 //! A loss (a sequence gap or `REC_LOST`) desynchronises that direction's decoder; streams are
 //! still paired by their ids, and literal fields are still read.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+};
 
 use super::{
     Grpc, Http2Info, Http2Stats,
@@ -26,6 +38,10 @@ use crate::protocol::{Chunk, Direction, Exchange, ExchangeSink, Role, http::Vers
 /// Open streams kept per connection (a client's usual concurrency limit is 100); past it the
 /// oldest stream is given up.
 pub const MAX_STREAMS: usize = 256;
+
+/// Events read for streams not seen yet, kept back per connection until the write that opens
+/// them is reported; past it the oldest is given up.
+pub const MAX_PARKED: usize = 64;
 
 /// What one open stream costs, for the connection table's memory budget: the stream, its
 /// exchange and the head bytes it keeps (a typical head).
@@ -72,6 +88,8 @@ pub struct Conn<S: ExchangeSink> {
     halves: [Half; 2],
     /// By stream id: ids grow, so the first is the oldest.
     streams: BTreeMap<u32, Stream<S::Started>>,
+    /// Read for streams not seen yet, oldest first: the event and when its read returned.
+    parked: VecDeque<(FrameEvent, u64)>,
 }
 
 /// The role of the end that sends requests in `dir`.
@@ -94,6 +112,7 @@ impl<S: ExchangeSink> Conn<S> {
             seq: Seq::default(),
             halves: [Half::default(), Half::default()],
             streams: BTreeMap::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -135,7 +154,10 @@ impl<S: ExchangeSink> Conn<S> {
     /// Memory held beyond the connection itself.
     #[must_use]
     pub fn footprint(&self) -> usize {
-        self.streams.len() * STREAM_COST + self.halves[0].footprint() + self.halves[1].footprint()
+        self.streams.len() * STREAM_COST
+            + self.parked.len() * PARKED_COST
+            + self.halves[0].footprint()
+            + self.halves[1].footprint()
     }
 
     /// Feeds one chunk of frame records. `seq` is the event's sequence number in its socket
@@ -169,7 +191,69 @@ impl<S: ExchangeSink> Conn<S> {
         to.stats.hpack += half.take_stats();
         self.last_ns = self.last_ns.max(chunk.end_ns);
         for ev in events {
-            self.on_event(dir, tid, ev, chunk.end_ns, to);
+            if dir == Direction::Ingress && self.may_answer_unseen(&ev) {
+                self.park(ev, chunk.end_ns, to);
+            } else {
+                self.on_event(dir, tid, ev, chunk.end_ns, to);
+            }
+        }
+        if dir == Direction::Egress {
+            self.unpark(chunk.start_ns, to);
+        }
+    }
+
+    /// Whether a read event may answer a request whose write is not reported yet: it is for a
+    /// stream not seen, on a connection where we may be the client, and not a request itself.
+    fn may_answer_unseen(&self, ev: &FrameEvent) -> bool {
+        if self.role == Some(Role::Server) {
+            return false;
+        }
+        match ev {
+            FrameEvent::Headers {
+                stream,
+                fields,
+                cut,
+                ..
+            } => {
+                if self.streams.contains_key(stream) {
+                    return false;
+                }
+                let d = fields::decode(fields, *cut);
+                d.method.is_none() && (d.status.is_some() || self.role == Some(Role::Client))
+            }
+            FrameEvent::Data { stream, .. } | FrameEvent::Reset { stream, .. } => {
+                !self.streams.contains_key(stream)
+            }
+            FrameEvent::GoAway { .. } => false,
+        }
+    }
+
+    fn park(&mut self, ev: FrameEvent, end_ns: u64, to: &mut Report<'_, S>) {
+        if self.parked.len() >= MAX_PARKED
+            && let Some((old, _)) = self.parked.pop_front()
+        {
+            give_up(&old, to.stats);
+        }
+        self.parked.push_back((ev, end_ns));
+    }
+
+    /// After a write: what was kept back for the streams it opened is handled; what a write
+    /// that began after its read returned did not open is given up.
+    fn unpark(&mut self, write_start_ns: u64, to: &mut Report<'_, S>) {
+        if self.parked.is_empty() {
+            return;
+        }
+        for (ev, end_ns) in std::mem::take(&mut self.parked) {
+            if self.streams.contains_key(&ev.stream()) {
+                if matches!(ev, FrameEvent::Headers { .. }) {
+                    to.stats.reordered += 1;
+                }
+                self.on_event(Direction::Ingress, 0, ev, end_ns, to);
+            } else if end_ns < write_start_ns {
+                give_up(&ev, to.stats);
+            } else {
+                self.parked.push_back((ev, end_ns));
+            }
         }
     }
 
@@ -352,10 +436,23 @@ impl<S: ExchangeSink> Conn<S> {
 
     /// Ends every exchange: those without a response end without one.
     pub fn close(mut self, to: &mut Report<'_, S>) {
+        for (ev, _) in std::mem::take(&mut self.parked) {
+            give_up(&ev, to.stats);
+        }
         let last = self.last_ns;
         while let Some((&id, _)) = self.streams.first_key_value() {
             self.finish(id, last, to);
         }
+    }
+}
+
+/// What one event kept back costs, for the memory budget (its decoded fields are extra).
+const PARKED_COST: usize = size_of::<(FrameEvent, u64)>() + 256;
+
+/// An event kept back that no request claimed: a header block of it is an orphan.
+fn give_up(ev: &FrameEvent, stats: &mut Http2Stats) {
+    if matches!(ev, FrameEvent::Headers { .. }) {
+        stats.orphan_headers += 1;
     }
 }
 

@@ -56,6 +56,19 @@ pub enum FrameEvent {
     },
 }
 
+impl FrameEvent {
+    /// The stream the event is about (0 for the connection).
+    #[must_use]
+    pub fn stream(&self) -> u32 {
+        match self {
+            Self::Headers { stream, .. }
+            | Self::Data { stream, .. }
+            | Self::Reset { stream, .. } => *stream,
+            Self::GoAway { .. } => 0,
+        }
+    }
+}
+
 /// Up to [`GRPC_PREFIX`] bytes from the start of a DATA frame's data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Prefix {

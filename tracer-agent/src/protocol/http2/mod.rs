@@ -45,6 +45,8 @@ pub struct Http2Stats {
     /// Header blocks of streams whose request was not seen (it began before the agent, or was
     /// lost), or requests flowing against the connection's role.
     pub orphan_headers: u64,
+    /// Response header blocks reported before the write of their request, put back in order.
+    pub reordered: u64,
 }
 
 /// What an HTTP/2 exchange carries beyond its heads.

@@ -63,13 +63,14 @@ impl Driver {
     }
 
     fn event(&mut self, fd: u32, dir: Direction, frames: bool, data: &[u8]) {
+        self.event_at(fd, dir, frames, self.t + 1_000, data);
+    }
+
+    /// An event whose syscall began at `start_ns`.
+    fn event_at(&mut self, fd: u32, dir: Direction, frames: bool, start_ns: u64, data: &[u8]) {
         let seq = self.seq.entry((fd, dir as usize)).or_insert(0);
         let s = *seq;
         *seq += 1;
-        self.event_seq(fd, dir, frames, s, data);
-    }
-
-    fn event_seq(&mut self, fd: u32, dir: Direction, frames: bool, seq: u32, data: &[u8]) {
         self.t += 1_000;
         let ev = DataIn {
             pid: PID,
@@ -77,13 +78,13 @@ impl Driver {
             fd,
             direction: dir,
             peer: None,
-            seq: Some(seq),
+            seq: Some(s),
             frames,
             chunk: Chunk {
                 data,
                 gap: 0,
                 tail: &[],
-                start_ns: self.t,
+                start_ns,
                 end_ns: self.t + 10,
                 kernel: &[],
             },
@@ -770,4 +771,63 @@ fn malformed_records_and_rec_lost_are_counted_not_fatal() {
     assert_eq!((st.malformed_records, st.hpack.desyncs), (1, 2));
     serve_unary(&mut d, 1, PATH, "0");
     assert_eq!(d.f.spans.len(), 1);
+}
+
+#[test]
+fn a_response_reported_before_its_request_write_is_put_back_in_order() {
+    let mut d = Driver::new();
+    d.open(FD);
+    let mut w = Vec::new();
+    settings(&mut w);
+    d.write(&w);
+    // The read of the whole answer is reported before the write of its request (loopback: the
+    // writing thread was still on its way out of write).
+    let mut r = Vec::new();
+    headers(
+        &mut r,
+        1,
+        FLAG_END_STREAM,
+        &[grpc_response_head(), hp::block(&[("grpc-status", "7")])].concat(),
+    );
+    d.read(&r);
+    assert!(d.f.spans.is_empty());
+    let read_at = d.t;
+    let mut w = Vec::new();
+    headers(&mut w, 1, 0, &grpc_request(PATH, &b3()));
+    data(&mut w, 1, FLAG_END_STREAM, 5, 0);
+    // The write began before the read returned.
+    d.event_at(FD, Direction::Egress, true, read_at - 500, &w);
+    let span = d.span("helloworld.Greeter/SayHello");
+    assert_eq!(span.kind, SpanKind::Client);
+    assert_eq!(int(span, "rpc.grpc.status_code"), Some(7));
+    let st = d.stats();
+    assert_eq!((st.reordered, st.orphan_headers), (1, 0));
+}
+
+#[test]
+fn answers_to_requests_before_the_agent_are_given_up_at_a_later_write() {
+    let mut d = Driver::new();
+    // A client connection picked up mid-way: answers to streams whose requests were not seen.
+    let mut r = Vec::new();
+    let mut status = Vec::new();
+    hp::indexed(&mut status, STATUS_200);
+    headers(&mut r, 7, 0, &status);
+    data(&mut r, 7, FLAG_END_STREAM, 10, 5);
+    d.read(&r);
+    // A later call on the connection: its write began after that read returned.
+    let mut w = Vec::new();
+    headers(&mut w, 9, 0, &grpc_request(PATH, &b3()));
+    d.write(&w);
+    let st = d.stats();
+    assert_eq!((st.orphan_headers, st.reordered), (1, 0));
+    let mut r = Vec::new();
+    headers(
+        &mut r,
+        9,
+        FLAG_END_STREAM,
+        &[grpc_response_head(), hp::block(&[("grpc-status", "0")])].concat(),
+    );
+    d.read(&r);
+    assert_eq!(d.names(), [&PATH[1..]]);
+    assert_eq!(d.f.spans[0].kind, SpanKind::Client);
 }
