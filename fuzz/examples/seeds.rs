@@ -4,7 +4,8 @@
 //! Seeds are small real inputs: request and response heads with B3 and `traceparent` headers,
 //! chunked bodies, pipelined requests, a head split over reads, a capture gap; HTTP/2 frame
 //! records of gRPC calls (a block split over CONTINUATION and events, a reset, a GOAWAY, a
-//! loss, an h2c upgrade); ring-buffer records as the kernel lays them out.
+//! loss, an h2c upgrade); ring-buffer records as the kernel lays them out; the header blocks of
+//! RFC 7541's HPACK examples.
 
 use std::{fs, path::Path};
 
@@ -372,6 +373,76 @@ fn head_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The header blocks of RFC 7541 Appendix C, as the agent's HPACK tests read them.
+const HPACK_EXAMPLES: &str =
+    include_str!("../../tracer-agent/src/protocol/http2/hpack/rfc7541_examples.txt");
+
+/// The block of HPACK example `section` (e.g. `C.3.1`).
+fn hpack_example(section: &str) -> Vec<u8> {
+    let line = HPACK_EXAMPLES
+        .lines()
+        .find_map(|l| l.strip_prefix(section)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no HPACK example {section}"));
+    let digits: Vec<u8> = line.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits
+        .chunks(2)
+        .map(|d| u8::from_str_radix(std::str::from_utf8(d).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// An operation of the `hpack` target: a block (`op` 0: seen; 1: lost for the decoder under
+/// test) or, with an empty block, a restart mid-way (`op` 2).
+fn hpack_op(op: u8, block: &[u8]) -> Vec<u8> {
+    if op == 2 {
+        return vec![2];
+    }
+    let len = u16::try_from(block.len()).expect("a seed block under 64 KiB");
+    [&[op][..], &len.to_le_bytes(), block].concat()
+}
+
+fn hpack_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let seen = |sections: &[&str]| -> Vec<u8> {
+        sections
+            .iter()
+            .flat_map(|s| hpack_op(0, &hpack_example(s)))
+            .collect()
+    };
+    // A dynamic table size update to 256 bytes (C.5 and C.6 assume that size), then to 2^32 - 1.
+    let to_256 = hpack_op(0, &[0x3f, 0xe1, 0x01]);
+    let to_max = hpack_op(0, &[0x3f, 0xe0, 0xff, 0xff, 0xff, 0x0f]);
+    vec![
+        ("rfc_c2", seen(&["C.2.1", "C.2.2", "C.2.3", "C.2.4"])),
+        ("rfc_c3", seen(&["C.3.1", "C.3.2", "C.3.3"])),
+        (
+            "rfc_c4_midway",
+            [
+                seen(&["C.4.1"]),
+                hpack_op(2, &[]),
+                seen(&["C.4.2", "C.4.3"]),
+            ]
+            .concat(),
+        ),
+        (
+            "rfc_c5_lost",
+            [
+                to_256.clone(),
+                seen(&["C.5.1"]),
+                hpack_op(1, &hpack_example("C.5.2")),
+                seen(&["C.5.3"]),
+            ]
+            .concat(),
+        ),
+        (
+            "rfc_c6",
+            [to_256, seen(&["C.6.1", "C.6.2", "C.6.3"])].concat(),
+        ),
+        (
+            "size_over_cap",
+            [to_max, seen(&["C.3.1", "C.3.2", "C.3.3"])].concat(),
+        ),
+    ]
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::create_dir_all(dir).expect("creating the seed directory");
     fs::write(dir.join(name), bytes).expect("writing a seed");
@@ -414,6 +485,9 @@ fn main() {
     }
     for (name, bytes) in head_seeds() {
         write(&root.join("head_scanner"), name, &bytes);
+    }
+    for (name, bytes) in hpack_seeds() {
+        write(&root.join("hpack"), name, &bytes);
     }
     println!("seeds written to {}", root.display());
 }

@@ -32,12 +32,13 @@ use crate::{
 };
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "http1_assembly",
     "http2_assembly",
     "records",
     "context",
     "head_scanner",
+    "hpack",
 ];
 /// Seconds per target in `cargo xtask test`.
 pub const CI_SECONDS: u64 = 15;
@@ -53,7 +54,7 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 #[derive(clap::Args)]
 pub struct Options {
     /// Targets to run (default: all of them): `http1_assembly`, `http2_assembly`, `records`,
-    /// `context`, `head_scanner`.
+    /// `context`, `head_scanner`, `hpack`.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Seconds to fuzz each target.

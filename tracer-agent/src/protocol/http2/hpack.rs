@@ -318,15 +318,7 @@ impl Cursor<'_> {
             return Err(DecodeError::Truncated(INSIDE));
         };
         let s = if huffman {
-            // At most 8 symbols per 5 bits (the shortest code).
-            let mut decoded = Vec::with_capacity(len * 8 / 5 + 1);
-            huffman::decode(raw, &mut decoded)?;
-            if decoded.len() > MAX_STRING {
-                return Err(DecodeError::StringTooLong { len: decoded.len() });
-            }
-            // A `Bytes` made from a full `Vec` needs no second allocation and holds no slack.
-            decoded.shrink_to_fit();
-            Bytes::from(decoded)
+            Self::huffman(raw)?
         } else if owned {
             Bytes::copy_from_slice(raw)
         } else {
@@ -334,5 +326,32 @@ impl Cursor<'_> {
         };
         self.pos = end;
         Ok(s)
+    }
+
+    /// Decodes a Huffman-coded string into a `Bytes` of its own: a short one on the stack, then
+    /// copied once.
+    fn huffman(raw: &[u8]) -> Result<Bytes, DecodeError> {
+        const ON_STACK: usize = 256;
+        // At most 8 symbols per 5 bits (the shortest code).
+        let most = raw.len() * 8 / 5;
+        if most <= ON_STACK {
+            let mut buf = [0u8; ON_STACK];
+            let mut len = 0;
+            huffman::decode(raw, |b| {
+                if let Some(slot) = buf.get_mut(len) {
+                    *slot = b;
+                }
+                len += 1;
+            })?;
+            return Ok(Bytes::copy_from_slice(&buf[..len.min(ON_STACK)]));
+        }
+        let mut decoded = Vec::with_capacity(most);
+        huffman::decode(raw, |b| decoded.push(b))?;
+        if decoded.len() > MAX_STRING {
+            return Err(DecodeError::StringTooLong { len: decoded.len() });
+        }
+        // A `Bytes` made from a full `Vec` needs no second allocation and holds no slack.
+        decoded.shrink_to_fit();
+        Ok(Bytes::from(decoded))
     }
 }

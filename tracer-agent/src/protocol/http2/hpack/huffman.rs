@@ -342,8 +342,8 @@ const fn canonical() -> Canonical {
 
 pub(super) const CANONICAL: Canonical = canonical();
 
-/// Decodes the Huffman-coded `src`, appending the symbols to `out`.
-pub(super) fn decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
+/// Decodes the Huffman-coded `src`, giving each symbol to `out`.
+pub(super) fn decode(src: &[u8], mut out: impl FnMut(u8)) -> Result<(), HuffmanError> {
     // The bits not decoded yet, in the low `bits` bits of `acc`. A complete code is at most 30
     // bits, so fewer than 30 remain after each inner loop and 38 at most are held.
     let mut acc: u64 = 0;
@@ -356,7 +356,7 @@ pub(super) fn decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> 
                 return Err(HuffmanError::Eos);
             }
             #[expect(clippy::cast_possible_truncation, reason = "not EOS: below 256")]
-            out.push(sym as u8);
+            out(sym as u8);
             bits -= len;
             acc &= (1 << bits) - 1;
         }

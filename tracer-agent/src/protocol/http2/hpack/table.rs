@@ -131,6 +131,8 @@ pub(super) struct DynamicTable {
     max_exact: bool,
     /// The peer's table may hold entries older than those held here.
     older_unknown: bool,
+    /// Entries held whose name is unknown.
+    unnamed: usize,
 }
 
 impl DynamicTable {
@@ -142,6 +144,7 @@ impl DynamicTable {
             max: DEFAULT_MAX,
             max_exact: true,
             older_unknown: false,
+            unnamed: 0,
         }
     }
 
@@ -159,6 +162,7 @@ impl DynamicTable {
     pub(super) fn desync(&mut self) {
         self.entries.clear();
         self.size = 0;
+        self.unnamed = 0;
         self.max_exact = false;
         self.older_unknown = true;
     }
@@ -168,9 +172,9 @@ impl DynamicTable {
         self.entries.len()
     }
 
-    /// Whether every entry of the peer's table is known.
+    /// Whether every entry of the peer's table is known, name and value.
     pub(super) fn is_known(&self) -> bool {
-        !self.older_unknown
+        !self.older_unknown && self.unnamed == 0
     }
 
     /// The sum of the entries' sizes (lower bounds), at most [`CAP`].
@@ -195,55 +199,58 @@ impl DynamicTable {
     /// Inserts a field (§4.4): evicts from the oldest end until it fits; an entry larger than
     /// the maximum empties the table and is not inserted.
     pub(super) fn insert(&mut self, name: Option<Bytes>, value: Bytes) -> Events {
+        let was_known = self.is_known();
         let size = ENTRY_OVERHEAD + name.as_ref().map_or(0, Bytes::len) + value.len();
         if size > self.max {
-            self.entries.clear();
-            self.size = 0;
+            self.evict_to(0);
             // The peer emptied its table too (the entry's size is at least `size`), unless its
             // maximum is larger than assumed.
-            let was_known = !self.older_unknown;
             self.older_unknown = !self.max_exact;
-            return Events {
-                capped: false,
-                resynced: !was_known && !self.older_unknown,
-            };
+        } else {
+            let evicted = self.evict_to(self.max - size);
+            self.unnamed += usize::from(name.is_none());
+            self.entries.push_front(Entry { name, value, size });
+            self.size += size;
+            self.after_eviction(evicted);
         }
-        let mut evicted = false;
-        while self.size + size > self.max {
-            let Some(old) = self.entries.pop_back() else {
-                break;
-            };
-            self.size -= old.size;
-            evicted = true;
+        Events {
+            capped: false,
+            resynced: !was_known && self.is_known(),
         }
-        self.entries.push_front(Entry { name, value, size });
-        self.size += size;
-        self.after_eviction(evicted)
     }
 
     /// A dynamic table size update (§6.3). Above [`CAP`] the table keeps to the cap and the
     /// peer's maximum becomes unknown.
     pub(super) fn set_max(&mut self, max: usize) -> Events {
+        let was_known = self.is_known();
         let capped = max > CAP;
         self.max = max.min(CAP);
         self.max_exact = !capped;
+        let evicted = self.evict_to(self.max);
+        self.after_eviction(evicted);
+        Events {
+            capped,
+            resynced: !was_known && self.is_known(),
+        }
+    }
+
+    /// Evicts the oldest entries until the table's size is at most `size`; whether it evicted.
+    fn evict_to(&mut self, size: usize) -> bool {
         let mut evicted = false;
-        while self.size > self.max {
+        while self.size > size {
             let Some(old) = self.entries.pop_back() else {
                 break;
             };
             self.size -= old.size;
+            self.unnamed -= usize::from(old.name.is_none());
             evicted = true;
         }
-        Events {
-            capped,
-            ..self.after_eviction(evicted)
-        }
+        evicted
     }
 
-    /// Updates what is known after entries were evicted (`evicted`) or the maximum changed.
-    fn after_eviction(&mut self, evicted: bool) -> Events {
-        let was_known = !self.older_unknown;
+    /// Updates what is known of older entries after entries were evicted (`evicted`) or the
+    /// maximum changed.
+    fn after_eviction(&mut self, evicted: bool) {
         if !self.max_exact {
             // Entries evicted under an assumed maximum may still be in the peer's table.
             if evicted {
@@ -254,10 +261,6 @@ impl DynamicTable {
             // than the entries held is left; or there is no room for anything older (each entry
             // is at least 32 bytes, and those held that the peer has are at least their bounds).
             self.older_unknown = false;
-        }
-        Events {
-            capped: false,
-            resynced: !was_known && !self.older_unknown,
         }
     }
 }

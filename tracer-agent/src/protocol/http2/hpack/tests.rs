@@ -21,10 +21,31 @@ fn hex(s: &str) -> Bytes {
         .into()
 }
 
+/// The examples of RFC 7541 Appendix C: the header block of each numbered section.
+const EXAMPLES: &str = include_str!("rfc7541_examples.txt");
+
+/// The block of example `section` (e.g. `C.3.1`).
+fn example(section: &str) -> Bytes {
+    EXAMPLES
+        .lines()
+        .find_map(|l| l.strip_prefix(section)?.strip_prefix(' '))
+        .map_or_else(|| panic!("no example {section}"), hex)
+}
+
+/// The three blocks of `section` (e.g. `C.3`).
+fn examples(section: &str) -> [Bytes; 3] {
+    [1, 2, 3].map(|n| example(&format!("{section}.{n}")))
+}
+
 fn decode(d: &mut Decoder, block: &Bytes) -> Vec<Field> {
     let mut fields = Vec::new();
-    d.decode(block, |f| fields.push(f))
-        .unwrap_or_else(|e| panic!("decoding {block:x?}: {e}"));
+    d.decode(block, |f| fields.push(f)).unwrap_or_else(|e| {
+        panic!(
+            "decoding {:x?}.. ({} bytes): {e}",
+            &block[..block.len().min(64)],
+            block.len()
+        )
+    });
     fields
 }
 
@@ -109,7 +130,7 @@ fn huffman_matches_an_independent_encoder_on_every_byte() {
     huffman::encode(&all, &mut coded);
     assert_eq!(&coded[..], &hex(ALL_BYTES_HUFFMAN)[..], "encoding");
     let mut decoded = Vec::new();
-    huffman::decode(&hex(ALL_BYTES_HUFFMAN), &mut decoded).expect("valid code");
+    huffman::decode(&hex(ALL_BYTES_HUFFMAN), |b| decoded.push(b)).expect("valid code");
     assert_eq!(decoded, all, "decoding");
 }
 
@@ -118,32 +139,32 @@ fn huffman_refuses_eos_and_bad_padding() {
     let mut out = Vec::new();
     // EOS: 30 ones, then two bits of padding.
     assert_eq!(
-        huffman::decode(&[0xff, 0xff, 0xff, 0xff], &mut out),
+        huffman::decode(&[0xff, 0xff, 0xff, 0xff], |b| out.push(b)),
         Err(HuffmanError::Eos)
     );
     // 'a' (00011), then 11 bits of ones as padding: more than 7.
     assert_eq!(
-        huffman::decode(&[0x1f, 0xff], &mut out),
+        huffman::decode(&[0x1f, 0xff], |b| out.push(b)),
         Err(HuffmanError::PaddingTooLong)
     );
     // 'a' then padding 000.
     assert_eq!(
-        huffman::decode(&[0x18], &mut out),
+        huffman::decode(&[0x18], |b| out.push(b)),
         Err(HuffmanError::PaddingNotOnes)
     );
     // 'a' then padding 111: valid.
     out.clear();
-    assert_eq!(huffman::decode(&[0x1f], &mut out), Ok(()));
+    assert_eq!(huffman::decode(&[0x1f], |b| out.push(b)), Ok(()));
     assert_eq!(out, b"a");
     // A whole byte of ones is more than 7 bits of padding.
     out.clear();
     assert_eq!(
-        huffman::decode(&[0xff], &mut out),
+        huffman::decode(&[0xff], |b| out.push(b)),
         Err(HuffmanError::PaddingTooLong)
     );
     // Nothing at all is the empty string.
     out.clear();
-    assert_eq!(huffman::decode(&[], &mut out), Ok(()));
+    assert_eq!(huffman::decode(&[], |b| out.push(b)), Ok(()));
     assert!(out.is_empty());
 }
 
@@ -193,62 +214,33 @@ fn integers_of_rfc_c1_and_the_limits() {
 fn rfc_c2_single_representations() {
     // C.2.1: literal with indexing.
     let mut d = Decoder::new();
-    let f = decode(
-        &mut d,
-        &hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"),
-    );
+    let f = decode(&mut d, &example("C.2.1"));
     assert_eq!(text(&f), pairs(&[("custom-key", "custom-header")]));
     assert_eq!(table(&d), (pairs(&[("custom-key", "custom-header")]), 55));
     // C.2.2: literal without indexing.
     let mut d = Decoder::new();
-    let f = decode(&mut d, &hex("040c 2f73 616d 706c 652f 7061 7468"));
+    let f = decode(&mut d, &example("C.2.2"));
     assert_eq!(text(&f), pairs(&[(":path", "/sample/path")]));
     assert_eq!(table(&d), (vec![], 0));
     // C.2.3: literal never indexed.
     let mut d = Decoder::new();
-    let f = decode(&mut d, &hex("1008 7061 7373 776f 7264 0673 6563 7265 74"));
+    let f = decode(&mut d, &example("C.2.3"));
     assert_eq!(text(&f), pairs(&[("password", "secret")]));
     assert_eq!(table(&d), (vec![], 0));
     // C.2.4: indexed.
     let mut d = Decoder::new();
-    let f = decode(&mut d, &hex("82"));
+    let f = decode(&mut d, &example("C.2.4"));
     assert_eq!(text(&f), pairs(&[(":method", "GET")]));
     assert_eq!(table(&d), (vec![], 0));
 }
-
-const C3: [&str; 3] = [
-    "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
-    "8286 84be 5808 6e6f 2d63 6163 6865",
-    "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
-];
-const C4: [&str; 3] = [
-    "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
-    "8286 84be 5886 a8eb 1064 9cbf",
-    "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
-];
-const C5: [&str; 3] = [
-    "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a \
-     3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
-    "4803 3330 37c1 c0bf",
-    "88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d 54c0 5a04 \
-     677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049 5541 5851 5745 4f49 \
-     553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e 3d31",
-];
-const C6: [&str; 3] = [
-    "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6 2d1b ff6e \
-     919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
-    "4883 640e ffc1 c0bf",
-    "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b d9ab 77ad 94e7 \
-     821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27 0fb5 291f 9587 3160 65c0 03ed \
-     4ee5 b106 3d50 07",
-];
 
 const AUTHORITY: (&str, &str) = (":authority", "www.example.com");
 const NO_CACHE: (&str, &str) = ("cache-control", "no-cache");
 const CUSTOM: (&str, &str) = ("custom-key", "custom-value");
 
 /// The three requests of C.3/C.4: their fields, and the table after each.
-fn check_requests(blocks: [&str; 3]) {
+fn check_requests(section: &str) {
+    let blocks = examples(section);
     let mut d = Decoder::new();
     let get = [
         (":method", "GET"),
@@ -256,10 +248,10 @@ fn check_requests(blocks: [&str; 3]) {
         (":path", "/"),
         AUTHORITY,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[0]))), pairs(&get));
+    assert_eq!(text(&decode(&mut d, &blocks[0])), pairs(&get));
     assert_eq!(table(&d), (pairs(&[AUTHORITY]), 57));
     let second = [&get[..], &[NO_CACHE]].concat();
-    assert_eq!(text(&decode(&mut d, &hex(blocks[1]))), pairs(&second));
+    assert_eq!(text(&decode(&mut d, &blocks[1])), pairs(&second));
     assert_eq!(table(&d), (pairs(&[NO_CACHE, AUTHORITY]), 110));
     let third = [
         (":method", "GET"),
@@ -268,19 +260,19 @@ fn check_requests(blocks: [&str; 3]) {
         AUTHORITY,
         CUSTOM,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[2]))), pairs(&third));
+    assert_eq!(text(&decode(&mut d, &blocks[2])), pairs(&third));
     assert_eq!(table(&d), (pairs(&[CUSTOM, NO_CACHE, AUTHORITY]), 164));
     assert_eq!(d.take_stats(), HpackStats::default());
 }
 
 #[test]
 fn rfc_c3_requests_without_huffman() {
-    check_requests(C3);
+    check_requests("C.3");
 }
 
 #[test]
 fn rfc_c4_requests_with_huffman() {
-    check_requests(C4);
+    check_requests("C.4");
 }
 
 const PRIVATE: (&str, &str) = ("cache-control", "private");
@@ -300,10 +292,11 @@ fn decoder_256() -> Decoder {
 }
 
 /// The three responses of C.5/C.6, with evictions from a 256-byte table.
-fn check_responses(blocks: [&str; 3]) {
+fn check_responses(section: &str) {
+    let blocks = examples(section);
     let mut d = decoder_256();
     let first = [(":status", "302"), PRIVATE, DATE_21, LOCATION];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[0]))), pairs(&first));
+    assert_eq!(text(&decode(&mut d, &blocks[0])), pairs(&first));
     assert_eq!(
         table(&d),
         (
@@ -312,7 +305,7 @@ fn check_responses(blocks: [&str; 3]) {
         )
     );
     let second = [(":status", "307"), PRIVATE, DATE_21, LOCATION];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[1]))), pairs(&second));
+    assert_eq!(text(&decode(&mut d, &blocks[1])), pairs(&second));
     assert_eq!(
         table(&d),
         (
@@ -328,7 +321,7 @@ fn check_responses(blocks: [&str; 3]) {
         ("content-encoding", "gzip"),
         COOKIE,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[2]))), pairs(&third));
+    assert_eq!(text(&decode(&mut d, &blocks[2])), pairs(&third));
     assert_eq!(
         table(&d),
         (pairs(&[COOKIE, ("content-encoding", "gzip"), DATE_22]), 215)
@@ -338,19 +331,20 @@ fn check_responses(blocks: [&str; 3]) {
 
 #[test]
 fn rfc_c5_responses_without_huffman() {
-    check_responses(C5);
+    check_responses("C.5");
 }
 
 #[test]
 fn rfc_c6_responses_with_huffman() {
-    check_responses(C6);
+    check_responses("C.6");
 }
 
 // --- Mid-way and lost blocks ----------------------------------------------------------------
 
 /// A decoder started on the second request of C.3/C.4 knows the literal fields and the
 /// entries they insert, and nothing older.
-fn check_midway_requests(blocks: [&str; 3]) {
+fn check_midway_requests(section: &str) {
+    let blocks = examples(section);
     let mut d = Decoder::midway();
     assert!(!d.is_synced());
     let second = [
@@ -360,7 +354,7 @@ fn check_midway_requests(blocks: [&str; 3]) {
         ("?", "?"),
         NO_CACHE,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[1]))), pairs(&second));
+    assert_eq!(text(&decode(&mut d, &blocks[1])), pairs(&second));
     assert_eq!(table(&d), (pairs(&[NO_CACHE]), 53));
     // 0xbf is index 63: the :authority entry of the first request, never seen.
     let third = [
@@ -370,7 +364,7 @@ fn check_midway_requests(blocks: [&str; 3]) {
         ("?", "?"),
         CUSTOM,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(blocks[2]))), pairs(&third));
+    assert_eq!(text(&decode(&mut d, &blocks[2])), pairs(&third));
     assert_eq!(table(&d), (pairs(&[CUSTOM, NO_CACHE]), 107));
     let stats = d.take_stats();
     assert_eq!(
@@ -390,12 +384,12 @@ fn check_midway_requests(blocks: [&str; 3]) {
 
 #[test]
 fn midway_requests_without_huffman() {
-    check_midway_requests(C3);
+    check_midway_requests("C.3");
 }
 
 #[test]
 fn midway_requests_with_huffman() {
-    check_midway_requests(C4);
+    check_midway_requests("C.4");
 }
 
 #[test]
@@ -403,7 +397,7 @@ fn midway_responses_know_the_literal_values_of_unknown_names() {
     // C.6.3 seen alone: `61 96 ...` is a literal date whose name is index 33 (static), `c0` is
     // index 64 (unknown), `5a` a literal with the static name content-encoding.
     let mut d = Decoder::midway();
-    let f = decode(&mut d, &hex(C6[2]));
+    let f = decode(&mut d, &example("C.6.3"));
     assert_eq!(
         text(&f),
         pairs(&[
@@ -451,9 +445,32 @@ fn literal_with_an_unknown_name_inserts_an_entry_of_unknown_name() {
 }
 
 #[test]
+fn an_entry_of_unknown_name_keeps_the_decoder_out_of_sync_until_evicted() {
+    let mut d = Decoder::midway();
+    let unnamed = encode(&[Repr::Literal {
+        indexing: Indexing::Incremental,
+        name: Ok(62),
+        value: vec![b'v'; 4040],
+        huffman: false,
+    }]);
+    decode(&mut d, &unnamed);
+    // 4072 bytes of 4096: no room for anything older, but one entry's name is unknown.
+    decode(&mut d, &encode(&[Repr::SizeUpdate(4096)]));
+    assert!(!d.is_synced());
+    let (e, _) = error(&mut d, &encode(&[Repr::Indexed(63)]));
+    assert!(matches!(e, DecodeError::IndexOutOfRange { index: 63, .. }));
+    decode(&mut d, &unnamed);
+    decode(&mut d, &encode(&[Repr::SizeUpdate(4096)]));
+    assert!(!d.is_synced());
+    fill(&mut d, 1, 100);
+    assert!(d.is_synced());
+    assert_eq!(d.take_stats().resyncs, 1);
+}
+
+#[test]
 fn desync_forgets_what_came_before_and_knows_what_comes_after() {
     let mut d = Decoder::new();
-    decode(&mut d, &hex(C3[0]));
+    decode(&mut d, &example("C.3.1"));
     // The second request is lost.
     d.desync();
     assert!(!d.is_synced());
@@ -465,7 +482,7 @@ fn desync_forgets_what_came_before_and_knows_what_comes_after() {
         ("?", "?"),
         CUSTOM,
     ];
-    assert_eq!(text(&decode(&mut d, &hex(C3[2]))), pairs(&third));
+    assert_eq!(text(&decode(&mut d, &example("C.3.3"))), pairs(&third));
     assert_eq!(
         text(&decode(
             &mut d,
@@ -480,7 +497,7 @@ fn desync_forgets_what_came_before_and_knows_what_comes_after() {
 #[test]
 fn an_error_desyncs_and_keeps_the_fields_before_it() {
     let mut d = Decoder::new();
-    decode(&mut d, &hex(C3[0]));
+    decode(&mut d, &example("C.3.1"));
     // A literal that inserts, then a string cut short.
     let mut block = encode(&[Repr::Literal {
         indexing: Indexing::Incremental,
@@ -508,8 +525,8 @@ fn an_error_desyncs_and_keeps_the_fields_before_it() {
 #[test]
 fn size_update_evicts_and_references_beyond_are_errors() {
     let mut d = Decoder::new();
-    for b in C3 {
-        decode(&mut d, &hex(b));
+    for n in 1..=3 {
+        decode(&mut d, &example(&format!("C.3.{n}")));
     }
     // 110 bytes keep custom-key (54) and cache-control (53), not :authority (57).
     assert!(decode(&mut d, &encode(&[Repr::SizeUpdate(110)])).is_empty());
@@ -532,7 +549,7 @@ fn size_update_evicts_and_references_beyond_are_errors() {
 #[test]
 fn an_entry_larger_than_the_table_empties_it() {
     let mut d = decoder_256();
-    decode(&mut d, &hex(C5[0]));
+    decode(&mut d, &example("C.5.1"));
     let big = encode(&[Repr::Literal {
         indexing: Indexing::Incremental,
         name: Err(b"x-big".to_vec()),
@@ -744,14 +761,34 @@ fn strings_up_to_the_limit_are_accepted_and_huffman_output_is_limited_too() {
 }
 
 #[test]
+fn huffman_strings_decode_on_both_sides_of_the_stack_buffer() {
+    // '0' has the shortest code (5 bits): 256 of them are the most the 256-byte stack buffer
+    // takes (160 coded bytes); 'z' (7 bits) and 0xff (26 bits) fill it less.
+    let mut d = Decoder::new();
+    for (sym, longest) in [(b'0', MAX_STRING), (b'z', MAX_STRING), (0xff, 5000)] {
+        for n in (0..=300).chain([longest]) {
+            let value = vec![sym; n];
+            let block = encode(&[Repr::Literal {
+                indexing: Indexing::Without,
+                name: Ok(1),
+                value: value.clone(),
+                huffman: true,
+            }]);
+            let f = decode(&mut d, &block);
+            assert_eq!(f[0].value.as_deref(), Some(&value[..]), "{n} x {sym:#x}");
+        }
+    }
+}
+
+#[test]
 fn plain_literal_values_share_the_block() {
     let mut d = Decoder::new();
-    let block = hex(C3[0]);
+    let block = example("C.3.1");
     let f = decode(&mut d, &block);
     let value = f[3].value.as_ref().expect("literal value");
     // A literal with incremental indexing is copied (the table must not keep the block alive).
     assert!(!block.as_ptr_range().contains(&value.as_ptr()));
-    let block = hex("040c 2f73 616d 706c 652f 7061 7468");
+    let block = example("C.2.2");
     let f = decode(&mut d, &block);
     let value = f[0].value.as_ref().expect("literal value");
     assert!(block.as_ptr_range().contains(&value.as_ptr()));
