@@ -29,7 +29,7 @@ use std::{
 use super::{
     Grpc, Http2Info, Http2Stats,
     fields::{self, Decoded},
-    frames::{FrameEvent, Half},
+    frames::{FrameEvent, Half, Start},
     messages::Messages,
     records::Records,
 };
@@ -171,6 +171,13 @@ impl<S: ExchangeSink> Conn<S> {
         to: &mut Report<'_, S>,
     ) {
         let mut events = Vec::new();
+        let start = if self.opened {
+            Start::Known
+        } else if self.halves[1 - dir as usize].started_midway() {
+            Start::No
+        } else {
+            Start::IfSettings
+        };
         let half = &mut self.halves[dir as usize];
         if let Some(seq) = seq {
             let lost = self.seq.check(dir, seq);
@@ -181,7 +188,7 @@ impl<S: ExchangeSink> Conn<S> {
         }
         for r in Records::new(chunk.data) {
             if let Ok(rec) = r {
-                half.record(rec, self.opened, chunk.start_ns, &mut events, to.stats);
+                half.record(rec, start, chunk.start_ns, &mut events, to.stats);
             } else {
                 // The trace log's summary of the chunk shows the error.
                 to.stats.malformed_records += 1;

@@ -7,8 +7,9 @@
 //! desynchronised, since the rest may have changed its dynamic table. A loss (`REC_LOST`, a
 //! sequence gap) also desynchronises it. The decoder is made when the direction's first frame
 //! is seen: a fresh one if the connection was followed from its start (accept/connect seen, or
-//! the direction starts with the SETTINGS frame that opens every connection), else a mid-way one
-//! that marks references to entries it never saw.
+//! the direction starts with the SETTINGS frame that opens every connection while the other
+//! direction did not start mid-way), else a mid-way one that marks references to entries it
+//! never saw.
 
 use bytes::Bytes;
 use tracer_common::h2::{
@@ -125,6 +126,15 @@ pub struct Half {
     block: Option<Block>,
     /// Events were lost before the direction's first frame.
     lost_before_start: bool,
+    started_midway: bool,
+}
+
+/// What is known of whether a connection was followed from its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Known,
+    IfSettings,
+    No,
 }
 
 /// Payload bytes the handling of a frame needs.
@@ -160,11 +170,19 @@ impl Half {
             .unwrap_or_default()
     }
 
-    /// Feeds one record; `opened` says the connection was followed from its start.
+    /// Whether the direction's decoder started mid-way.
+    #[must_use]
+    pub fn started_midway(&self) -> bool {
+        self.started_midway
+    }
+
+    /// Feeds one record. `start` says whether the connection may have been followed from its
+    /// start: `Start::Known` (accept/connect seen), `Start::IfSettings` (a first SETTINGS frame
+    /// would say so), `Start::No` (the other direction started mid-way).
     pub fn record(
         &mut self,
         rec: Record<'_>,
-        opened: bool,
+        start: Start,
         start_ns: u64,
         out: &mut Vec<FrameEvent>,
         stats: &mut Http2Stats,
@@ -176,11 +194,17 @@ impl Half {
                     self.complete(&Partial { cut: true, ..p }, out, stats);
                 }
                 if self.decoder.is_none() {
-                    let start = header.kind == SETTINGS && header.flags & FLAG_ACK == 0;
-                    self.decoder = Some(if (opened || start) && !self.lost_before_start {
-                        Decoder::new()
-                    } else {
+                    let settings = header.kind == SETTINGS && header.flags & FLAG_ACK == 0;
+                    let fresh = match start {
+                        Start::Known => true,
+                        Start::IfSettings => settings,
+                        Start::No => false,
+                    };
+                    self.started_midway = !fresh || self.lost_before_start;
+                    self.decoder = Some(if self.started_midway {
                         Decoder::midway()
+                    } else {
+                        Decoder::new()
                     });
                 }
                 let need = need(&header);
