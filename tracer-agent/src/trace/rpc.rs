@@ -4,7 +4,10 @@
 //! `package.Service/Method` (`grpc` when the path is unknown), and the span status: a SERVER
 //! span is an error for the codes that mean a server fault (UNKNOWN, `DEADLINE_EXCEEDED`,
 //! UNIMPLEMENTED, INTERNAL, UNAVAILABLE, `DATA_LOSS`), a CLIENT span for every code but OK. A call
-//! without a status (reset, cut by a GOAWAY or the connection's end) is an error.
+//! without a status (reset, cut by a GOAWAY or the connection's end) is an error. A response
+//! that is not HTTP 200 and carries no `grpc-status` (a proxy's error page: Envoy answering 503
+//! for an unreachable upstream) gets the code gRPC's HTTP mapping gives it
+//! (doc/http-grpc-status-mapping.md in the gRPC repository).
 //!
 //! The conventions have no attribute for message counts; the agent adds its own:
 //! `tracer.grpc.request.message_count`, `tracer.grpc.response.message_count`, and
@@ -82,8 +85,27 @@ pub fn attributes(path: &Text, g: &Grpc, attrs: &mut Attrs) {
 }
 
 /// `rpc.grpc.status_code`, `error.type` and the span status of a call.
-pub fn status(role: Role, info: &Http2Info, g: &Grpc, attrs: &mut Attrs) -> Status {
-    let Some(code) = g.status else {
+/// The gRPC code of an HTTP status that is not 200, for a response without `grpc-status`.
+fn from_http(status: u16) -> Option<u32> {
+    match status {
+        200 => None,
+        400 => Some(13),
+        401 => Some(16),
+        403 => Some(7),
+        404 => Some(12),
+        429 | 502..=504 => Some(14),
+        _ => Some(2),
+    }
+}
+
+pub fn status(
+    role: Role,
+    info: &Http2Info,
+    g: &Grpc,
+    http_status: Option<u16>,
+    attrs: &mut Attrs,
+) -> Status {
+    let Some(code) = g.status.or_else(|| http_status.and_then(from_http)) else {
         let why = if info.reset.is_some() {
             "stream reset before the gRPC status"
         } else if info.goaway {
@@ -138,24 +160,56 @@ mod tests {
         };
         let mut a = Vec::new();
         // NOT_FOUND: the client's error, not the server's.
-        assert_eq!(status(Role::Server, &info, &g(5), &mut a), Status::Unset);
+        assert_eq!(
+            status(Role::Server, &info, &g(5), Some(200), &mut a),
+            Status::Unset
+        );
         assert!(matches!(
-            status(Role::Client, &info, &g(5), &mut a),
+            status(Role::Client, &info, &g(5), Some(200), &mut a),
             Status::Error(_)
         ));
         for code in SERVER_ERRORS {
             assert!(matches!(
-                status(Role::Server, &info, &g(code), &mut a),
+                status(Role::Server, &info, &g(code), None, &mut a),
                 Status::Error(_)
             ));
         }
-        assert_eq!(status(Role::Client, &info, &g(0), &mut a), Status::Unset);
+        assert_eq!(
+            status(Role::Client, &info, &g(0), Some(200), &mut a),
+            Status::Unset
+        );
         let mut a = Vec::new();
         let none = Grpc::default();
         assert!(matches!(
-            status(Role::Server, &info, &none, &mut a),
+            status(Role::Server, &info, &none, Some(200), &mut a),
             Status::Error(_)
         ));
         assert_eq!(a, vec![("error.type", AttrValue::Static("incomplete"))]);
+    }
+
+    #[test]
+    fn a_proxy_error_without_grpc_status_maps_to_a_grpc_code() {
+        let info = Http2Info::default();
+        let none = Grpc::default();
+        let mut a = Vec::new();
+        assert!(matches!(
+            status(Role::Client, &info, &none, Some(503), &mut a),
+            Status::Error(_)
+        ));
+        assert!(a.contains(&("rpc.grpc.status_code", AttrValue::Int(14))));
+        assert!(a.contains(&("error.type", AttrValue::Static("UNAVAILABLE"))));
+        let mut a = Vec::new();
+        status(Role::Server, &info, &none, Some(404), &mut a);
+        assert!(a.contains(&("rpc.grpc.status_code", AttrValue::Int(12))));
+        // The trailers' status wins over the HTTP one.
+        let ok = Grpc {
+            status: Some(0),
+            ..Grpc::default()
+        };
+        let mut a = Vec::new();
+        assert_eq!(
+            status(Role::Client, &info, &ok, Some(503), &mut a),
+            Status::Unset
+        );
     }
 }

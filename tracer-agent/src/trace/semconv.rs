@@ -211,15 +211,15 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock, peers: &mut PeerNames
     let grpc = http2.and_then(|h| h.grpc.as_ref().map(|g| (h, g)));
     let status = match grpc {
         Some((h, g)) => {
-            // The HTTP status of a gRPC call is 200 whatever its outcome: it does not decide.
-            if let Some(code) = x.response.as_ref().and_then(|r| match r.start {
+            let http_status = x.response.as_ref().and_then(|r| match r.start {
                 StartLine::Response { status } if status > 0 => Some(status),
                 _ => None,
-            }) {
+            });
+            if let Some(code) = http_status {
                 attrs.push(("http.response.status_code", i64::from(code).into()));
             }
             rpc::attributes(target, g, &mut attrs);
-            rpc::status(x.role, h, g, &mut attrs)
+            rpc::status(x.role, h, g, http_status, &mut attrs)
         }
         None => response_status(x, &mut attrs),
     };
