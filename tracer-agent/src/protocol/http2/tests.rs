@@ -833,3 +833,58 @@ fn answers_to_requests_before_the_agent_are_given_up_at_a_later_write() {
     assert_eq!(d.names(), [&PATH[1..]]);
     assert_eq!(d.f.spans[0].kind, SpanKind::Client);
 }
+
+#[test]
+fn credentials_in_a_header_block_never_reach_a_span() {
+    let mut d = Driver::new();
+    d.open(FD);
+    let secret = "Bearer s3cr3t-h2-token";
+    let mut r = Vec::new();
+    headers(
+        &mut r,
+        1,
+        FLAG_END_STREAM,
+        &grpc_request(
+            PATH,
+            &[
+                ("authorization", secret),
+                ("cookie", "session=s3cr3t-h2-cookie"),
+            ],
+        ),
+    );
+    d.read(&r);
+    answer(&mut d, 1, "0");
+    let s = d.span("helloworld.Greeter/SayHello");
+    let printed = format!("{s:?}");
+    assert!(printed.contains("SayHello"), "positive control: {printed}");
+    assert!(
+        !printed.contains("s3cr3t"),
+        "a credential in the span: {printed}"
+    );
+}
+
+#[test]
+fn idle_sweeps_and_a_reused_descriptor_end_http2_streams() {
+    let mut d = Driver::new();
+    d.open(FD);
+    let mut r = Vec::new();
+    headers(&mut r, 1, 0, &grpc_request(PATH, &[]));
+    d.read(&r);
+    // The descriptor is reused for an HTTP/1 connection whose close was not seen.
+    d.event(
+        FD,
+        Direction::Ingress,
+        false,
+        b"GET /h1 HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    assert_eq!(d.names(), [&PATH[1..]]);
+    assert!(matches!(d.f.spans[0].status, Status::Error(_)));
+    // An HTTP/2 connection left idle is flushed by the sweep.
+    let mut w = Vec::new();
+    headers(&mut w, 1, 0, &grpc_request("/p.S/Idle", &[]));
+    d.event(5, Direction::Egress, true, &w);
+    d.table.sweep(d.t + 100, &mut d.f);
+    assert_eq!(d.table.len(), 0);
+    assert!(d.names().contains(&"p.S/Idle".to_owned()));
+    assert_eq!(d.table.buffered(), 0);
+}
