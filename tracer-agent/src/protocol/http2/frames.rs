@@ -207,7 +207,11 @@ impl Half {
                         Decoder::new()
                     });
                 }
-                let need = need(&header);
+                let mut need = need(&header);
+                if header.kind == CONTINUATION {
+                    // The block and the frame in progress share the bound.
+                    need = need.min(MAX_BLOCK - self.block.as_ref().map_or(0, |b| b.bytes.len()));
+                }
                 let got = payload[..payload.len().min(need)].to_vec();
                 let p = Partial {
                     header,

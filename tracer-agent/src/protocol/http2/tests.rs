@@ -888,3 +888,43 @@ fn idle_sweeps_and_a_reused_descriptor_end_http2_streams() {
     assert!(d.names().contains(&"p.S/Idle".to_owned()));
     assert_eq!(d.table.buffered(), 0);
 }
+
+#[test]
+fn a_block_over_the_bound_across_continuation_holds_at_most_the_bound() {
+    let mut d = Driver::new();
+    d.open(FD);
+    let mut b = grpc_request(PATH, &b3());
+    hp::literal(&mut b, "x-big", &vec![b'x'; 9_000]);
+    hp::literal(&mut b, "x-big-2", &vec![b'y'; 15_000]);
+    let (first, second) = b.split_at(10_000);
+    let mut r = Vec::new();
+    frame(&mut r, HEADERS, 0, 1, len(first), first);
+    d.read(&r);
+    // Most of the CONTINUATION, the rest to come: only what fits the bound is kept.
+    let mut r = Vec::new();
+    frame(
+        &mut r,
+        CONTINUATION,
+        FLAG_END_HEADERS,
+        1,
+        len(second),
+        &second[..12_000],
+    );
+    d.read(&r);
+    assert!(
+        d.table.buffered() < MAX_BLOCK + 4 * 1024,
+        "{} bytes held",
+        d.table.buffered()
+    );
+    let mut r = Vec::new();
+    cont(&mut r, 12_000, &second[12_000..]);
+    d.read(&r);
+    answer(&mut d, 1, "0");
+    let s = d.span("helloworld.Greeter/SayHello");
+    assert_eq!(
+        s.attr("tracer.capture.truncated"),
+        Some(&AttrValue::Bool(true))
+    );
+    assert_eq!(s.parent_span_id.unwrap().to_string(), PARENT);
+    assert_eq!(d.stats().oversized_blocks, 1);
+}
