@@ -96,6 +96,16 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_kernel_unreadable_buffers_total",
         "Socket-level capture: sends and receives whose bytes were not in user memory (sendfile, splice, kernel users): not captured.",
     ),
+    (
+        counter::H2_LOST,
+        "tracer_kernel_http2_boundaries_lost_total",
+        "HTTP/2 frame boundaries the kernel lost (implausible frame header, too many frames in one syscall); frames unreported until a syscall starts with a plausible header.",
+    ),
+    (
+        counter::H2_MISSED,
+        "tracer_kernel_http2_events_missing_frames_total",
+        "HTTP/2 events that could not report every frame that matters (lost boundaries, or no room left in the capture size).",
+    ),
 ];
 
 /// User-space counters: (name, help, value).
