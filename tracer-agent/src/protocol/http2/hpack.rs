@@ -7,16 +7,19 @@
 //! positions count from the newest entry, so after K insertions the dynamic index 62 + i is
 //! known for i < K, and unknown for i >= K: such a reference gives a [`Field`] whose name (and
 //! value, for an indexed field) is `None`. A literal whose name is unknown still inserts its
-//! entry (name unknown, value known) so that the positions stay right. The table becomes fully
-//! known again once the peer's table provably holds nothing older (a size update to 0, or newer
-//! entries that fill it) (see the table module). A decoder may say "unknown"; it never gives a
-//! wrong name or value for a conforming peer.
+//! entry (name unknown, value known) so that the positions stay right. The decoder is in sync
+//! again ([`Decoder::is_synced`]) once the peer's table provably holds nothing older and no
+//! entry of unknown name: after a size update to 0, or once newer entries under a known maximum
+//! size have filled the table or evicted one another (the table module says how). A decoder may
+//! say "unknown"; it never gives a wrong name or value for a conforming peer.
 //!
 //! Bounds: the dynamic table keeps at most [`CAP`] bytes (by HPACK's size accounting) whatever
 //! size the peer announces; strings over [`MAX_STRING`] bytes and integers over `u32::MAX` are
-//! errors; nothing is allocated before the bytes it stands for are in the block. Values of plain
-//! literals share the block; table entries own copies (so that a table never keeps a block
-//! alive) and indexed fields clone them.
+//! errors; nothing is allocated before the bytes it stands for are in the block; the whole
+//! decoder holds at most [`Decoder::MAX_FOOTPRINT`] (the cap, a queue's slots and its own size).
+//! Names and values of plain literals share the block; a table entry holds a copy of its name
+//! and value in one allocation (so that a table never keeps a block alive), which the fields
+//! referring to it share.
 
 #![allow(
     dead_code,
@@ -93,6 +96,9 @@ impl AddAssign for HpackStats {
     }
 }
 
+// The cap "plus O(1)": 64 KiB and 40 KiB of queue slots at most.
+const _: () = assert!(Decoder::MAX_FOOTPRINT <= CAP + 41 * 1024);
+
 /// The HPACK decoder of one connection direction.
 #[derive(Debug)]
 pub struct Decoder {
@@ -161,10 +167,10 @@ impl Decoder {
         size_of::<Self>() + self.table.heap_bytes()
     }
 
-    /// The most [`Decoder::footprint`] can be: the cap, and the queue's slots for as many
-    /// entries as fit in it (twice that for the queue's growth).
+    /// The most [`Decoder::footprint`] can be: its own size, the entries' memory (at most the
+    /// cap) and the queue's free slots.
     pub const MAX_FOOTPRINT: usize =
-        size_of::<Self>() + CAP + 2 * (CAP / table::ENTRY_OVERHEAD) * size_of::<table::Entry>();
+        size_of::<Self>() + CAP + table::MAX_SLOTS * size_of::<table::Entry>();
 
     /// Whether every entry of the peer's dynamic table is known.
     #[must_use]
@@ -215,13 +221,13 @@ impl Decoder {
     ) -> Result<(), DecodeError> {
         let name_index = cur.integer(prefix)?;
         let name = if name_index == 0 {
-            Some(cur.string(indexing)?)
+            Some(cur.string()?)
         } else {
             self.lookup(name_index)?.0
         };
-        let value = cur.string(indexing)?;
+        let value = cur.string()?;
         if indexing {
-            let events = self.table.insert(name.clone(), value.clone());
+            let events = self.table.insert(name.as_deref(), &value);
             self.count(events);
         }
         out(Field {
@@ -243,7 +249,7 @@ impl Decoder {
             ));
         }
         match self.table.get(index - STATIC.len() - 1) {
-            Lookup::Known(e) => Ok((e.name.clone(), Some(e.value.clone()))),
+            Lookup::Known(e) => Ok((e.name(), Some(e.value()))),
             Lookup::Unknown => {
                 self.stats.unknown_refs += 1;
                 Ok((None, None))
@@ -304,9 +310,8 @@ impl Cursor<'_> {
         }
     }
 
-    /// A string literal (§5.2). `owned`: the result must not share the block (it goes into the
-    /// table).
-    fn string(&mut self, owned: bool) -> Result<Bytes, DecodeError> {
+    /// A string literal (§5.2): a slice of the block, or the Huffman-decoded string.
+    fn string(&mut self) -> Result<Bytes, DecodeError> {
         const INSIDE: &str = "a string";
         let huffman = self.peek().ok_or(DecodeError::Truncated(INSIDE))? & 0x80 != 0;
         let len = self.integer(7)?;
@@ -319,8 +324,6 @@ impl Cursor<'_> {
         };
         let s = if huffman {
             Self::huffman(raw)?
-        } else if owned {
-            Bytes::copy_from_slice(raw)
         } else {
             self.block.slice(self.pos..end)
         };

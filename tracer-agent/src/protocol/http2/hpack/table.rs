@@ -4,8 +4,9 @@
 //! The dynamic table is held newest first. Index positions count from the newest entry, so the
 //! entries inserted since the decoder was (re)synchronised keep their positions whatever came
 //! before them; the older ones are unknown (`older_unknown`) until the peer's table provably
-//! holds none of them: a size update that leaves no room for them (0 empties the table), or
-//! newer entries that fill it.
+//! holds none of them: a size update that leaves no room for them (0 empties the table), an
+//! eviction under a known maximum size (the peer evicts oldest first), or newer entries that
+//! fill it.
 //!
 //! Sizes (32 + name + value, §4.1) are lower bounds when an entry's name is unknown, so this
 //! table evicts at most what the peer's table evicts: the entries held are the peer's, newest
@@ -13,7 +14,9 @@
 //! refers to). With the peer's maximum size unknown (a connection picked up mid-way, a lost
 //! block, a size over [`CAP`]) the table keeps at most [`DEFAULT_MAX`] bytes (or the last size
 //! seen, at most [`CAP`]); what it drops then may still be in the peer's table and becomes
-//! unknown, never wrong.
+//! unknown, never wrong. The same holds for the memory budget: the entries' memory (their
+//! slots, bytes and bookkeeping) stays within [`CAP`] even when many tiny entries fill a large
+//! table, the oldest becoming unknown.
 
 use std::collections::VecDeque;
 
@@ -92,14 +95,49 @@ pub(super) const STATIC: [(&[u8], &[u8]); 61] = [
     (b"www-authenticate", b""),
 ];
 
-/// A dynamic-table entry.
+/// A dynamic-table entry: its name and value in one allocation, shared by the fields that
+/// refer to it.
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// `None` when inserted by a literal whose name referred to an unknown entry.
-    pub(super) name: Option<Bytes>,
-    pub(super) value: Bytes,
+    /// The name (unless unknown), then the value.
+    data: Bytes,
+    /// The name's length, or [`NO_NAME`] when it is unknown (inserted by a literal whose name
+    /// referred to an unknown entry).
+    name_len: u32,
+}
+
+const NO_NAME: u32 = u32::MAX;
+
+/// Heap bytes an entry's data costs beyond its length, an estimate: the allocator's header and
+/// rounding, and `Bytes`' shared-ownership record.
+const DATA_OVERHEAD: usize = 48;
+/// The least memory an entry costs: its slot and the overhead of its data.
+pub(super) const ENTRY_MEMORY: usize = size_of::<Entry>() + DATA_OVERHEAD;
+/// The most entries the memory budget allows, and so the most slots the queue grows to (it
+/// doubles from 4).
+pub(super) const MAX_SLOTS: usize = (CAP / ENTRY_MEMORY).next_power_of_two();
+
+impl Entry {
+    pub(super) fn name(&self) -> Option<Bytes> {
+        (self.name_len != NO_NAME).then(|| self.data.slice(..self.name_len as usize))
+    }
+
+    pub(super) fn value(&self) -> Bytes {
+        if self.name_len == NO_NAME {
+            self.data.clone()
+        } else {
+            self.data.slice(self.name_len as usize..)
+        }
+    }
+
     /// Its size (§4.1), or a lower bound of it when the name is unknown.
-    size: usize,
+    fn size(&self) -> usize {
+        ENTRY_OVERHEAD + self.data.len()
+    }
+
+    fn memory(&self) -> usize {
+        ENTRY_MEMORY + self.data.len()
+    }
 }
 
 /// What a dynamic index (0 = the newest entry) refers to.
@@ -126,6 +164,8 @@ pub(super) struct DynamicTable {
     entries: VecDeque<Entry>,
     /// The sum of the entries' sizes (lower bounds).
     size: usize,
+    /// The sum of the entries' memory, at most [`CAP`].
+    memory: usize,
     /// The maximum size this table keeps to: the peer's if `max_exact`, else an assumption.
     max: usize,
     max_exact: bool,
@@ -141,6 +181,7 @@ impl DynamicTable {
         Self {
             entries: VecDeque::new(),
             size: 0,
+            memory: 0,
             max: DEFAULT_MAX,
             max_exact: true,
             older_unknown: false,
@@ -162,6 +203,7 @@ impl DynamicTable {
     pub(super) fn desync(&mut self) {
         self.entries.clear();
         self.size = 0;
+        self.memory = 0;
         self.unnamed = 0;
         self.max_exact = false;
         self.older_unknown = true;
@@ -182,10 +224,10 @@ impl DynamicTable {
         self.size
     }
 
-    /// Bytes held on the heap for the entries: their sizes (which include 32 bytes for each
-    /// entry's bookkeeping) and the queue's slots.
+    /// Heap bytes held: the queue's slots, the entries' data and its overhead.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.size + self.entries.capacity() * size_of::<Entry>()
+        self.entries.capacity() * size_of::<Entry>() + self.memory
+            - self.entries.len() * size_of::<Entry>()
     }
 
     pub(super) fn get(&self, index: usize) -> Lookup<'_> {
@@ -197,21 +239,43 @@ impl DynamicTable {
     }
 
     /// Inserts a field (§4.4): evicts from the oldest end until it fits; an entry larger than
-    /// the maximum empties the table and is not inserted.
-    pub(super) fn insert(&mut self, name: Option<Bytes>, value: Bytes) -> Events {
+    /// the maximum empties the table and is not inserted. The name and value are copied.
+    pub(super) fn insert(&mut self, name: Option<&[u8]>, value: &[u8]) -> Events {
         let was_known = self.is_known();
-        let size = ENTRY_OVERHEAD + name.as_ref().map_or(0, Bytes::len) + value.len();
+        let name_len = name.map_or(0, <[u8]>::len);
+        let size = ENTRY_OVERHEAD + name_len + value.len();
         if size > self.max {
-            self.evict_to(0);
+            self.evict_while(|_, _| true);
             // The peer emptied its table too (the entry's size is at least `size`), unless its
             // maximum is larger than assumed.
             self.older_unknown = !self.max_exact;
         } else {
-            let evicted = self.evict_to(self.max - size);
+            let room = self.max - size;
+            let evicted = self.evict_while(|size, _| size > room);
+            let memory = ENTRY_MEMORY + name_len + value.len();
+            let over_budget = self.evict_while(|_, used| used + memory > CAP);
+            let mut data = Vec::with_capacity(name_len + value.len());
+            data.extend_from_slice(name.unwrap_or_default());
+            data.extend_from_slice(value);
+            let entry = Entry {
+                data: Bytes::from(data),
+                name_len: name.map_or(NO_NAME, |_| {
+                    u32::try_from(name_len).expect("names are at most MAX_STRING bytes")
+                }),
+            };
+            if self.entries.len() == self.entries.capacity() {
+                // Double exactly, so that the slots stay within `MAX_SLOTS`.
+                self.entries.reserve_exact(self.entries.len().max(4));
+            }
             self.unnamed += usize::from(name.is_none());
-            self.entries.push_front(Entry { name, value, size });
             self.size += size;
+            self.memory += memory;
+            self.entries.push_front(entry);
             self.after_eviction(evicted);
+            if over_budget {
+                // Evicted to stay within the memory budget: the peer still has them.
+                self.older_unknown = true;
+            }
         }
         Events {
             capped: false,
@@ -226,7 +290,8 @@ impl DynamicTable {
         let capped = max > CAP;
         self.max = max.min(CAP);
         self.max_exact = !capped;
-        let evicted = self.evict_to(self.max);
+        let max = self.max;
+        let evicted = self.evict_while(|size, _| size > max);
         self.after_eviction(evicted);
         Events {
             capped,
@@ -234,22 +299,23 @@ impl DynamicTable {
         }
     }
 
-    /// Evicts the oldest entries until the table's size is at most `size`; whether it evicted.
-    fn evict_to(&mut self, size: usize) -> bool {
+    /// Evicts the oldest entries while `over(size, memory)` holds; whether it evicted.
+    fn evict_while(&mut self, over: impl Fn(usize, usize) -> bool) -> bool {
         let mut evicted = false;
-        while self.size > size {
+        while over(self.size, self.memory) {
             let Some(old) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= old.size;
-            self.unnamed -= usize::from(old.name.is_none());
+            self.size -= old.size();
+            self.memory -= old.memory();
+            self.unnamed -= usize::from(old.name_len == NO_NAME);
             evicted = true;
         }
         evicted
     }
 
-    /// Updates what is known of older entries after entries were evicted (`evicted`) or the
-    /// maximum changed.
+    /// Updates what is known of older entries after entries were evicted by the size rule
+    /// (`evicted`) or the maximum changed.
     fn after_eviction(&mut self, evicted: bool) {
         if !self.max_exact {
             // Entries evicted under an assumed maximum may still be in the peer's table.
@@ -271,7 +337,17 @@ impl DynamicTable {
     pub(super) fn entries(&self) -> Vec<(Option<&[u8]>, &[u8])> {
         self.entries
             .iter()
-            .map(|e| (e.name.as_deref(), &e.value[..]))
+            .map(|e| {
+                let value = if e.name_len == NO_NAME {
+                    &e.data[..]
+                } else {
+                    &e.data[e.name_len as usize..]
+                };
+                (
+                    (e.name_len != NO_NAME).then(|| &e.data[..e.name_len as usize]),
+                    value,
+                )
+            })
             .collect()
     }
 }

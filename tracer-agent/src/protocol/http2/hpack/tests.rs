@@ -9,6 +9,7 @@ use bytes::Bytes;
 use self::encoder::{Indexing, Repr, encode, integer};
 use super::{
     CAP, Cursor, DecodeError, Decoder, Field, HpackStats, HuffmanError, MAX_STRING, huffman,
+    table::{ENTRY_MEMORY, ENTRY_OVERHEAD},
 };
 
 fn hex(s: &str) -> Bytes {
@@ -637,25 +638,45 @@ fn a_midway_decoder_without_a_size_update_stays_unsure() {
 fn size_updates_beyond_the_cap_keep_the_cap_and_the_rest_is_unknown() {
     let mut d = Decoder::new();
     decode(&mut d, &encode(&[Repr::SizeUpdate(u32::MAX as usize)]));
-    // 100 entries of 1000 bytes: 65 fit in 64 KiB.
+    // 100 entries of 1000 bytes (by HPACK's count): as many as the cap's memory holds are kept.
     fill(&mut d, 100, 1000);
-    assert_eq!(d.table.len(), CAP / 1000);
-    assert!(d.table.size() <= CAP);
+    let kept = CAP / (1000 - ENTRY_OVERHEAD + ENTRY_MEMORY);
+    assert_eq!(d.table.len(), kept);
     assert!(d.footprint() <= Decoder::MAX_FOOTPRINT);
-    let oldest_kept = 62 + CAP / 1000 - 1;
+    let oldest_kept = 62 + kept - 1;
     assert_eq!(
         text(&decode(
             &mut d,
             &encode(&[Repr::Indexed(oldest_kept), Repr::Indexed(oldest_kept + 1)])
         )),
-        pairs(&[("x-0035", &"v".repeat(1000 - 38)), ("?", "?")])
+        pairs(&[
+            (&*format!("x-{:04}", 100 - kept), &*"v".repeat(1000 - 38)),
+            ("?", "?")
+        ])
     );
     let stats = d.take_stats();
     assert_eq!((stats.capped_size_updates, stats.unknown_refs), (1, 1));
     // A size update within the cap makes the table exact again (what it evicts is certain).
     decode(&mut d, &encode(&[Repr::SizeUpdate(2000)]));
-    fill(&mut d, 2, 1000);
     assert!(d.is_synced());
+    assert_eq!(d.table.len(), 2);
+}
+
+#[test]
+fn many_tiny_entries_stay_within_the_memory_budget() {
+    let mut d = Decoder::new();
+    decode(&mut d, &encode(&[Repr::SizeUpdate(CAP)]));
+    // 2000 entries of 38 bytes fit in 64 KiB by HPACK's count, not in 64 KiB of memory.
+    fill(&mut d, 2000, 38);
+    let kept = CAP / (38 - ENTRY_OVERHEAD + ENTRY_MEMORY);
+    assert_eq!(d.table.len(), kept);
+    assert!(d.footprint() <= Decoder::MAX_FOOTPRINT);
+    // The peer still has the older ones: unknown, not an error.
+    assert!(!d.is_synced());
+    assert_eq!(
+        text(&decode(&mut d, &encode(&[Repr::Indexed(62 + kept)]))),
+        pairs(&[("?", "?")])
+    );
 }
 
 #[test]
@@ -781,15 +802,17 @@ fn huffman_strings_decode_on_both_sides_of_the_stack_buffer() {
 }
 
 #[test]
-fn plain_literal_values_share_the_block() {
+fn plain_literal_values_share_the_block_and_the_table_holds_copies() {
     let mut d = Decoder::new();
     let block = example("C.3.1");
     let f = decode(&mut d, &block);
+    // A literal with incremental indexing: the field shares the block, the entry does not (the
+    // table must not keep the block alive).
     let value = f[3].value.as_ref().expect("literal value");
-    // A literal with incremental indexing is copied (the table must not keep the block alive).
-    assert!(!block.as_ptr_range().contains(&value.as_ptr()));
-    let block = example("C.2.2");
-    let f = decode(&mut d, &block);
-    let value = f[0].value.as_ref().expect("literal value");
     assert!(block.as_ptr_range().contains(&value.as_ptr()));
+    let entry = d.table.entries()[0].1.as_ptr();
+    assert!(!block.as_ptr_range().contains(&entry));
+    // A field that refers to the entry shares it.
+    let f = decode(&mut d, &encode(&[Repr::Indexed(62)]));
+    assert_eq!(f[0].value.as_ref().map(|v| v.as_ptr()), Some(entry));
 }
