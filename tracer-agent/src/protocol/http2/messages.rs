@@ -1,8 +1,11 @@
 //! gRPC messages in one direction of a stream, counted from the DATA frames' lengths and the
-//! captured 5-byte message prefixes: a message starts where the previous one ended. When a
-//! message starts at a place that was not captured (inside a frame, since the kernel copies
-//! only a frame's first bytes), it is counted and the count is marked estimated; counting
-//! resumes at the next frame whose first bytes are a plausible prefix.
+//! captured 5-byte message prefixes: a message starts where the previous one ended. When
+//! messages start at places that were not captured (inside a frame: the kernel copies only a
+//! frame's first bytes, and senders pack small messages into one frame), the count is marked
+//! estimated: if the rest of the frame is a whole number of messages of the size of the frame's
+//! first one (a stream's messages are often of one size), that many are counted and counting
+//! goes on at the frame's end; else one is counted, and counting resumes at the next frame whose
+//! first bytes are a plausible prefix.
 
 use super::frames::Prefix;
 
@@ -35,8 +38,15 @@ impl Messages {
             && at < end
         {
             self.count += 1;
-            match plausible {
-                Some((_, n)) if at == self.seen => self.next = Some(at + 5 + u64::from(n)),
+            let first = plausible.map(|(_, n)| 5 + u64::from(n));
+            match first {
+                Some(size) if at == self.seen => self.next = Some(at + size),
+                Some(size) if (end - at) % size == 0 => {
+                    // Packed after the frame's first message: assumed of its size.
+                    self.estimated = true;
+                    self.count += (end - at) / size - 1;
+                    self.next = Some(end);
+                }
                 _ => {
                     self.estimated = true;
                     self.lost_track = true;
@@ -69,13 +79,21 @@ mod tests {
         m.data(45, prefix(7, 7));
         m.data(0, Prefix::default());
         assert_eq!((m.count, m.estimated), (2, false));
-        // Two messages in one frame: the second's prefix was not captured.
+        // Two messages in one frame: the second's prefix was not captured, its size assumed.
         m.data(14, prefix(0, 2));
         assert_eq!((m.count, m.estimated), (4, true));
-        // Resumes at a frame that starts with a prefix.
         m.data(6, prefix(1, 1));
         assert_eq!(m.count, 5);
+        // Five messages of one size packed in a frame.
+        m.data(60, prefix(0, 7));
+        assert_eq!(m.count, 10);
+        // A packed rest of another size: one more counted, and counting resumes at a frame that
+        // starts with a prefix.
+        m.data(20, prefix(0, 7));
+        assert_eq!(m.count, 12);
+        m.data(9, prefix(0xff, 0));
+        assert_eq!(m.count, 12);
         m.data(6, prefix(0, 1));
-        assert_eq!(m.count, 6);
+        assert_eq!(m.count, 13);
     }
 }
