@@ -41,7 +41,7 @@ impl Messages {
             let first = plausible.map(|(_, n)| 5 + u64::from(n));
             match first {
                 Some(size) if at == self.seen => self.next = Some(at + size),
-                Some(size) if (end - at) % size == 0 => {
+                Some(size) if (end - at).is_multiple_of(size) => {
                     // Packed after the frame's first message: assumed of its size.
                     self.estimated = true;
                     self.count += (end - at) / size - 1;
