@@ -32,8 +32,9 @@ use crate::{
 };
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "http1_assembly",
+    "http2_assembly",
     "records",
     "context",
     "head_scanner",
@@ -52,8 +53,8 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Targets to run (default: all of them): `http1_assembly`, `records`, `context`,
-    /// `head_scanner`, `hpack`.
+    /// Targets to run (default: all of them): `http1_assembly`, `http2_assembly`, `records`,
+    /// `context`, `head_scanner`, `hpack`.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Seconds to fuzz each target.
