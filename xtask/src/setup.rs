@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    pytools,
+    nodetools, pytools,
     util::{self, Outcome, Step},
 };
 
@@ -28,6 +28,10 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Go for the Go demo/test services; only bookworm-backports has 1.23.
 const GO_PACKAGE: &str = "golang-1.23-go";
 const GO_BIN: &str = "/usr/lib/go-1.23/bin/go";
+/// The HTTP/2 and gRPC tests' real parts from Debian's main suite: Go gRPC 1.33 as GOPATH sources
+/// in /usr/share/gocode (built offline against Go 1.23) and `h2load` (many concurrent streams on
+/// one h2c connection).
+const HTTP2_PACKAGES: [&str; 2] = ["golang-google-grpc-dev", "nghttp2-client"];
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
@@ -84,6 +88,23 @@ pub fn setup() -> Result<()> {
             .with_context(|| format!("{GO_PACKAGE} is installed but {GO_BIN} does not run"))?;
         Ok(Outcome::Info(format!("{} at {GO_BIN}", version.trim())))
     })?;
+    step(
+        &format!("apt packages (HTTP/2, gRPC tests): {}", HTTP2_PACKAGES.join(" ")),
+        |s| apt.ensure(s, &HTTP2_PACKAGES, None),
+    )?;
+    step("h2load", |_| {
+        let version = util::output(Command::new("h2load").arg("--version"))
+            .context("nghttp2-client is installed but h2load does not run")?;
+        Ok(Outcome::Info(version.trim().to_owned()))
+    })?;
+    step(
+        "Go gRPC demo (GOPATH mode, Debian's gRPC, offline) -> target/test-services",
+        |_| {
+            let bin = tracer_test_support::go_grpc_service(&util::target_dir())
+                .map_err(anyhow::Error::msg)?;
+            Ok(Outcome::Info(bin.display().to_string()))
+        },
+    )?;
     // Node 20 and Python 3.11 come with the machine image; report them so a missing one is
     // visible here rather than as a puzzling test failure later.
     for (name, hint) in [
@@ -100,10 +121,28 @@ pub fn setup() -> Result<()> {
         })?;
     }
 
+    // nodesource's nodejs bundles npm (and conflicts with Debian's npm package); a Debian nodejs
+    // does not, and then Debian's npm is what provides it.
+    step("npm", |s| match nodetools::npm_version() {
+        Ok(version) => Ok(Outcome::Info(version)),
+        Err(_) => {
+            apt.ensure(s, &["npm"], None)?;
+            Ok(Outcome::Info(nodetools::npm_version()?))
+        }
+    })?;
+    let pins = nodetools::PINS.map(|(name, version)| format!("{name} {version}"));
+    step(
+        &format!(
+            "npm packages target/tools/node (gRPC tests, npm ci from tests/services/node): {}",
+            pins.join(", ")
+        ),
+        nodetools::ensure,
+    )?;
+
     let pins = pytools::PINS.map(|(name, version)| format!("{name} {version}"));
     step(
         &format!(
-            "Python venv target/tools/venv (mesh scenario): {}",
+            "Python venv target/tools/venv (mesh scenario, gRPC tests): {}",
             pins.join(", ")
         ),
         pytools::ensure,
