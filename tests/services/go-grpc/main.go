@@ -9,15 +9,17 @@
 //   - Count (server streaming): N (decimal) -> N messages "1" .. "N".
 // Like a mesh app, with DOWNSTREAM set each call first makes the same call downstream
 // (`grpc://HOST:PORT`) or a GET (`http://...`), forwarding the incoming B3/W3C headers as
-// outgoing metadata; a downstream failure is answered with the downstream's status.
+// outgoing metadata; a downstream failure is answered with the downstream's status, and a
+// SayHello with a gRPC downstream is answered with the downstream's reply (so `metadata` shows
+// what reached the last hop of a chain).
 //
 // Usage:
 //   go-grpc-demo server PORT              (env DOWNSTREAM)
 //   go-grpc-demo client --target HOST:PORT --method SayHello|Count [--name X] [--count N]
 //                       [--metadata k=v ...] [--repeat K] [--interval-ms MS]
 // The client makes K calls (0: until SIGTERM) on one connection and prints one JSON line per
-// call: {"call":I,"status":CODE,"message":"...","responses":["..."]}; `{seq}` in a metadata value
-// becomes the call number as 8 hex digits.
+// call: {"call":I,"status":CODE,"message":"...","responses":["..."]}, then `client done: K calls`;
+// `{seq}` in a metadata value becomes the call number as 8 hex digits.
 package main
 
 import (
@@ -99,44 +101,44 @@ func (g *greeter) forwarded(ctx context.Context) metadata.MD {
 	return out
 }
 
-// downstream makes the call's downstream call, if any; a non-nil error is the caller's answer.
-func (g *greeter) downstream(ctx context.Context, method string, req []byte) error {
+// downstream makes the call's downstream call, if any, and returns a gRPC downstream's SayHello
+// reply; a non-nil error is the caller's answer.
+func (g *greeter) downstream(ctx context.Context, method string, req []byte) ([]byte, error) {
 	md := g.forwarded(ctx)
 	if g.grpcDown != nil {
 		octx := metadata.NewOutgoingContext(ctx, md)
-		var err error
 		if method == "Count" {
-			_, err = collect(octx, g.grpcDown, req)
-		} else {
-			var reply []byte
-			err = g.grpcDown.Invoke(octx, "/demo.Greeter/SayHello", &req, &reply)
+			_, err := collect(octx, g.grpcDown, req)
+			return nil, err
 		}
-		return err
+		var reply []byte
+		err := g.grpcDown.Invoke(octx, "/demo.Greeter/SayHello", &req, &reply)
+		return reply, err
 	}
 	if g.httpDown != "" {
 		hreq, err := http.NewRequestWithContext(ctx, "GET", g.httpDown, nil)
 		if err != nil {
-			return status.Error(codes.Internal, err.Error())
+			return nil, status.Error(codes.Internal, err.Error())
 		}
 		for k, v := range md {
 			hreq.Header.Set(k, v[0])
 		}
 		resp, err := g.http.Do(hreq)
 		if err != nil {
-			return status.Error(codes.Unavailable, err.Error())
+			return nil, status.Error(codes.Unavailable, err.Error())
 		}
 		io.Copy(ioutil.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode >= 400 {
-			return status.Errorf(codes.Internal, "downstream answered HTTP %d", resp.StatusCode)
+			return nil, status.Errorf(codes.Internal, "downstream answered HTTP %d", resp.StatusCode)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func (g *greeter) sayHello(ctx context.Context, name []byte) ([]byte, error) {
-	if err := g.downstream(ctx, "SayHello", name); err != nil {
-		return nil, err
+	if reply, err := g.downstream(ctx, "SayHello", name); err != nil || reply != nil {
+		return reply, err
 	}
 	switch string(name) {
 	case "missing":
@@ -155,7 +157,7 @@ func describe(md metadata.MD) string {
 	var lines []string
 	for k, vs := range md {
 		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") ||
-			k == "user-agent" || k == "content-type" || k == "te" {
+			k == "user-agent" || k == "content-type" || k == "te" || k == "accept-encoding" {
 			continue
 		}
 		for _, v := range vs {
@@ -167,7 +169,7 @@ func describe(md metadata.MD) string {
 }
 
 func (g *greeter) count(ctx context.Context, req []byte, send func([]byte) error) error {
-	if err := g.downstream(ctx, "Count", req); err != nil {
+	if _, err := g.downstream(ctx, "Count", req); err != nil {
 		return err
 	}
 	n, err := strconv.Atoi(string(req))
@@ -298,14 +300,17 @@ func client(args []string) {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	enc := json.NewEncoder(os.Stdout)
+	calls := 0
+	defer func() { fmt.Printf("client done: %d calls\n", calls) }()
 	for i := 1; *repeat == 0 || i <= *repeat; i++ {
-		if i > 1 && *interval > 0 {
-			select {
-			case <-stop:
-				fmt.Println("done")
-				return
-			case <-time.After(time.Duration(*interval) * time.Millisecond):
-			}
+		pause := time.Duration(0)
+		if i > 1 {
+			pause = time.Duration(*interval) * time.Millisecond
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(pause):
 		}
 		out := metadata.MD{}
 		for _, kv := range md {
@@ -333,8 +338,8 @@ func client(args []string) {
 			r.Responses = append(r.Responses, string(m))
 		}
 		enc.Encode(r)
+		calls = i
 	}
-	fmt.Println("done")
 }
 
 func fatal(err error) {

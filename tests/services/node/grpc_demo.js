@@ -6,7 +6,9 @@
 //   - Count (server streaming): N (decimal) -> N messages "1" .. "N".
 // Like a mesh app, with DOWNSTREAM set each call first makes the same call downstream
 // (`grpc://HOST:PORT`) or a GET (`http://...`), forwarding the incoming B3/W3C headers as
-// outgoing metadata; a downstream failure is answered with the downstream's status.
+// outgoing metadata; a downstream failure is answered with the downstream's status, and a
+// SayHello with a gRPC downstream is answered with the downstream's reply (so `metadata` shows
+// what reached the last hop of a chain).
 //
 // @grpc/grpc-js is installed by `cargo xtask setup` into target/tools/node/node_modules: run with
 // NODE_PATH pointing there.
@@ -14,8 +16,8 @@
 //   node grpc_demo.js client --target HOST:PORT --method SayHello|Count [--name X] [--count N]
 //                            [--metadata k=v ...] [--repeat K] [--interval-ms MS]
 // The client makes K calls (0: until SIGTERM) on one channel (one HTTP/2 connection) and prints
-// one JSON line per call: {"call":I,"status":CODE,"message":"...","responses":["..."]}; `{seq}` in
-// a metadata value becomes the call number as 8 hex digits.
+// one JSON line per call: {"call":I,"status":CODE,"message":"...","responses":["..."]}, then
+// `client done: K calls`; `{seq}` in a metadata value becomes the call number as 8 hex digits.
 'use strict';
 
 const http = require('http');
@@ -44,7 +46,7 @@ const Client = grpc.makeGenericClientConstructor(SERVICE, 'demo.Greeter');
 function describe(md) {
   const lines = [];
   for (const [k, vs] of Object.entries(md.getMap())) {
-    if (k.startsWith(':') || k.startsWith('grpc-') || ['user-agent', 'content-type', 'te'].includes(k)) continue;
+    if (k.startsWith(':') || k.startsWith('grpc-') || ['user-agent', 'content-type', 'te', 'accept-encoding'].includes(k)) continue;
     for (const v of md.get(k)) lines.push(`${k}=${v}`);
   }
   return lines.sort().join('\n');
@@ -57,7 +59,8 @@ function server(port) {
   const client = down.startsWith('grpc://')
     ? new Client(down.slice('grpc://'.length), grpc.credentials.createInsecure()) : null;
 
-  // Makes the call's downstream call, if any; `done(err)` gets a gRPC error or null.
+  // Makes the call's downstream call, if any; `done(err, reply)` gets a gRPC error or null, and a
+  // gRPC downstream's SayHello reply.
   function downstream(call, method, request, done) {
     const md = new grpc.Metadata();
     const headers = {};
@@ -73,7 +76,7 @@ function server(port) {
         s.on('end', () => {});
         s.on('status', (st) => { if (st.code === 0) done(null); });
       } else {
-        client.SayHello(request, md, { deadline: Date.now() + 10000 }, (e) => done(e || null));
+        client.SayHello(request, md, { deadline: Date.now() + 10000 }, (e, reply) => done(e || null, reply));
       }
     } else if (down) {
       http.get(down, { headers }, (res) => {
@@ -88,8 +91,9 @@ function server(port) {
 
   const impl = {
     SayHello(call, callback) {
-      downstream(call, 'SayHello', call.request, (err) => {
+      downstream(call, 'SayHello', call.request, (err, reply) => {
         if (err) return callback({ code: err.code, details: err.details });
+        if (reply) return callback(null, reply);
         const name = call.request.toString();
         if (name === 'missing') return callback({ code: grpc.status.NOT_FOUND, details: 'no greeting for missing' });
         if (name === 'fail') return callback({ code: grpc.status.INTERNAL, details: 'greeting failed' });
@@ -168,12 +172,14 @@ async function client(argv) {
   let stop = false;
   let wake = () => {};
   process.on('SIGTERM', () => { stop = true; wake(); });
+  let calls = 0;
   for (let i = 1; a.repeat === 0 || i <= a.repeat; i++) {
     if (i > 1 && a.intervalMs) await new Promise((r) => { wake = r; setTimeout(r, a.intervalMs); });
     if (stop) break;
     console.log(JSON.stringify(await call(c, a, i)));
+    calls = i;
   }
-  console.log('done');
+  console.log(`client done: ${calls} calls`);
   c.close();
 }
 

@@ -8,8 +8,8 @@
 //   node h2c_demo.js client --url http://HOST:PORT/PATH [--header k=v ...] [--repeat K]
 //                           [--interval-ms MS]
 //     K requests (0: until SIGTERM) on one HTTP/2 connection, one JSON line each:
-//     {"request":I,"status":CODE,"body":"..."}; `{seq}` in a header value becomes the request
-//     number as 8 hex digits.
+//     {"request":I,"status":CODE,"body":"..."}, then `client done: K requests`; `{seq}` in a header
+//     value becomes the request number as 8 hex digits.
 'use strict';
 
 const http2 = require('http2');
@@ -89,6 +89,7 @@ async function client(argv) {
   let stop = false;
   let wake = () => {};
   process.on('SIGTERM', () => { stop = true; wake(); });
+  let done = 0;
   for (let i = 1; a.repeat === 0 || i <= a.repeat; i++) {
     if (i > 1 && a.intervalMs) await new Promise((r) => { wake = r; setTimeout(r, a.intervalMs); });
     if (stop) break;
@@ -99,8 +100,9 @@ async function client(argv) {
     }
     const r = await get(session, url.pathname + url.search, headers);
     console.log(JSON.stringify({ request: i, status: r.status, body: r.body }));
+    done = i;
   }
-  console.log('done');
+  console.log(`client done: ${done} requests`);
   session.close();
 }
 

@@ -7,15 +7,17 @@ are raw bytes and neither protoc nor protobuf is needed; the wire is plain `appl
   - Count (server streaming): N (decimal) -> N messages "1" .. "N".
 Like a mesh app, with DOWNSTREAM set each call first makes the same call downstream
 (`grpc://HOST:PORT`) or a GET (`http://...`), forwarding the incoming B3/W3C headers as outgoing
-metadata; a downstream failure is answered with the downstream's status.
+metadata; a downstream failure is answered with the downstream's status, and a SayHello with a
+gRPC downstream is answered with the downstream's reply (so `metadata` shows what reached the last
+hop of a chain).
 
 Usage (grpcio is in the venv `cargo xtask setup` makes: target/tools/venv/bin/python):
   grpc_demo.py server PORT            (env DOWNSTREAM)
   grpc_demo.py client --target HOST:PORT --method SayHello|Count [--name X] [--count N]
                       [--metadata k=v ...] [--repeat K] [--interval-ms MS]
 The client makes K calls (0: until SIGTERM) on one channel (one HTTP/2 connection) and prints one
-JSON line per call: {"call":I,"status":CODE,"message":"...","responses":["..."]}; `{seq}` in a
-metadata value becomes the call number as 8 hex digits.
+JSON line per call: {"call":I,"status":CODE,"message":"...","responses":["..."]}, then
+`client done: K calls`; `{seq}` in a metadata value becomes the call number as 8 hex digits.
 """
 
 import argparse
@@ -40,7 +42,7 @@ COUNT = "/demo.Greeter/Count"
 
 def describe(metadata):
     """The application metadata of a call, one sorted "key=value" line each."""
-    skip = ("user-agent", "content-type", "te")
+    skip = ("user-agent", "content-type", "te", "accept-encoding")
     lines = sorted(
         f"{k}={v}" for k, v in metadata
         if not k.startswith((":", "grpc-")) and k not in skip
@@ -58,7 +60,8 @@ class Greeter:
             self.http = downstream
 
     def downstream(self, context, method, request):
-        """Makes the call's downstream call, if any; aborts the call with a downstream failure."""
+        """Makes the call's downstream call, if any, and returns a gRPC downstream's SayHello
+        reply; aborts the call with a downstream failure."""
         forwarded = [(k, v) for k, v in context.invocation_metadata() if k in PROPAGATED]
         if self.channel is not None:
             try:
@@ -66,7 +69,7 @@ class Greeter:
                     for _ in self.channel.unary_stream(COUNT)(request, metadata=forwarded, timeout=10):
                         pass
                 else:
-                    self.channel.unary_unary(SAY_HELLO)(request, metadata=forwarded, timeout=10)
+                    return self.channel.unary_unary(SAY_HELLO)(request, metadata=forwarded, timeout=10)
             except grpc.RpcError as e:
                 context.abort(e.code(), e.details())
         elif self.http:
@@ -78,9 +81,12 @@ class Greeter:
                 context.abort(grpc.StatusCode.INTERNAL, f"downstream answered HTTP {e.code}")
             except OSError as e:
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        return None
 
     def say_hello(self, request, context):
-        self.downstream(context, SAY_HELLO, request)
+        reply = self.downstream(context, SAY_HELLO, request)
+        if reply is not None:
+            return reply
         if request == b"missing":
             context.abort(grpc.StatusCode.NOT_FOUND, "no greeting for missing")
         if request == b"fail":
@@ -131,10 +137,10 @@ def client(argv):
     channel = grpc.insecure_channel(args.target)
     say_hello = channel.unary_unary(SAY_HELLO)
     count = channel.unary_stream(COUNT)
-    i = 0
-    while args.repeat == 0 or i < args.repeat:
-        i += 1
-        if i > 1 and args.interval_ms and stop.wait(args.interval_ms / 1000):
+    calls = 0
+    while args.repeat == 0 or calls < args.repeat:
+        i = calls + 1
+        if stop.wait(args.interval_ms / 1000 if i > 1 else 0):
             break
         metadata = []
         for kv in args.metadata:
@@ -151,8 +157,9 @@ def client(argv):
         except grpc.RpcError as e:
             result["status"] = e.code().value[0]
             result["message"] = e.details() or ""
-        print(json.dumps(result), flush=True)
-    print("done", flush=True)
+        print(json.dumps(result, separators=(",", ":")), flush=True)
+        calls = i
+    print(f"client done: {calls} calls", flush=True)
     channel.close()
 
 

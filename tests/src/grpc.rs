@@ -1,0 +1,448 @@
+//! The HTTP/2 and gRPC parts of the harness: the gRPC demo services (`demo.Greeter` in Go,
+//! Python and Node), the Node h2c service, their command-line clients, `h2load`, and the span
+//! attribute names the HTTP/2 and gRPC tests check ([`attr`]).
+//!
+//! Every service and client is a real process of `tests/services` (`go-grpc/main.go`,
+//! `python/grpc_demo.py`, `node/grpc_demo.js`, `node/h2c_demo.js`) with its output collected like
+//! the HTTP/1 services'; what they need (Go gRPC from Debian, grpcio in the tools venv,
+//! @grpc/grpc-js in `target/tools/node`, h2load) is installed by `cargo xtask setup`.
+//! A client makes all its calls on one HTTP/2 connection and prints one JSON line per call.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Lang, Service, services_dir, target_dir, tools_venv};
+use crate::process::Proc;
+
+/// The attribute names of HTTP/2 and gRPC spans, after the OpenTelemetry semantic conventions
+/// (RPC spans, gRPC, HTTP); the one place the tests name them.
+pub mod attr {
+    /// "grpc".
+    pub const RPC_SYSTEM: &str = "rpc.system";
+    /// The full service name, "demo.Greeter".
+    pub const RPC_SERVICE: &str = "rpc.service";
+    /// "SayHello", "Count".
+    pub const RPC_METHOD: &str = "rpc.method";
+    /// The `grpc-status` of the trailers, an integer (0 = OK, 5 = `NOT_FOUND`, 13 = INTERNAL).
+    pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
+    /// "2" for HTTP/2 (as "1.1" for HTTP/1.1).
+    pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+    pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+    pub const URL_PATH: &str = "url.path";
+    /// The `:status` of the response headers, an integer.
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    /// Messages of the call in the request direction (integer). The conventions define no span
+    /// attribute for message counts (only per-message events), hence the agent's own namespace.
+    pub const REQUEST_MESSAGES: &str = "tracer.rpc.request.messages";
+    /// Messages of the call in the response direction (integer).
+    pub const RESPONSE_MESSAGES: &str = "tracer.rpc.response.messages";
+}
+
+/// The gRPC service of the demo services.
+pub const SERVICE: &str = "demo.Greeter";
+
+/// gRPC status codes the demo services answer.
+pub mod code {
+    pub const OK: i64 = 0;
+    pub const NOT_FOUND: i64 = 5;
+    pub const INTERNAL: i64 = 13;
+
+    /// Whether a SERVER span with this status is an error, by the gRPC semantic conventions
+    /// (a CLIENT span is one for any status but OK).
+    #[must_use]
+    pub fn server_error(code: i64) -> bool {
+        // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+        matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+    }
+}
+
+/// One call of `demo.Greeter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc<'a> {
+    /// Unary: the name; `missing` answers `NOT_FOUND`, `fail` INTERNAL, `metadata` the metadata
+    /// the (last) server received, one sorted `key=value` line each.
+    SayHello(&'a str),
+    /// Server streaming: this many messages.
+    Count(u32),
+}
+
+impl Rpc<'_> {
+    /// "SayHello" or "Count".
+    #[must_use]
+    pub fn method(self) -> &'static str {
+        match self {
+            Rpc::SayHello(_) => "SayHello",
+            Rpc::Count(_) => "Count",
+        }
+    }
+
+    /// The span name: `demo.Greeter/SayHello`.
+    #[must_use]
+    pub fn span_name(self) -> String {
+        format!("{SERVICE}/{}", self.method())
+    }
+
+    /// The `:path` of the call: `/demo.Greeter/SayHello`.
+    #[must_use]
+    pub fn path(self) -> String {
+        format!("/{}", self.span_name())
+    }
+}
+
+/// The outcome of one call, as a client printed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// 1 for the first call of the client.
+    pub call: u32,
+    /// The gRPC status code.
+    pub status: i64,
+    /// The status message ("" for OK).
+    pub message: String,
+    /// The response messages, as text.
+    pub responses: Vec<String>,
+}
+
+impl Call {
+    fn parse(line: &str) -> Option<Self> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        Some(Self {
+            call: u32::try_from(v["call"].as_u64()?).ok()?,
+            status: v["status"].as_i64()?,
+            message: v["message"].as_str()?.to_owned(),
+            responses: v["responses"]
+                .as_array()?
+                .iter()
+                .map(|m| m.as_str().map(str::to_owned))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+impl Service {
+    /// The Go gRPC service (Debian's gRPC 1.33), built on demand into
+    /// `target/test-services/go-grpc-demo`. `downstream`: `grpc://HOST:PORT` (see
+    /// [`Service::grpc_url`]) or an `http://` URL to GET.
+    #[must_use]
+    pub fn grpc_go(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(go_grpc_binary());
+        cmd.arg("server");
+        Self::start("go gRPC", cmd, port, downstream, env)
+    }
+
+    /// The Python gRPC service (grpcio), run by the tools venv's interpreter.
+    #[must_use]
+    pub fn grpc_python(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = venv_python();
+        cmd.arg("-u")
+            .arg(services_dir().join("python/grpc_demo.py"))
+            .arg("server");
+        Self::start("python gRPC", cmd, port, downstream, env)
+    }
+
+    /// The Node gRPC service (@grpc/grpc-js).
+    #[must_use]
+    pub fn grpc_node(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = node_with_modules();
+        cmd.arg(services_dir().join("node/grpc_demo.js"))
+            .arg("server");
+        Self::start("node gRPC", cmd, port, downstream, env)
+    }
+
+    /// The Node h2c service (built-in http2 module, prior knowledge). `downstream`: the h2c base
+    /// URL `/call/<path>` forwards to ([`Service::url`] of another h2c service).
+    #[must_use]
+    pub fn h2c_node(port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("node");
+        cmd.arg(services_dir().join("node/h2c_demo.js"))
+            .arg("server");
+        Self::start("node h2c", cmd, port, downstream, env)
+    }
+
+    /// `127.0.0.1:PORT`, a client's `--target`.
+    #[must_use]
+    pub fn grpc_target(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    /// `grpc://127.0.0.1:PORT`, usable as another gRPC service's downstream.
+    #[must_use]
+    pub fn grpc_url(&self) -> String {
+        format!("grpc://{}", self.grpc_target())
+    }
+}
+
+impl Lang {
+    /// Starts this language's gRPC service (see [`Service::grpc_go`]).
+    #[must_use]
+    pub fn start_grpc(self, port: u16, downstream: Option<&str>, env: &[(&str, &str)]) -> Service {
+        match self {
+            Lang::Go => Service::grpc_go(port, downstream, env),
+            Lang::Python => Service::grpc_python(port, downstream, env),
+            Lang::Node => Service::grpc_node(port, downstream, env),
+        }
+    }
+}
+
+/// A running gRPC client process: `repeat` calls (0: until stopped) on one connection, each
+/// printed as it completes; killed on drop.
+pub struct GrpcClient {
+    proc: Proc,
+}
+
+impl GrpcClient {
+    /// Starts the `lang` client against `target` (`HOST:PORT`). Every call carries `metadata`;
+    /// `{seq}` in a value becomes the call number as 8 hex digits (so each call of a long-running
+    /// client can have its own trace id). `interval_ms` is the pause between calls.
+    #[must_use]
+    pub fn start(
+        lang: Lang,
+        target: &str,
+        rpc: Rpc,
+        metadata: &[(&str, &str)],
+        repeat: u32,
+        interval_ms: u32,
+    ) -> Self {
+        let mut cmd = match lang {
+            Lang::Go => {
+                let mut c = Command::new(go_grpc_binary());
+                c.arg("client");
+                c
+            }
+            Lang::Python => {
+                let mut c = venv_python();
+                c.arg("-u")
+                    .arg(services_dir().join("python/grpc_demo.py"))
+                    .arg("client");
+                c
+            }
+            Lang::Node => {
+                let mut c = node_with_modules();
+                c.arg(services_dir().join("node/grpc_demo.js"))
+                    .arg("client");
+                c
+            }
+        };
+        cmd.args(["--target", target, "--method", rpc.method()]);
+        match rpc {
+            Rpc::SayHello(name) => cmd.args(["--name", name]),
+            Rpc::Count(n) => cmd.args(["--count", &n.to_string()]),
+        };
+        for (k, v) in metadata {
+            cmd.arg("--metadata").arg(format!("{k}={v}"));
+        }
+        cmd.args(["--repeat", &repeat.to_string()])
+            .args(["--interval-ms", &interval_ms.to_string()]);
+        let label = format!("{lang:?} gRPC client of {target}");
+        Self {
+            proc: Proc::spawn(cmd, label),
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// The calls printed so far.
+    #[must_use]
+    pub fn calls(&self) -> Vec<Call> {
+        self.proc
+            .output()
+            .lines()
+            .filter_map(|l| l.strip_prefix("[out] "))
+            .filter_map(Call::parse)
+            .collect()
+    }
+
+    /// Waits until call number `n` has completed; returns the calls so far.
+    ///
+    /// # Panics
+    /// If it does not within `timeout`, or the client exits first.
+    pub fn wait_call(&mut self, n: u32, timeout: Duration) -> Vec<Call> {
+        self.proc.wait_line(&format!("{{\"call\":{n},"), timeout);
+        self.calls()
+    }
+
+    /// Waits for the client to finish its calls; returns them.
+    ///
+    /// # Panics
+    /// If it does not within `timeout`.
+    pub fn finish(mut self, timeout: Duration) -> Vec<Call> {
+        self.proc.wait_line("client done:", timeout);
+        self.calls()
+    }
+
+    /// Tells a client started with `repeat` 0 to stop after its current call (SIGTERM); returns
+    /// every call it made.
+    ///
+    /// # Panics
+    /// If it does not say it is done within 15 s.
+    pub fn stop(mut self) -> Vec<Call> {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child, not reaped yet (the Proc owns it).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.proc
+            .wait_line("client done:", Duration::from_secs(15));
+        self.calls()
+    }
+}
+
+/// One call from a fresh `lang` client process; returns its outcome.
+///
+/// # Panics
+/// If the client does not finish within 30 s.
+#[must_use]
+pub fn grpc_call(lang: Lang, target: &str, rpc: Rpc, metadata: &[(&str, &str)]) -> Call {
+    let calls = GrpcClient::start(lang, target, rpc, metadata, 1, 0).finish(Duration::from_secs(30));
+    let [call] = <[Call; 1]>::try_from(calls)
+        .unwrap_or_else(|calls| panic!("one call expected from the {lang:?} client, got {calls:?}"));
+    call
+}
+
+/// One h2c response, as the Node client printed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct H2Response {
+    pub request: u32,
+    pub status: u16,
+    pub body: String,
+}
+
+/// `repeat` GETs of `url` on one h2c connection (Node's http2 client), each with `headers`
+/// (`{seq}` in a value: the request number as 8 hex digits); returns the responses.
+///
+/// # Panics
+/// If the client does not finish within 30 s.
+#[must_use]
+pub fn h2c_get(url: &str, headers: &[(&str, &str)], repeat: u32) -> Vec<H2Response> {
+    let mut cmd = Command::new("node");
+    cmd.arg(services_dir().join("node/h2c_demo.js"))
+        .args(["client", "--url", url, "--repeat", &repeat.to_string()]);
+    for (k, v) in headers {
+        cmd.arg("--header").arg(format!("{k}={v}"));
+    }
+    let mut proc = Proc::spawn(cmd, format!("h2c client of {url}"));
+    proc.wait_line("client done:", Duration::from_secs(30));
+    proc.output()
+        .lines()
+        .filter_map(|l| l.strip_prefix("[out] "))
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            Some(H2Response {
+                request: u32::try_from(v["request"].as_u64()?).ok()?,
+                status: u16::try_from(v["status"].as_u64()?).ok()?,
+                body: v["body"].as_str()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// What `h2load` reported.
+#[derive(Clone, Debug)]
+pub struct H2load {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Responses with a 2xx status.
+    pub status_2xx: u64,
+    /// Its whole output, for messages.
+    pub output: String,
+}
+
+/// `h2load -n REQUESTS -c 1 -m STREAMS -H ... URL`: `requests` requests over one h2c connection,
+/// up to `streams` at once.
+///
+/// # Panics
+/// If h2load cannot run (`cargo xtask setup` installs it) or its summary cannot be read.
+#[must_use]
+pub fn h2load(url: &str, requests: u32, streams: u32, headers: &[(&str, &str)]) -> H2load {
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-n", &requests.to_string(), "-c", "1", "-m", &streams.to_string()]);
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run h2load ({e}): `cargo xtask setup` installs it (nghttp2-client)"));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout
+    // status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx
+    let figure = |line: &str, what: &str| -> u64 {
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(line))
+            .and_then(|rest| {
+                rest.split(',').find_map(|part| {
+                    let mut w = part.split_whitespace();
+                    let n = w.next()?.parse().ok()?;
+                    (w.next()? == what).then_some(n)
+                })
+            })
+            .unwrap_or_else(|| panic!("no `{line} .. N {what}` in h2load's output:\n{output}"))
+    };
+    H2load {
+        succeeded: figure("requests:", "succeeded"),
+        failed: figure("requests:", "failed"),
+        status_2xx: figure("status codes:", "2xx"),
+        output,
+    }
+}
+
+/// The Go gRPC demo binary, built when its source is newer.
+fn go_grpc_binary() -> PathBuf {
+    tracer_test_support::go_grpc_service(&target_dir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tools venv's Python (where setup installs grpcio).
+fn venv_python() -> Command {
+    let python = tools_venv().join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: `cargo xtask setup` creates the venv with grpcio",
+        python.display()
+    );
+    Command::new(python)
+}
+
+/// `node` with `NODE_PATH` at the packages setup installs (`target/tools/node/node_modules`).
+fn node_with_modules() -> Command {
+    let modules = target_dir().join("tools/node/node_modules");
+    assert!(
+        modules.join("@grpc/grpc-js").is_dir(),
+        "{} has no @grpc/grpc-js: `cargo xtask setup` installs it (npm ci)",
+        modules.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", modules);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_clients_lines() {
+        let go = r#"{"call":2,"status":5,"message":"no greeting for missing","responses":[]}"#;
+        assert_eq!(
+            Call::parse(go),
+            Some(Call {
+                call: 2,
+                status: 5,
+                message: "no greeting for missing".into(),
+                responses: vec![]
+            })
+        );
+        let count = r#"{"call":1,"status":0,"message":"","responses":["1","2"]}"#;
+        assert_eq!(Call::parse(count).unwrap().responses, ["1", "2"]);
+        assert_eq!(Call::parse("client done: 1 calls"), None);
+        assert_eq!(Rpc::Count(3).path(), "/demo.Greeter/Count");
+        assert!(code::server_error(code::INTERNAL) && !code::server_error(code::NOT_FOUND));
+    }
+}
