@@ -14,8 +14,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::expect::of_pid;
 use crate::harness::{Lang, Service, services_dir, target_dir, tools_venv};
+use crate::otlp::Span;
 use crate::process::Proc;
+use crate::{check, check_eq};
 
 /// The attribute names of HTTP/2 and gRPC spans, after the OpenTelemetry semantic conventions
 /// (RPC spans, gRPC, HTTP); the one place the tests name them.
@@ -24,7 +27,7 @@ pub mod attr {
     pub const RPC_SYSTEM: &str = "rpc.system";
     /// The full service name, "demo.Greeter".
     pub const RPC_SERVICE: &str = "rpc.service";
-    /// "SayHello", "Count".
+    /// `SayHello`, `Count`.
     pub const RPC_METHOD: &str = "rpc.method";
     /// The `grpc-status` of the trailers, an integer (0 = OK, 5 = `NOT_FOUND`, 13 = INTERNAL).
     pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
@@ -70,7 +73,7 @@ pub enum Rpc<'a> {
 }
 
 impl Rpc<'_> {
-    /// "SayHello" or "Count".
+    /// `SayHello` or `Count`.
     #[must_use]
     pub fn method(self) -> &'static str {
         match self {
@@ -89,6 +92,138 @@ impl Rpc<'_> {
     #[must_use]
     pub fn path(self) -> String {
         format!("/{}", self.span_name())
+    }
+}
+
+/// What one gRPC call must have produced on one side (a SERVER or a CLIENT span).
+pub struct RpcSpan<'a> {
+    /// "SERVER" or "CLIENT".
+    pub kind: &'a str,
+    pub trace_id: &'a str,
+    /// SERVER: the span id the call carried; CLIENT: the process's SERVER span.
+    pub parent: &'a str,
+    pub rpc: Rpc<'a>,
+    /// The gRPC status of the call on this side.
+    pub status: i64,
+    /// Messages in the response direction (the request direction always has one).
+    pub response_messages: i64,
+    pub pid: u32,
+}
+
+impl RpcSpan<'_> {
+    /// Checks `span` against the expectation, with the attribute names of [`attr`].
+    pub fn check(&self, spans: &[Span], span: &Span, label: &str) {
+        self.check_identity(spans, span, label);
+        self.check_attributes(spans, span, label);
+    }
+
+    /// Kind, ids, process, times and span status.
+    fn check_identity(&self, spans: &[Span], span: &Span, label: &str) {
+        check_eq!(spans, span.kind.as_str(), self.kind, "{label}: kind");
+        check_eq!(
+            spans,
+            span.trace_id.as_str(),
+            self.trace_id,
+            "{label}: trace id"
+        );
+        check_eq!(
+            spans,
+            span.parent_span_id.as_str(),
+            self.parent,
+            "{label}: parent span id"
+        );
+        check!(
+            spans,
+            span.span_id.len() == 16
+                && span.span_id != "0000000000000000"
+                && span.span_id != self.parent,
+            "{label}: a span id of its own (16 hex digits, not zero, not the parent's): {span}"
+        );
+        let error = if self.kind == "CLIENT" {
+            self.status != code::OK
+        } else {
+            code::server_error(self.status)
+        };
+        check_eq!(
+            spans,
+            span.status_code == "ERROR",
+            error,
+            "{label}: span status ERROR exactly for the gRPC conventions' error codes ({} {})",
+            self.kind,
+            self.status
+        );
+        check!(
+            spans,
+            of_pid(span, self.pid),
+            "{label}: resource process.pid must be {}: {span}",
+            self.pid
+        );
+        check!(
+            spans,
+            span.start_unix_nanos > 0 && span.start_unix_nanos <= span.end_unix_nanos,
+            "{label}: start <= end: {span}"
+        );
+    }
+
+    /// Name and attributes.
+    fn check_attributes(&self, spans: &[Span], span: &Span, label: &str) {
+        check_eq!(spans, span.name, self.rpc.span_name(), "{label}: span name");
+        check_eq!(
+            spans,
+            span.attr_str(attr::RPC_SYSTEM),
+            Some("grpc"),
+            "{label}: {}",
+            attr::RPC_SYSTEM
+        );
+        check_eq!(
+            spans,
+            span.attr_str(attr::RPC_SERVICE),
+            Some(SERVICE),
+            "{label}: {}",
+            attr::RPC_SERVICE
+        );
+        check_eq!(
+            spans,
+            span.attr_str(attr::RPC_METHOD),
+            Some(self.rpc.method()),
+            "{label}: {}",
+            attr::RPC_METHOD
+        );
+        check_eq!(
+            spans,
+            span.attr_i64(attr::RPC_GRPC_STATUS_CODE),
+            Some(self.status),
+            "{label}: {} (an integer)",
+            attr::RPC_GRPC_STATUS_CODE
+        );
+        check_eq!(
+            spans,
+            span.attr_str(attr::NETWORK_PROTOCOL_VERSION),
+            Some("2"),
+            "{label}: {}",
+            attr::NETWORK_PROTOCOL_VERSION
+        );
+        check_eq!(
+            spans,
+            span.attr_str(attr::URL_PATH),
+            Some(self.rpc.path().as_str()),
+            "{label}: {}",
+            attr::URL_PATH
+        );
+        check_eq!(
+            spans,
+            span.attr_i64(attr::REQUEST_MESSAGES),
+            Some(1),
+            "{label}: {}",
+            attr::REQUEST_MESSAGES
+        );
+        check_eq!(
+            spans,
+            span.attr_i64(attr::RESPONSE_MESSAGES),
+            Some(self.response_messages),
+            "{label}: {}",
+            attr::RESPONSE_MESSAGES
+        );
     }
 }
 
@@ -270,6 +405,7 @@ impl GrpcClient {
     ///
     /// # Panics
     /// If it does not within `timeout`.
+    #[must_use]
     pub fn finish(mut self, timeout: Duration) -> Vec<Call> {
         self.proc.wait_line("client done:", timeout);
         self.calls()
@@ -280,12 +416,12 @@ impl GrpcClient {
     ///
     /// # Panics
     /// If it does not say it is done within 15 s.
+    #[must_use]
     pub fn stop(mut self) -> Vec<Call> {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child, not reaped yet (the Proc owns it).
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        self.proc
-            .wait_line("client done:", Duration::from_secs(15));
+        self.proc.wait_line("client done:", Duration::from_secs(15));
         self.calls()
     }
 }
@@ -296,9 +432,11 @@ impl GrpcClient {
 /// If the client does not finish within 30 s.
 #[must_use]
 pub fn grpc_call(lang: Lang, target: &str, rpc: Rpc, metadata: &[(&str, &str)]) -> Call {
-    let calls = GrpcClient::start(lang, target, rpc, metadata, 1, 0).finish(Duration::from_secs(30));
-    let [call] = <[Call; 1]>::try_from(calls)
-        .unwrap_or_else(|calls| panic!("one call expected from the {lang:?} client, got {calls:?}"));
+    let calls =
+        GrpcClient::start(lang, target, rpc, metadata, 1, 0).finish(Duration::from_secs(30));
+    let [call] = <[Call; 1]>::try_from(calls).unwrap_or_else(|calls| {
+        panic!("one call expected from the {lang:?} client, got {calls:?}")
+    });
     call
 }
 
@@ -318,8 +456,13 @@ pub struct H2Response {
 #[must_use]
 pub fn h2c_get(url: &str, headers: &[(&str, &str)], repeat: u32) -> Vec<H2Response> {
     let mut cmd = Command::new("node");
-    cmd.arg(services_dir().join("node/h2c_demo.js"))
-        .args(["client", "--url", url, "--repeat", &repeat.to_string()]);
+    cmd.arg(services_dir().join("node/h2c_demo.js")).args([
+        "client",
+        "--url",
+        url,
+        "--repeat",
+        &repeat.to_string(),
+    ]);
     for (k, v) in headers {
         cmd.arg("--header").arg(format!("{k}={v}"));
     }
@@ -342,37 +485,47 @@ pub fn h2c_get(url: &str, headers: &[(&str, &str)], repeat: u32) -> Vec<H2Respon
 /// What `h2load` reported.
 #[derive(Clone, Debug)]
 pub struct H2load {
+    /// Responses below 400 (h2load's own count).
     pub succeeded: u64,
+    /// Responses of 400 and above.
     pub failed: u64,
-    /// Responses with a 2xx status.
+    /// Requests with no response at all (connection errors, timeouts).
+    pub errored: u64,
     pub status_2xx: u64,
+    pub status_4xx: u64,
     /// Its whole output, for messages.
     pub output: String,
 }
 
-/// `h2load -n REQUESTS -c 1 -m STREAMS -H ... URL`: `requests` requests over one h2c connection,
-/// up to `streams` at once.
+/// `h2load -n REQUESTS -c 1 -m STREAMS -H ... URL..`: `requests` requests over one h2c
+/// connection, up to `streams` at once, taking the `urls` (one authority) in turn.
 ///
 /// # Panics
 /// If h2load cannot run (`cargo xtask setup` installs it) or its summary cannot be read.
 #[must_use]
-pub fn h2load(url: &str, requests: u32, streams: u32, headers: &[(&str, &str)]) -> H2load {
+pub fn h2load(urls: &[&str], requests: u32, streams: u32, headers: &[(&str, &str)]) -> H2load {
     let mut cmd = Command::new("h2load");
-    cmd.args(["-n", &requests.to_string(), "-c", "1", "-m", &streams.to_string()]);
+    cmd.args([
+        "-n",
+        &requests.to_string(),
+        "-c",
+        "1",
+        "-m",
+        &streams.to_string(),
+    ]);
     for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
-    let out = cmd
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run h2load ({e}): `cargo xtask setup` installs it (nghttp2-client)"));
+    let out = cmd.args(urls).output().unwrap_or_else(|e| {
+        panic!("cannot run h2load ({e}): `cargo xtask setup` installs it (nghttp2-client)")
+    });
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout
-    // status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx
+    // requests: 1000 total, 1000 started, 1000 done, 500 succeeded, 500 failed, 0 errored, 0 timeout
+    // status codes: 500 2xx, 0 3xx, 500 4xx, 0 5xx
     let figure = |line: &str, what: &str| -> u64 {
         output
             .lines()
@@ -389,7 +542,9 @@ pub fn h2load(url: &str, requests: u32, streams: u32, headers: &[(&str, &str)]) 
     H2load {
         succeeded: figure("requests:", "succeeded"),
         failed: figure("requests:", "failed"),
+        errored: figure("requests:", "errored"),
         status_2xx: figure("status codes:", "2xx"),
+        status_4xx: figure("status codes:", "4xx"),
         output,
     }
 }

@@ -35,7 +35,11 @@ fn answers(server: Lang) {
             "{ctx}: SayHello(missing) {missing:?}"
         );
         let fail = grpc_call(client, &target, Rpc::SayHello("fail"), &[]);
-        assert_eq!(fail.status, code::INTERNAL, "{ctx}: SayHello(fail) {fail:?}");
+        assert_eq!(
+            fail.status,
+            code::INTERNAL,
+            "{ctx}: SayHello(fail) {fail:?}"
+        );
         assert_eq!(
             grpc_call(client, &target, Rpc::Count(4), &[]),
             ok(1, &["1", "2", "3", "4"]),
@@ -51,8 +55,10 @@ fn answers(server: Lang) {
             grpc_call(client, &target, Rpc::SayHello("metadata"), &sent),
             ok(
                 1,
-                &["custom-key=custom value\nx-b3-sampled=1\nx-b3-spanid=a2fb4a1d1a96d312\n\
-                   x-b3-traceid=463ac35c9f6413ad48485a3953bb6124"]
+                &[
+                    "custom-key=custom value\nx-b3-sampled=1\nx-b3-spanid=a2fb4a1d1a96d312\n\
+                   x-b3-traceid=463ac35c9f6413ad48485a3953bb6124"
+                ]
             ),
             "{ctx}: the metadata the server received"
         );
@@ -84,7 +90,10 @@ fn grpc_chain_forwards_context_and_statuses() {
     let target = python.grpc_target();
     let sent = [
         ("b3", "463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1"),
-        ("traceparent", "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-01"),
+        (
+            "traceparent",
+            "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-01",
+        ),
         ("not-forwarded", "x"),
     ];
     let call = grpc_call(Lang::Go, &target, Rpc::SayHello("metadata"), &sent);
@@ -132,7 +141,11 @@ fn grpc_service_calls_an_http_downstream() {
         let ok_url = format!("{}/hello", back.url());
         let svc = lang.start_grpc(free_port(), Some(&ok_url), &[]);
         let call = grpc_call(lang, &svc.grpc_target(), Rpc::SayHello("bob"), &[]);
-        assert_eq!(call, ok(1, &["hello bob"]), "{lang:?} with an HTTP downstream");
+        assert_eq!(
+            call,
+            ok(1, &["hello bob"]),
+            "{lang:?} with an HTTP downstream"
+        );
         let bad_url = format!("{}/status/503", back.url());
         let svc = lang.start_grpc(free_port(), Some(&bad_url), &[]);
         let call = grpc_call(lang, &svc.grpc_target(), Rpc::SayHello("bob"), &[]);
@@ -154,8 +167,10 @@ fn grpc_client_runs_until_stopped() {
         let calls = client.stop();
         assert!(calls.len() >= 3, "{lang:?}: {calls:?}");
         assert!(
-            calls.iter().enumerate().all(|(i, c)| *c
-                == ok(u32::try_from(i).unwrap() + 1, &["1", "2"])),
+            calls
+                .iter()
+                .enumerate()
+                .all(|(i, c)| *c == ok(u32::try_from(i).unwrap() + 1, &["1", "2"])),
             "{lang:?}: {calls:?}"
         );
     }
@@ -169,7 +184,10 @@ fn h2c_service_client_and_h2load() {
     let front = Service::h2c_node(free_port(), Some(&back.url()), &[]);
     let r = h2c_get(&format!("{}/hello", front.url()), &[], 3);
     assert_eq!(r.len(), 3, "{r:?}");
-    assert!(r.iter().all(|x| x.status == 200 && x.body == "hello\n"), "{r:?}");
+    assert!(
+        r.iter().all(|x| x.status == 200 && x.body == "hello\n"),
+        "{r:?}"
+    );
     let r = h2c_get(&format!("{}/status/503", front.url()), &[], 1);
     assert_eq!(r[0].status, 503, "{r:?}");
     let r = h2c_get(
@@ -191,14 +209,23 @@ fn h2c_service_client_and_h2load() {
     assert_eq!(r[0].status, 404, "{r:?}");
 
     let load = h2load(
-        &format!("{}/hello", back.url()),
+        &[
+            &format!("{}/hello", back.url()),
+            &format!("{}/status/404", back.url()),
+        ],
         1000,
         50,
         &[("x-b3-sampled", "1")],
     );
     assert_eq!(
-        (load.succeeded, load.failed, load.status_2xx),
-        (1000, 0, 1000),
+        (
+            load.succeeded,
+            load.failed,
+            load.errored,
+            load.status_2xx,
+            load.status_4xx
+        ),
+        (500, 500, 0, 500, 500),
         "{}",
         load.output
     );

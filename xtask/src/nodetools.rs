@@ -29,23 +29,29 @@ pub fn dir() -> PathBuf {
 pub fn ensure(s: &Step) -> Result<Outcome> {
     let src = util::workspace_root().join("tests/services/node");
     let dest = dir();
-    let up_to_date = MANIFESTS.iter().all(|f| {
-        matches!((fs::read(src.join(f)), fs::read(dest.join(f))), (Ok(a), Ok(b)) if a == b)
-    }) && mismatched().is_empty();
+    let up_to_date = MANIFESTS.iter().all(
+        |f| matches!((fs::read(src.join(f)), fs::read(dest.join(f))), (Ok(a), Ok(b)) if a == b),
+    ) && mismatched().is_empty();
     if up_to_date {
         return Ok(Outcome::AlreadyDone);
     }
     fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
     for f in MANIFESTS {
-        fs::copy(src.join(f), dest.join(f))
-            .with_context(|| format!("cannot copy {} into {}", src.join(f).display(), dest.display()))?;
+        fs::copy(src.join(f), dest.join(f)).with_context(|| {
+            format!(
+                "cannot copy {} into {}",
+                src.join(f).display(),
+                dest.display()
+            )
+        })?;
     }
     s.note(format!("npm ci in {}", dest.display()));
-    util::run(
-        Command::new("npm")
-            .current_dir(&dest)
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
-    )
+    util::run(Command::new("npm").current_dir(&dest).args([
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]))
     .context("npm ci failed: is the npm registry reachable?")?;
     let wrong = mismatched();
     if !wrong.is_empty() {
@@ -72,7 +78,11 @@ fn mismatched() -> Vec<String> {
 /// `version` before any nested object), without a JSON parser in xtask.
 fn package_version(manifest: &str) -> Option<String> {
     let rest = &manifest[manifest.find("\"version\"")? + "\"version\"".len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_owned())
 }
 
@@ -88,7 +98,8 @@ mod tests {
 
     #[test]
     fn reads_the_version_of_a_package_manifest() {
-        let text = "{\n  \"name\": \"@grpc/grpc-js\",\n  \"version\": \"1.14.7\",\n  \"engines\": {}\n}";
+        let text =
+            "{\n  \"name\": \"@grpc/grpc-js\",\n  \"version\": \"1.14.7\",\n  \"engines\": {}\n}";
         assert_eq!(package_version(text).as_deref(), Some("1.14.7"));
         assert_eq!(package_version("{\"name\": \"x\"}"), None);
     }

@@ -88,23 +88,7 @@ pub fn setup() -> Result<()> {
             .with_context(|| format!("{GO_PACKAGE} is installed but {GO_BIN} does not run"))?;
         Ok(Outcome::Info(format!("{} at {GO_BIN}", version.trim())))
     })?;
-    step(
-        &format!("apt packages (HTTP/2, gRPC tests): {}", HTTP2_PACKAGES.join(" ")),
-        |s| apt.ensure(s, &HTTP2_PACKAGES, None),
-    )?;
-    step("h2load", |_| {
-        let version = util::output(Command::new("h2load").arg("--version"))
-            .context("nghttp2-client is installed but h2load does not run")?;
-        Ok(Outcome::Info(version.trim().to_owned()))
-    })?;
-    step(
-        "Go gRPC demo (GOPATH mode, Debian's gRPC, offline) -> target/test-services",
-        |_| {
-            let bin = tracer_test_support::go_grpc_service(&util::target_dir())
-                .map_err(anyhow::Error::msg)?;
-            Ok(Outcome::Info(bin.display().to_string()))
-        },
-    )?;
+    http2_tools(&mut apt)?;
     // Node 20 and Python 3.11 come with the machine image; report them so a missing one is
     // visible here rather than as a puzzling test failure later.
     for (name, hint) in [
@@ -121,23 +105,7 @@ pub fn setup() -> Result<()> {
         })?;
     }
 
-    // nodesource's nodejs bundles npm (and conflicts with Debian's npm package); a Debian nodejs
-    // does not, and then Debian's npm is what provides it.
-    step("npm", |s| match nodetools::npm_version() {
-        Ok(version) => Ok(Outcome::Info(version)),
-        Err(_) => {
-            apt.ensure(s, &["npm"], None)?;
-            Ok(Outcome::Info(nodetools::npm_version()?))
-        }
-    })?;
-    let pins = nodetools::PINS.map(|(name, version)| format!("{name} {version}"));
-    step(
-        &format!(
-            "npm packages target/tools/node (gRPC tests, npm ci from tests/services/node): {}",
-            pins.join(", ")
-        ),
-        nodetools::ensure,
-    )?;
+    node_packages(&mut apt)?;
 
     let pins = pytools::PINS.map(|(name, version)| format!("{name} {version}"));
     step(
@@ -160,6 +128,54 @@ pub fn setup() -> Result<()> {
     step(crate::helm::STEP, crate::helm::ensure)?;
 
     println!("[setup] done ({:.1}s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What the HTTP/2 and gRPC tests need from Debian: Go gRPC (built here once, offline, so that
+/// a broken build shows in setup rather than in a test) and h2load.
+fn http2_tools(apt: &mut Apt) -> Result<()> {
+    step(
+        &format!(
+            "apt packages (HTTP/2, gRPC tests): {}",
+            HTTP2_PACKAGES.join(" ")
+        ),
+        |s| apt.ensure(s, &HTTP2_PACKAGES, None),
+    )?;
+    step("h2load", |_| {
+        let version = util::output(Command::new("h2load").arg("--version"))
+            .context("nghttp2-client is installed but h2load does not run")?;
+        Ok(Outcome::Info(version.trim().to_owned()))
+    })?;
+    step(
+        "Go gRPC demo (GOPATH mode, Debian's gRPC, offline) -> target/test-services",
+        |_| {
+            let bin = tracer_test_support::go_grpc_service(&util::target_dir())
+                .map_err(anyhow::Error::msg)?;
+            Ok(Outcome::Info(bin.display().to_string()))
+        },
+    )?;
+    Ok(())
+}
+
+/// npm, and the Node services' packages from the committed lock file.
+fn node_packages(apt: &mut Apt) -> Result<()> {
+    // nodesource's nodejs bundles npm (and conflicts with Debian's npm package); a Debian nodejs
+    // does not, and then Debian's npm is what provides it.
+    step("npm", |s| {
+        if let Ok(version) = nodetools::npm_version() {
+            return Ok(Outcome::Info(version));
+        }
+        apt.ensure(s, &["npm"], None)?;
+        Ok(Outcome::Info(nodetools::npm_version()?))
+    })?;
+    let pins = nodetools::PINS.map(|(name, version)| format!("{name} {version}"));
+    step(
+        &format!(
+            "npm packages target/tools/node (gRPC tests, npm ci from tests/services/node): {}",
+            pins.join(", ")
+        ),
+        nodetools::ensure,
+    )?;
     Ok(())
 }
 
