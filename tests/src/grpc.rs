@@ -600,4 +600,72 @@ mod tests {
         assert_eq!(Rpc::Count(3).path(), "/demo.Greeter/Count");
         assert!(code::server_error(code::INTERNAL) && !code::server_error(code::NOT_FOUND));
     }
+
+    /// A span as the agent is to export a `NOT_FOUND` call on the client side.
+    fn not_found_client(pid: u32) -> Span {
+        let attributes = [
+            (attr::RPC_SYSTEM, Value::from("grpc")),
+            (attr::RPC_SERVICE, Value::from(SERVICE)),
+            (attr::RPC_METHOD, Value::from("SayHello")),
+            (attr::RPC_GRPC_STATUS_CODE, Value::from(code::NOT_FOUND)),
+            (attr::NETWORK_PROTOCOL_VERSION, Value::from("2")),
+            (attr::URL_PATH, Value::from("/demo.Greeter/SayHello")),
+            (attr::REQUEST_MESSAGES, Value::from(1)),
+            (attr::RESPONSE_MESSAGES, Value::from(0)),
+        ];
+        Span {
+            trace_id: "463ac35c9f6413ad48485a3953bb6124".into(),
+            span_id: "0102030405060708".into(),
+            parent_span_id: "a2fb4a1d1a96d312".into(),
+            kind: "CLIENT".into(),
+            name: "demo.Greeter/SayHello".into(),
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            status_code: "ERROR".into(),
+            status_message: String::new(),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            resource: [("process.pid".to_owned(), Value::from(pid))].into(),
+            scope_name: String::new(),
+            source: crate::otlp::SOURCE,
+            shared: false,
+        }
+    }
+
+    fn expectation() -> RpcSpan<'static> {
+        RpcSpan {
+            kind: "CLIENT",
+            trace_id: "463ac35c9f6413ad48485a3953bb6124",
+            parent: "a2fb4a1d1a96d312",
+            rpc: Rpc::SayHello("missing"),
+            status: code::NOT_FOUND,
+            response_messages: 0,
+            pid: 42,
+        }
+    }
+
+    #[test]
+    fn rpc_span_accepts_the_expected_span() {
+        let span = not_found_client(42);
+        expectation().check(std::slice::from_ref(&span), &span, "client");
+    }
+
+    #[test]
+    #[should_panic(expected = "span status ERROR")]
+    fn rpc_span_wants_an_error_status_on_a_failed_client_call() {
+        let mut span = not_found_client(42);
+        span.status_code = "UNSET".into();
+        expectation().check(std::slice::from_ref(&span), &span, "client");
+    }
+
+    #[test]
+    #[should_panic(expected = "rpc.grpc.status_code (an integer)")]
+    fn rpc_span_wants_the_status_code_as_an_integer() {
+        let mut span = not_found_client(42);
+        span.attributes
+            .insert(attr::RPC_GRPC_STATUS_CODE.into(), Value::from("5"));
+        expectation().check(std::slice::from_ref(&span), &span, "client");
+    }
 }

@@ -154,6 +154,12 @@ fn grpc_service_calls_an_http_downstream() {
             (code::INTERNAL, "downstream answered HTTP 503"),
             "{lang:?} with a failing HTTP downstream"
         );
+        let call = grpc_call(lang, &svc.grpc_target(), Rpc::Count(2), &[]);
+        assert_eq!(
+            (call.status, call.message.as_str(), call.responses.len()),
+            (code::INTERNAL, "downstream answered HTTP 503", 0),
+            "{lang:?} streaming with a failing HTTP downstream"
+        );
     }
 }
 

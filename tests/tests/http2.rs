@@ -208,7 +208,7 @@ fn h2load_1000_streams_on_one_connection_give_1000_spans() {
     let spans = rx.wait_for_named(
         &format!("1000 SERVER spans of trace {trace}"),
         |s| s.iter().filter(|x| x.trace_id == trace).count() >= 1000,
-        Duration::from_secs(40),
+        Duration::from_secs(30),
     );
     let ours: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
     check_eq!(&spans, ours.len(), 1000, "spans of the h2load trace");

@@ -103,10 +103,10 @@ function server(port) {
     },
     Count(call) {
       downstream(call, 'Count', call.request, (err) => {
-        if (err) return call.destroy({ code: err.code, details: err.details });
+        if (err) return call.emit('error', { code: err.code, details: err.details });
         const n = Number(call.request.toString());
         if (!Number.isInteger(n) || n < 0) {
-          return call.destroy({ code: grpc.status.INVALID_ARGUMENT, details: 'count is not a number' });
+          return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'count is not a number' });
         }
         for (let i = 1; i <= n; i++) call.write(Buffer.from(String(i)));
         return call.end();

@@ -37,7 +37,12 @@ function server(port) {
   const down = (process.env.DOWNSTREAM || '').replace(/\/$/, '');
   let session = null;
   const downstream = () => {
-    if (!session || session.closed || session.destroyed) session = http2.connect(down);
+    if (!session || session.closed || session.destroyed) {
+      const s = http2.connect(down);
+      // A failed session fails its pending requests (answered 502); the next call reconnects.
+      s.on('error', () => { if (session === s) session = null; });
+      session = s;
+    }
     return session;
   };
   const srv = http2.createServer();
