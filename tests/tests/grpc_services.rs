@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use tracer_tests::grpc::{Call, GrpcClient, Rpc, code, grpc_call, h2c_get, h2load};
+use tracer_tests::grpc::{Call, GrpcClient, Rpc, code, grpc_call};
+use tracer_tests::h2c::{h2c_get, h2load};
 use tracer_tests::harness::{Lang, Service, free_port};
 
 fn ok(call: u32, responses: &[&str]) -> Call {
@@ -17,10 +18,25 @@ fn ok(call: u32, responses: &[&str]) -> Call {
 }
 
 /// Every client against the `server` language's service: the answers, the error statuses, the
-/// streamed messages and the metadata as the server received it.
+/// streamed messages and the metadata as the server received it; then the same language in front
+/// of it passing its answers and failures up (the root tests' front -> back pair).
 fn answers(server: Lang) {
     let svc = server.start_grpc(free_port(), None, &[]);
     let target = svc.grpc_target();
+    let front = server.start_grpc(free_port(), Some(&svc.grpc_url()), &[]);
+    for (rpc, status, responses) in [
+        (Rpc::SayHello("alice"), code::OK, vec!["hello alice"]),
+        (Rpc::SayHello("missing"), code::NOT_FOUND, vec![]),
+        (Rpc::SayHello("fail"), code::INTERNAL, vec![]),
+        (Rpc::Count(5), code::OK, vec!["1", "2", "3", "4", "5"]),
+    ] {
+        let call = grpc_call(server, &front.grpc_target(), rpc, &[]);
+        assert_eq!(
+            (call.status, call.responses.clone()),
+            (status, responses.iter().map(|s| (*s).to_owned()).collect()),
+            "{server:?} front -> back, {rpc:?}: {call:?}"
+        );
+    }
     for client in Lang::ALL {
         let ctx = format!("{client:?} client -> {server:?} server");
         assert_eq!(

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tracer_tests::expect::{ServerSpan, of_pid, only, padded};
-use tracer_tests::grpc::{attr, h2c_get, h2load};
+use tracer_tests::grpc::attr;
+use tracer_tests::h2c::{h2c_get, h2load};
 use tracer_tests::harness::{Agent, Receiver, Service, Span, free_port, random_hex, root_test};
 use tracer_tests::{check, check_eq};
 
