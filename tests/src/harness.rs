@@ -185,7 +185,9 @@ impl Service {
         Self::start("node-h2", cmd, port, downstream, &[])
     }
 
-    fn start(
+    /// Starts `cmd PORT` (with `PORT` and `DOWNSTREAM` in its environment, no inherited `OTEL_*`)
+    /// and waits for it to print `listening on PORT`.
+    pub(crate) fn start(
         lang: &str,
         mut cmd: Command,
         port: u16,

@@ -1,267 +1,284 @@
-//! Root: HTTP/2 over clear text (h2c, prior knowledge) with Node's http2 module. One connection
-//! carries concurrent streams: plain requests, gRPC-shaped calls (unary, server streaming with
-//! five messages, an UNAVAILABLE status in the trailers) and a call the service forwards to a
-//! second service over an HTTP/2 connection of its own. Every request carries its own B3 ids:
-//! each SERVER span must have the sender's trace id and parent, its path and status; the gRPC
-//! ones their `rpc.*` attributes, status and message counts; the forwarded call a CLIENT span
-//! under the SERVER span that caused it, and a SERVER span downstream in the same trace.
+//! Root: plain HTTP/2 in clear text (h2c, prior knowledge) from Node's built-in http2 module.
+//! A front service answers GET /call/<path> by calling a back service over one kept h2c
+//! session, forwarding the incoming B3/W3C headers unchanged: the same three spans as HTTP/1
+//! (front SERVER under the caller's span, front CLIENT under it, back SERVER under the forwarded
+//! span id) with `network.protocol.version` 2. h2load sends 1000 requests as up to 50 concurrent
+//! streams on one connection: 1000 SERVER spans, each with its own stream's path and status.
 
-use std::{process::Command, time::Duration};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use tracer_tests::check_eq;
 use tracer_tests::expect::{ServerSpan, of_pid, only, padded};
-use tracer_tests::harness::{
-    Agent, Receiver, Service, free_port, random_hex, root_test, services_dir,
-};
-use tracer_tests::otlp::Span;
+use tracer_tests::grpc::attr;
+use tracer_tests::h2c::{h2c_get, h2load};
+use tracer_tests::harness::{Agent, Receiver, Service, Span, free_port, random_hex, root_test};
+use tracer_tests::{check, check_eq};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(20);
 
-/// One call the client makes: path, gRPC-shaped or not, extra headers.
-struct Call {
-    path: &'static str,
-    grpc: bool,
-    extra: &'static [(&'static str, &'static str)],
+/// One GET sent to the front service.
+struct Req {
+    label: &'static str,
     trace: String,
-    span: String,
-}
-
-fn call(path: &'static str, grpc: bool, extra: &'static [(&'static str, &'static str)]) -> Call {
-    Call {
-        path,
-        grpc,
-        extra,
-        trace: random_hex(16),
-        span: random_hex(8),
-    }
-}
-
-/// Makes every call concurrently on one HTTP/2 connection (node h2.js client); what it got.
-fn make_calls(port: u16, calls: &[Call]) -> Vec<serde_json::Value> {
-    let json: Vec<serde_json::Value> = calls
-        .iter()
-        .map(|c| {
-            let mut headers = serde_json::Map::new();
-            headers.insert("x-b3-traceid".into(), c.trace.clone().into());
-            headers.insert("x-b3-spanid".into(), c.span.clone().into());
-            headers.insert("x-b3-sampled".into(), "1".into());
-            for (k, v) in c.extra {
-                headers.insert((*k).into(), (*v).into());
-            }
-            serde_json::json!({ "path": c.path, "grpc": c.grpc, "headers": headers })
-        })
-        .collect();
-    let out = Command::new("node")
-        .arg(services_dir().join("node/h2.js"))
-        .args(["client", &port.to_string()])
-        .arg(serde_json::Value::from(json).to_string())
-        .output()
-        .expect("running node h2.js client");
-    assert!(
-        out.status.success(),
-        "the HTTP/2 client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the client prints its results as JSON")
+    incoming: String,
+    source: &'static str,
+    /// The path on the back service.
+    back_path: &'static str,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
 }
 
 #[test]
-fn node_h2c_streams_become_joined_spans() {
+fn h2c_get_gives_joined_server_and_client_spans() {
     let _serial = root_test();
     let rx = Receiver::start_blocking();
-    let downstream = Service::node_h2(free_port(), None);
-    let svc = Service::node_h2(free_port(), Some(&downstream.url()));
-    let _agent = Agent::start_for(&rx, "grpc", &[svc.pid(), downstream.pid()], &[]);
+    let back = Service::h2c_node(free_port(), None, &[]);
+    let front = Service::h2c_node(free_port(), Some(&back.url()), &[]);
+    let _agent = Agent::start_for(&rx, "grpc", &[front.pid(), back.pid()], &[]);
 
-    let calls = [
-        call("/hello", false, &[]),
-        call("/hello", false, &[]),
-        call("/hello", false, &[]),
-        call("/demo.Greeter/SayHello", true, &[]),
-        call("/demo.Greeter/Watch", true, &[("x-messages", "5")]),
-        call("/demo.Greeter/Fail", true, &[("x-grpc-status", "14")]),
-        call("/call/hello", false, &[]),
+    let (t1, s1) = (random_hex(16), random_hex(8));
+    let (t2, s2) = (random_hex(8), random_hex(8));
+    let (t3, s3) = (random_hex(16), random_hex(8));
+    let requests = [
+        Req {
+            label: "200, B3 multi",
+            trace: t1.clone(),
+            incoming: s1.clone(),
+            source: "b3multi",
+            back_path: "/hello",
+            status: 200,
+            headers: vec![
+                ("x-b3-traceid", t1),
+                ("x-b3-spanid", s1),
+                ("x-b3-sampled", "1".into()),
+            ],
+        },
+        Req {
+            label: "503, B3 single 64-bit",
+            trace: padded(&t2),
+            incoming: s2.clone(),
+            source: "b3",
+            back_path: "/status/503",
+            status: 503,
+            headers: vec![("b3", format!("{t2}-{s2}-1"))],
+        },
+        Req {
+            label: "404, traceparent",
+            trace: t3.clone(),
+            incoming: s3.clone(),
+            source: "tracecontext",
+            back_path: "/status/404",
+            status: 404,
+            headers: vec![("traceparent", format!("00-{t3}-{s3}-01"))],
+        },
     ];
-    let got = make_calls(svc.port(), &calls);
-    // Positive control: the calls themselves went as planned.
-    let grpc_status: Vec<Option<&str>> = got.iter().map(|r| r["grpcStatus"].as_str()).collect();
-    assert_eq!(
-        grpc_status,
-        [None, None, None, Some("0"), Some("0"), Some("14"), None],
-        "{got:?}"
-    );
-    assert_eq!(got[4]["messages"], 5, "{got:?}");
-    assert!(got.iter().all(|r| r["status"] == 200), "{got:?}");
-
-    let forwarded = &calls[6];
+    for req in &requests {
+        let headers: Vec<(&str, &str)> =
+            req.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let url = format!("{}/call{}", front.url(), req.back_path);
+        let r = h2c_get(&url, &headers, 1);
+        assert!(
+            r.len() == 1 && r[0].status == req.status,
+            "{}: GET {url}: {r:?}",
+            req.label
+        );
+    }
     let spans = rx.wait_for_named(
-        "a SERVER span per call, the forwarded call's CLIENT span and its downstream SERVER span",
-        |spans| {
-            calls.iter().all(|c| {
-                spans.iter().any(|s| {
-                    s.kind == "SERVER" && s.trace_id == padded(&c.trace) && of_pid(s, svc.pid())
-                })
-            }) && spans
-                .iter()
-                .any(|s| s.kind == "CLIENT" && s.trace_id == padded(&forwarded.trace))
-                && spans.iter().any(|s| {
-                    s.kind == "SERVER"
-                        && s.trace_id == padded(&forwarded.trace)
-                        && of_pid(s, downstream.pid())
-                })
+        "front SERVER + CLIENT and back SERVER spans of every request",
+        |s| {
+            requests.iter().all(|r| {
+                let n = |kind: &str, pid: u32| {
+                    s.iter()
+                        .filter(|x| x.trace_id == r.trace && x.kind == kind && of_pid(x, pid))
+                        .count()
+                };
+                n("SERVER", front.pid()) >= 1
+                    && n("CLIENT", front.pid()) >= 1
+                    && n("SERVER", back.pid()) >= 1
+            })
         },
         WAIT,
     );
-    let ids = Ids {
-        svc: svc.pid(),
-        port: svc.port(),
-        downstream: downstream.pid(),
+    for req in &requests {
+        check_hop(&spans, req, &front, &back);
+    }
+}
+
+fn check_hop(spans: &[Span], req: &Req, front: &Service, back: &Service) {
+    let label = req.label;
+    let status = i64::from(req.status);
+    let pick = |kind: &str, pid: u32, what: &str| {
+        only(spans, &format!("{what} {kind} span ({label})"), |s| {
+            s.trace_id == req.trace && s.kind == kind && of_pid(s, pid)
+        })
     };
-    for c in calls.iter().filter(|c| c.path == "/hello") {
-        check_plain(&spans, c, &ids);
-    }
-    for (c, method, code, responses) in [
-        (&calls[3], "SayHello", 0, 1),
-        (&calls[4], "Watch", 0, 5),
-        (&calls[5], "Fail", 14, 1),
-    ] {
-        check_grpc(&spans, c, &ids, (method, code, responses));
-    }
-    check_forwarded(&spans, forwarded, &ids);
-}
-
-/// The traced processes.
-struct Ids {
-    svc: u32,
-    port: u16,
-    downstream: u32,
-}
-
-fn server_of<'a>(spans: &'a [Span], c: &Call, ids: &Ids) -> &'a Span {
-    only(spans, &format!("SERVER span of {}", c.path), |s| {
-        s.kind == "SERVER" && s.trace_id == padded(&c.trace) && of_pid(s, ids.svc)
-    })
-}
-
-fn check_plain(spans: &[Span], c: &Call, ids: &Ids) {
-    let s = server_of(spans, c, ids);
+    let front_path = format!("/call{}", req.back_path);
+    let front_server = pick("SERVER", front.pid(), "front");
     ServerSpan {
-        trace_id: &padded(&c.trace),
-        parent: &c.span,
+        trace_id: &req.trace,
+        parent: &req.incoming,
         method: "GET",
-        path: "/hello",
-        status: 200,
-        source: "b3multi",
-        pid: ids.svc,
-        port: ids.port,
+        path: &front_path,
+        status,
+        source: req.source,
+        pid: front.pid(),
+        port: front.port(),
     }
-    .check(spans, s, "h2c GET /hello");
+    .check(spans, front_server, &format!("{label}: front SERVER"));
+    let client = pick("CLIENT", front.pid(), "front");
     check_eq!(
         spans,
-        s.attr_str("network.protocol.name"),
-        Some("http"),
-        "protocol"
+        client.parent_span_id,
+        front_server.span_id,
+        "{label}: CLIENT parent = the front SERVER span"
+    );
+    check_eq!(spans, client.name.as_str(), "GET", "{label}: CLIENT name");
+    check_eq!(
+        spans,
+        client.attr_str(attr::HTTP_REQUEST_METHOD),
+        Some("GET"),
+        "{label}: CLIENT method"
     );
     check_eq!(
         spans,
-        s.attr_str("network.protocol.version"),
-        Some("2"),
-        "version"
+        client.attr_str(attr::URL_PATH),
+        Some(req.back_path),
+        "{label}: CLIENT url.path"
     );
+    check_eq!(
+        spans,
+        client.attr_i64(attr::HTTP_RESPONSE_STATUS_CODE),
+        Some(status),
+        "{label}: CLIENT status code"
+    );
+    check_eq!(
+        spans,
+        client.status_code == "ERROR",
+        status >= 400,
+        "{label}: CLIENT status ERROR exactly for 4xx and 5xx"
+    );
+    let back_server = pick("SERVER", back.pid(), "back");
+    ServerSpan {
+        trace_id: &req.trace,
+        parent: &req.incoming,
+        method: "GET",
+        path: req.back_path,
+        status,
+        source: req.source,
+        pid: back.pid(),
+        port: back.port(),
+    }
+    .check(spans, back_server, &format!("{label}: back SERVER"));
+    for (span, what) in [
+        (front_server, "front SERVER"),
+        (client, "front CLIENT"),
+        (back_server, "back SERVER"),
+    ] {
+        check_eq!(
+            spans,
+            span.attr_str(attr::NETWORK_PROTOCOL_VERSION),
+            Some("2"),
+            "{label}: {what} {}",
+            attr::NETWORK_PROTOCOL_VERSION
+        );
+    }
 }
 
-/// A gRPC call's SERVER span: (method, status code, response messages).
-fn check_grpc(spans: &[Span], c: &Call, ids: &Ids, (method, code, responses): (&str, i64, i64)) {
-    let s = server_of(spans, c, ids);
-    let label = c.path;
-    check_eq!(
-        spans,
-        s.parent_span_id.as_str(),
-        c.span.as_str(),
-        "{label}: parent"
+/// h2load: 1000 requests, up to 50 concurrent streams on one connection, alternating between two
+/// paths with different statuses, all with one B3 context: 1000 SERVER spans of that trace, each
+/// under the caller's span id, each with its own id, and each stream's path paired with its own
+/// status (500 of each).
+#[test]
+fn h2load_1000_streams_on_one_connection_give_1000_spans() {
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let svc = Service::h2c_node(free_port(), None, &[]);
+    let _agent = Agent::start_for(&rx, "grpc", &[svc.pid()], &[]);
+    let (trace, incoming) = (random_hex(16), random_hex(8));
+    let b3 = format!("{trace}-{incoming}-1");
+    // h2load takes the URIs in turn.
+    let hello = format!("{}/hello", svc.url());
+    let not_found = format!("{}/status/404", svc.url());
+    let load = h2load(&[&hello, &not_found], 1000, 50, &[("b3", &b3)]);
+    assert_eq!(
+        (load.errored, load.status_2xx, load.status_4xx),
+        (0, 500, 500),
+        "h2load's summary:\n{}",
+        load.output
     );
-    check_eq!(spans, s.name.as_str(), &c.path[1..], "{label}: span name");
-    check_eq!(
-        spans,
-        s.attr_str("rpc.system"),
-        Some("grpc"),
-        "{label}: rpc.system"
+    let spans = rx.wait_for_named(
+        &format!("1000 SERVER spans of trace {trace}"),
+        |s| s.iter().filter(|x| x.trace_id == trace).count() >= 1000,
+        Duration::from_secs(30),
     );
-    check_eq!(
-        spans,
-        s.attr_str("rpc.service"),
-        Some("demo.Greeter"),
-        "{label}: rpc.service"
-    );
-    check_eq!(
-        spans,
-        s.attr_str("rpc.method"),
-        Some(method),
-        "{label}: rpc.method"
-    );
-    check_eq!(
-        spans,
-        s.attr_i64("rpc.grpc.status_code"),
-        Some(code),
-        "{label}: status"
-    );
-    check_eq!(
-        spans,
-        s.attr_i64("tracer.grpc.request.message_count"),
-        Some(1),
-        "{label}: request messages"
-    );
-    check_eq!(
-        spans,
-        s.attr_i64("tracer.grpc.response.message_count"),
-        Some(responses),
-        "{label}: response messages"
-    );
-    // UNAVAILABLE is a server error; OK is not.
-    check_eq!(
-        spans,
-        s.status_code == "ERROR",
-        code == 14,
-        "{label}: span status"
-    );
+    let ours: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    check_eq!(&spans, ours.len(), 1000, "spans of the h2load trace");
+    let mut per_path: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for s in &ours {
+        check!(
+            &spans,
+            s.kind == "SERVER"
+                && of_pid(s, svc.pid())
+                && s.parent_span_id == incoming
+                && s.attr_str(attr::HTTP_REQUEST_METHOD) == Some("GET")
+                && s.attr_str(attr::NETWORK_PROTOCOL_VERSION) == Some("2"),
+            "a SERVER span of the service under the caller's span, GET over HTTP/2: {s}"
+        );
+        let path = s.attr_str(attr::URL_PATH).unwrap_or("(none)").to_owned();
+        let status = s.attr_i64(attr::HTTP_RESPONSE_STATUS_CODE).unwrap_or(0);
+        *per_path.entry((path, status)).or_default() += 1;
+        ids.insert(s.span_id.clone());
+    }
+    let want = BTreeMap::from([
+        (("/hello".to_owned(), 200), 500),
+        (("/status/404".to_owned(), 404), 500),
+    ]);
+    check_eq!(&[], per_path, want, "(url.path, status) of the 1000 spans");
+    check_eq!(&[], ids.len(), 1000, "distinct span ids");
 }
 
-fn check_forwarded(spans: &[Span], c: &Call, ids: &Ids) {
-    let server = server_of(spans, c, ids);
-    let client = only(spans, "CLIENT span of the forwarded call", |s| {
-        s.kind == "CLIENT" && s.trace_id == padded(&c.trace)
-    });
-    check_eq!(
-        spans,
-        client.parent_span_id.as_str(),
-        server.span_id.as_str(),
-        "CLIENT parent"
+/// `--write-mode rewrite` must leave h2c alone: 20 requests on the front's one kept session to the
+/// back service, each with its own B3 ids, reach the back exactly as sent.
+#[test]
+fn rewrite_mode_leaves_h2c_untouched() {
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let back = Service::h2c_node(free_port(), None, &[]);
+    let front = Service::h2c_node(free_port(), Some(&back.url()), &[]);
+    let _agent = Agent::start_for(
+        &rx,
+        "grpc",
+        &[front.pid(), back.pid()],
+        &["--write-mode", "rewrite"],
     );
-    check_eq!(
-        spans,
-        client.attr_str("url.path"),
-        Some("/hello"),
-        "CLIENT url.path"
-    );
-    check_eq!(
-        spans,
-        client.attr_i64("http.response.status_code"),
-        Some(200),
-        "CLIENT status"
-    );
-    assert!(
-        of_pid(client, ids.svc),
-        "the CLIENT span is the forwarding service's"
-    );
-    let down = only(spans, "downstream SERVER span", |s| {
-        s.kind == "SERVER" && s.trace_id == padded(&c.trace) && of_pid(s, ids.downstream)
-    });
-    // The app forwarded the caller's span id unchanged (read-only mode): the downstream SERVER
-    // span is its child.
-    check_eq!(
-        spans,
-        down.parent_span_id.as_str(),
-        c.span.as_str(),
-        "downstream parent"
-    );
+    let (trace_prefix, span_prefix) = (random_hex(12), random_hex(4));
+    let sent = [
+        ("x-b3-traceid", format!("{trace_prefix}{{seq}}")),
+        ("x-b3-spanid", format!("{span_prefix}{{seq}}")),
+        ("x-b3-sampled", "1".to_owned()),
+        (
+            "traceparent",
+            format!("00-{trace_prefix}{{seq}}-{span_prefix}{{seq}}-01"),
+        ),
+    ];
+    let headers: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let responses = h2c_get(&format!("{}/call/headers", front.url()), &headers, 20);
+    check_eq!(&[], responses.len(), 20, "responses: {responses:?}");
+    for r in &responses {
+        let seq = format!("{:08x}", r.request);
+        let want: serde_json::Map<String, serde_json::Value> = sent
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.replace("{seq}", &seq).into()))
+            .collect();
+        let seen: serde_json::Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("request {}: not JSON ({e}): {r:?}", r.request));
+        check_eq!(
+            &[],
+            (r.status, seen),
+            (200, serde_json::Value::Object(want)),
+            "request {}: what the back service received",
+            r.request
+        );
+    }
 }

