@@ -145,6 +145,7 @@ pub fn run_with(input: &[u8], protocol: Protocol) -> Checker {
                     peer: None,
                     seq: Some(seq),
                     frames,
+                    h2_raw: false,
                     chunk: Chunk {
                         data: &data,
                         gap,

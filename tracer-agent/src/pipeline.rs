@@ -18,7 +18,7 @@ use std::{
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tracer_common::{DIR_INGRESS, FLAG_H2_FRAMES, FLAG_HAS_TUPLE, counter};
+use tracer_common::{DIR_INGRESS, FLAG_H2_FRAMES, FLAG_H2_RAW, FLAG_HAS_TUPLE, counter};
 use tracing::{debug, info, trace, warn};
 
 use crate::{
@@ -134,6 +134,7 @@ impl Pipeline {
                     },
                     seq: Some(header.seq),
                     frames,
+                    h2_raw: header.flags & FLAG_H2_RAW != 0,
                     peer: if header.flags & FLAG_HAS_TUPLE != 0 {
                         peer_of(&header.tuple)
                     } else {

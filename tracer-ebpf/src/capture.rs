@@ -113,11 +113,7 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
     };
     let source = source_of(&args)?;
     let tracked = track(ctx, key, source, ret, direction)?;
-    let scratch = if tracked.h2 {
-        start_event(id, &args, ret as u64, direction)?
-    } else {
-        fill_event(id, &args, source, ret as u64, direction)?
-    };
+    let scratch = fill_event(id, &args, source, ret as u64, direction)?;
     scratch.event.seq = tracked.seq;
     if tracked.want_tuple
         && args.has_tuple == 0
@@ -126,15 +122,10 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
         scratch.event.flags |= FLAG_HAS_TUPLE;
     }
     if tracked.h2 || upgraded(key, scratch, direction) {
+        // The bytes go out as they are (for the agent to walk) only if the walk, which
+        // replaces them with frame records, cannot be reached.
+        scratch.event.flags |= FLAG_H2_RAW;
         kernel_h2::walk_and_send(ctx, scratch, key, source, ret as u64, direction);
-        // Only if the walk could not be reached: the bytes themselves, for the agent to walk.
-        let flags = scratch.event.flags;
-        let seq = scratch.event.seq;
-        let tuple = scratch.event.tuple;
-        let scratch = fill_event(id, &args, source, ret as u64, direction)?;
-        scratch.event.flags |= (flags & FLAG_HAS_TUPLE) | FLAG_H2_RAW;
-        scratch.event.seq = seq;
-        scratch.event.tuple = tuple;
         output_scratch(scratch, id);
         return Some(());
     }
@@ -515,21 +506,6 @@ pub fn fill_event(
         }
     }
     set_header(scratch, id, args, total, captured, direction);
-    Some(scratch)
-}
-
-/// The header of the event of an HTTP/2 socket's syscall; its frame records are written by
-/// the tail-called walk ([`kernel_h2`]).
-#[inline(always)]
-pub fn start_event(
-    id: u64,
-    args: &SyscallArgs,
-    total: u64,
-    direction: u32,
-) -> Option<&'static mut Scratch> {
-    let scratch = scratch_for(id, args)?;
-    scratch.event.tail_len = 0;
-    set_header(scratch, id, args, total, 0, direction);
     Some(scratch)
 }
 

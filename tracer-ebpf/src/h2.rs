@@ -24,7 +24,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    ConnKey, FLAG_H2_FRAMES, counter,
+    ConnKey, FLAG_H2_FRAMES, FLAG_H2_RAW, counter,
     h2::{
         self, FRAME_HEADER_LEN, FrameHeader, PREFACE, REC_CONT, REC_FRAME, REC_LOST,
         RECORD_HEADER_LEN,
@@ -134,7 +134,7 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
 const VECTOR: u64 = 2;
 const KERNEL: u64 = 4;
 
-/// Hands the event being built in `scratch` (its header filled) to `tracer_h2_frames`, which
+/// Hands the event being built in `scratch` (header and captured bytes) to `tracer_h2_frames`, which
 /// walks the frames of the `total` bytes moved from `source` in direction `dir` on socket `key`
 /// and sends it. A program of its own, reached by a tail call: the walk's loop needs the
 /// verifier's whole budget and a stack frame of its own. Returns only if the tail call failed
@@ -257,7 +257,8 @@ pub fn tracer_h2_frames(ctx: TracePointContext) -> u32 {
         w.out += RECORD_HEADER_LEN as u64;
     }
     scratch.event.captured_len = bounded(scratch.walk.out) as u32;
-    scratch.event.flags |= FLAG_H2_FRAMES;
+    scratch.event.tail_len = 0;
+    scratch.event.flags = (scratch.event.flags & !FLAG_H2_RAW) | FLAG_H2_FRAMES;
     output_scratch(scratch, id);
     0
 }

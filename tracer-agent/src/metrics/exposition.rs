@@ -299,6 +299,11 @@ fn user_counters(m: &Metrics) -> Vec<(&'static str, &'static str, u64)> {
             conn.http2.lost_events,
         ),
         (
+            "tracer_http2_raw_boundaries_lost_total",
+            "Events of HTTP/2 sockets the kernel could not walk (socket-level capture) whose frame boundaries the agent lost: a frame header beyond the captured bytes.",
+            conn.http2.raw_boundaries_lost,
+        ),
+        (
             "tracer_http2_oversized_blocks_total",
             "HTTP/2 header blocks longer than the 16 KiB a direction buffers, decoded as far as they go.",
             conn.http2.oversized_blocks,

@@ -55,6 +55,9 @@ pub struct DataIn<'a> {
     pub seq: Option<u32>,
     /// The chunk's data is HTTP/2 frame records (`tracer_common::h2`), not the bytes moved.
     pub frames: bool,
+    /// HTTP/2 whose frames the kernel could not walk (`FLAG_H2_RAW`): the chunk holds the bytes
+    /// moved, and the connection walks them into records itself (`http2::raw`).
+    pub h2_raw: bool,
     pub chunk: Chunk<'a>,
 }
 
@@ -179,11 +182,30 @@ impl<S: ExchangeSink> ConnTable<S> {
 
     pub fn on_data(&mut self, ev: &DataIn<'_>, sink: &mut S) {
         let key = (ev.pid, ev.fd);
-        self.ensure(key, ev.chunk.end_ns, ev.frames, sink);
-        self.switch(key, ev.frames, sink);
+        let frames = ev.frames || ev.h2_raw;
+        self.ensure(key, ev.chunk.end_ns, frames, sink);
+        self.switch(key, frames, sink);
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
+        let mut walked = Vec::new();
+        let mut chunk = ev.chunk;
+        if ev.h2_raw
+            && let Conn::Http2(c) = conn
+        {
+            let raw = c.raw[ev.direction as usize]
+                .walk(ev.chunk.data, ev.chunk.gap, &mut walked);
+            if raw.lost_boundaries {
+                self.stats.http2.raw_boundaries_lost += 1;
+            }
+            chunk = Chunk {
+                data: &walked,
+                gap: 0,
+                tail: &[],
+                ..ev.chunk
+            };
+        }
+        let ev = &DataIn { chunk, ..*ev };
         if ev.peer.is_some() {
             conn.set_peer(ev.peer);
         }

@@ -90,6 +90,9 @@ pub struct Conn<S: ExchangeSink> {
     streams: BTreeMap<u32, Stream<S::Started>>,
     /// Read for streams not seen yet, oldest first: the event and when its read returned.
     parked: VecDeque<(FrameEvent, u64)>,
+    /// Where each direction's frames are, for events the kernel could not walk
+    /// (`FLAG_H2_RAW`), by `Direction as usize`.
+    pub raw: [super::raw::RawWalker; 2],
 }
 
 /// The role of the end that sends requests in `dir`.
@@ -113,6 +116,7 @@ impl<S: ExchangeSink> Conn<S> {
             halves: [Half::default(), Half::default()],
             streams: BTreeMap::new(),
             parked: VecDeque::new(),
+            raw: Default::default(),
         }
     }
 

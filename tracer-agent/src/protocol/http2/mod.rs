@@ -42,6 +42,9 @@ pub struct Http2Stats {
     pub upgrades: u64,
     /// Data events lost on the way (sequence gaps).
     pub lost_events: u64,
+    /// Events whose frames the agent walked (`FLAG_H2_RAW`) in which the boundaries were lost: a
+    /// frame header beyond the captured bytes, or one that is not plausible.
+    pub raw_boundaries_lost: u64,
     /// Header blocks longer than [`frames::MAX_BLOCK`], decoded as far as it goes.
     pub oversized_blocks: u64,
     /// Header blocks of streams whose request was not seen (it began before the agent, or was

@@ -80,6 +80,7 @@ impl Driver {
             peer: None,
             seq: Some(s),
             frames,
+            h2_raw: false,
             chunk: Chunk {
                 data,
                 gap: 0,

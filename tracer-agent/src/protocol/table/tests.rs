@@ -85,6 +85,7 @@ impl Driver {
             peer: None,
             seq,
             frames: false,
+            h2_raw: false,
             chunk: Chunk {
                 data,
                 gap: 0,
