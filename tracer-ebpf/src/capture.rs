@@ -18,8 +18,8 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DIR_INGRESS, EventKind,
-    FLAG_H2_RAW, FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_HTTP2,
-    PROTO_OTHER, PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, h2, http,
+    FLAG_H2_RAW, FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP,
+    PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, h2, http,
 };
 
 use crate::{

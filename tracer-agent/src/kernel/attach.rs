@@ -302,7 +302,11 @@ pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
     if let Err(why) = result {
         // The first line and the verifier's last say why; its whole log follows at debug level.
         let (first, rest) = why.split_once('\n').unwrap_or((&why, ""));
-        let last = rest.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = rest
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         let short = if last.is_empty() {
             first.to_owned()
         } else {

@@ -193,8 +193,7 @@ impl<S: ExchangeSink> ConnTable<S> {
         if ev.h2_raw
             && let Conn::Http2(c) = conn
         {
-            let raw = c.raw[ev.direction as usize]
-                .walk(ev.chunk.data, ev.chunk.gap, &mut walked);
+            let raw = c.raw[ev.direction as usize].walk(ev.chunk.data, ev.chunk.gap, &mut walked);
             if raw.lost_boundaries {
                 self.stats.http2.raw_boundaries_lost += 1;
             }

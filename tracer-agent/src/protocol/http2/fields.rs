@@ -6,8 +6,9 @@
 //!
 //! A field whose name refers to an unknown table entry while its value is a literal (a
 //! connection picked up mid-way: the name was indexed before the agent started) is recognised
-//! by its value when that value can only be a `traceparent` or a single `b3` header: trace
-//! context is what a mid-way connection must not lose.
+//! by its value when that value can only be a `traceparent` or a single `b3` header, and B3
+//! multi headers by the shapes of the block's nameless values together (`b3_multi_by_shape`):
+//! trace context is what a mid-way connection must not lose.
 
 use bytes::Bytes;
 use tracer_common::http as names;
@@ -87,6 +88,33 @@ fn context_name_by_shape(value: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The `x-b3-*` headers among literal values whose names referred to unknown entries (an
+/// encoder that indexes header names, as grpc-go's does, sends every later call's B3 values as
+/// literals under indexed names): the one 32-hex value is the trace id, and then the one 16-hex
+/// value the span id, the one `0`/`1` value the sampling decision. Anything ambiguous (64-bit
+/// trace ids, which look like span ids; a parent span id next to the span id) is left unread.
+fn b3_multi_by_shape<'a>(values: &[&'a Bytes]) -> Vec<(&'static str, &'a Bytes)> {
+    let of_shape = |test: &dyn Fn(&str) -> bool| -> Vec<&'a Bytes> {
+        values
+            .iter()
+            .filter(|v| std::str::from_utf8(v).is_ok_and(test))
+            .copied()
+            .collect()
+    };
+    let traces = of_shape(&|v| is_hex(v, &[32]));
+    let [trace] = traces.as_slice() else {
+        return Vec::new();
+    };
+    let mut out = vec![(names::B3_TRACE_ID, *trace)];
+    if let [span] = of_shape(&|v| is_hex(v, &[16])).as_slice() {
+        out.push((names::B3_SPAN_ID, *span));
+    }
+    if let [sampled] = of_shape(&|v| v == "0" || v == "1").as_slice() {
+        out.push((names::B3_SAMPLED, *sampled));
+    }
+    out
+}
+
 /// Reads the fields of one header block.
 #[must_use]
 pub fn decode(fields: &[Field], cut: bool) -> Decoded {
@@ -94,6 +122,8 @@ pub fn decode(fields: &[Field], cut: bool) -> Decoded {
     // (name, value range) of each value kept, in a buffer of their own.
     let mut buf = Vec::new();
     let mut kept: Vec<(&'static str, usize, usize)> = Vec::new();
+    // Literal values whose names referred to unknown entries, and are no context by shape.
+    let mut nameless: Vec<&Bytes> = Vec::new();
     for f in fields {
         let name = match (&f.name, &f.value) {
             (Some(n), Some(_)) => {
@@ -104,7 +134,11 @@ pub fn decode(fields: &[Field], cut: bool) -> Decoded {
             }
             (None, Some(v)) => {
                 unknown += 1;
-                context_name_by_shape(v)
+                let name = context_name_by_shape(v);
+                if name.is_none() {
+                    nameless.push(v);
+                }
+                name
             }
             _ => {
                 unknown += 1;
@@ -118,6 +152,12 @@ pub fn decode(fields: &[Field], cut: bool) -> Decoded {
         buf.extend_from_slice(value);
         kept.push((name, at, buf.len()));
         // Values apart, as in a head: trimming never reaches into the next one.
+        buf.push(b'\n');
+    }
+    for (name, value) in b3_multi_by_shape(&nameless) {
+        let at = buf.len();
+        buf.extend_from_slice(value);
+        kept.push((name, at, buf.len()));
         buf.push(b'\n');
     }
     let whole = Bytes::from(buf);
@@ -275,6 +315,45 @@ mod tests {
             "a bare id could be any of them"
         );
         assert_eq!(d.unknown, 4);
+    }
+
+    #[test]
+    fn b3_multi_values_of_unknown_names_are_read_together_when_unambiguous() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let d = decode(
+            &[
+                field(Some(":method"), Some("POST")),
+                field(None, Some(trace)),
+                field(None, Some("00f067aa0ba902b7")),
+                field(None, Some("1")),
+                field(None, Some("grpc-go/1.33.3")),
+            ],
+            false,
+        );
+        assert_eq!(d.context.b3_trace_id(), Some(trace));
+        assert_eq!(d.context.b3_span_id(), Some("00f067aa0ba902b7"));
+        assert_eq!(d.context.b3_sampled(), Some("1"));
+        // A parent span id next to the span id: which is which cannot be told.
+        let d = decode(
+            &[
+                field(None, Some(trace)),
+                field(None, Some("00f067aa0ba902b7")),
+                field(None, Some("a2fb4a1d1a96d312")),
+            ],
+            false,
+        );
+        assert_eq!(d.context.b3_trace_id(), Some(trace));
+        assert_eq!(d.context.b3_span_id(), None);
+        // 64-bit trace ids look like span ids: nothing is read.
+        let d = decode(
+            &[
+                field(None, Some("463ac35c9f6413ad")),
+                field(None, Some("00f067aa0ba902b7")),
+            ],
+            false,
+        );
+        assert_eq!(d.context.b3_trace_id(), None);
+        assert_eq!(d.context.b3_span_id(), None);
     }
 
     #[test]

@@ -232,7 +232,12 @@ mod tests {
     fn frames_and_headers_split_across_events_and_a_payload_in_the_gap() {
         let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, b"0123456789");
         bytes.extend(frame(DATA, 0, 1, &[7u8; 100]));
-        bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, b"trailers"));
+        bytes.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            b"trailers",
+        ));
         // Event 1: the first HEADERS cut in its payload; event 2: its rest and 4 bytes of the
         // DATA header; event 3: the DATA header's rest, 20 captured bytes of its payload, the
         // rest of it uncaptured; event 4: the trailers.
@@ -268,7 +273,12 @@ mod tests {
     #[test]
     fn a_header_in_the_gap_loses_the_boundaries_until_a_plausible_start() {
         let mut bytes = frame(DATA, 0, 1, &[1u8; 30]);
-        bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, b"trailers"));
+        bytes.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            b"trailers",
+        ));
         let mut w = RawWalker::default();
         let mut out = Vec::new();
         // Only the first 20 bytes captured: the HEADERS header lies in the gap.
@@ -278,7 +288,10 @@ mod tests {
         assert_eq!(r.last().unwrap().0, REC_LOST);
         // An event that does not start with a plausible header reports nothing.
         out.clear();
-        assert!(!w.walk(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 0, &mut out).lost_boundaries);
+        assert!(
+            !w.walk(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 0, &mut out)
+                .lost_boundaries
+        );
         assert!(out.is_empty());
         // One that does picks up again.
         let next = frame(HEADERS, FLAG_END_HEADERS, 3, b"h");
@@ -290,7 +303,10 @@ mod tests {
     fn an_implausible_header_is_a_loss() {
         let mut w = RawWalker::default();
         let mut out = Vec::new();
-        assert!(w.walk(b"GET / HTTP/1.1\r\n\r\n", 0, &mut out).lost_boundaries);
+        assert!(
+            w.walk(b"GET / HTTP/1.1\r\n\r\n", 0, &mut out)
+                .lost_boundaries
+        );
         assert_eq!(parse(&out), [(REC_LOST, 0, 0, 0xff, vec![])]);
     }
 }
