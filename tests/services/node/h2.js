@@ -9,6 +9,9 @@
 // node h2.js client PORT CALLS_JSON
 //   makes every call of CALLS_JSON ([{path, headers, grpc}]) concurrently on one session and
 //   prints one JSON line: [{path, status, grpcStatus, messages}].
+// node h2.js session PORT
+//   the same for each line of stdin (a JSON array of calls), all on one session kept open until
+//   stdin ends: a connection that is busy before a tracer starts and goes on after.
 'use strict';
 
 const http2 = require('http2');
@@ -83,10 +86,8 @@ function server() {
   srv.listen(port, '127.0.0.1', () => console.log(`listening on ${port}`));
 }
 
-function client() {
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  const calls = JSON.parse(callsArg);
-  Promise.all(calls.map((c) => new Promise((resolve) => {
+function makeCalls(session, calls) {
+  return Promise.all(calls.map((c) => new Promise((resolve) => {
     const headers = { ':path': c.path, ...c.headers };
     if (c.grpc) {
       headers[':method'] = 'POST';
@@ -105,12 +106,30 @@ function client() {
     });
     if (c.grpc) req.write(message('request'));
     req.end();
-  }))).then((results) => {
+  })));
+}
+
+function client() {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  makeCalls(session, JSON.parse(callsArg)).then((results) => {
     console.log(JSON.stringify(results));
     session.close();
   });
 }
 
+function longSession() {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  const lines = require('readline').createInterface({ input: process.stdin });
+  // One batch at a time, in order.
+  let done = Promise.resolve();
+  lines.on('line', (line) => {
+    done = done.then(() => makeCalls(session, JSON.parse(line)))
+      .then((results) => console.log(JSON.stringify(results)));
+  });
+  lines.on('close', () => done.then(() => session.close()));
+}
+
 if (mode === 'server') server();
 else if (mode === 'client') client();
-else throw new Error(`usage: node h2.js server|client PORT [CALLS_JSON]`);
+else if (mode === 'session') longSession();
+else throw new Error(`usage: node h2.js server|client|session PORT [CALLS_JSON]`);

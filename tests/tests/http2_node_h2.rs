@@ -1,19 +1,29 @@
-//! Root: HTTP/2 over clear text (h2c, prior knowledge) with Node's http2 module (`services/node/h2.js`; the h2c services of `tests/src/h2c.rs` are in `http2.rs`). One connection
+//! Root: HTTP/2 over clear text (h2c, prior knowledge) with Node's http2 module. One connection
 //! carries concurrent streams: plain requests, gRPC-shaped calls (unary, server streaming with
 //! five messages, an UNAVAILABLE status in the trailers) and a call the service forwards to a
 //! second service over an HTTP/2 connection of its own. Every request carries its own B3 ids:
 //! each SERVER span must have the sender's trace id and parent, its path and status; the gRPC
 //! ones their `rpc.*` attributes, status and message counts; the forwarded call a CLIENT span
 //! under the SERVER span that caused it, and a SERVER span downstream in the same trace.
+//!
+//! And a connection busy before the agent started: the calls made on it afterwards must still
+//! get SERVER spans with the sender's trace and parent (from `traceparent`, whose name the
+//! client's encoder indexed before the agent saw the connection: recognised by its value), a
+//! path sent for the first time must be read, and fields that refer to table entries from
+//! before must be left out and counted, not guessed.
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use tracer_tests::check_eq;
 use tracer_tests::expect::{ServerSpan, of_pid, only, padded};
 use tracer_tests::harness::{
     Agent, Receiver, Service, free_port, random_hex, root_test, services_dir,
 };
 use tracer_tests::otlp::Span;
+use tracer_tests::{check, check_eq};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -36,25 +46,50 @@ fn call(path: &'static str, grpc: bool, extra: &'static [(&'static str, &'static
     }
 }
 
-/// Makes every call concurrently on one HTTP/2 connection (node h2.js client); what it got.
-fn make_calls(port: u16, calls: &[Call]) -> Vec<serde_json::Value> {
+/// How a call carries its ids.
+#[derive(Clone, Copy)]
+enum Context {
+    B3Multi,
+    TraceParent,
+}
+
+/// The calls in the client script's format.
+fn calls_json(calls: &[Call], context: Context) -> String {
     let json: Vec<serde_json::Value> = calls
         .iter()
         .map(|c| {
             let mut headers = serde_json::Map::new();
-            headers.insert("x-b3-traceid".into(), c.trace.clone().into());
-            headers.insert("x-b3-spanid".into(), c.span.clone().into());
-            headers.insert("x-b3-sampled".into(), "1".into());
+            match context {
+                Context::B3Multi => {
+                    headers.insert("x-b3-traceid".into(), c.trace.clone().into());
+                    headers.insert("x-b3-spanid".into(), c.span.clone().into());
+                    headers.insert("x-b3-sampled".into(), "1".into());
+                }
+                Context::TraceParent => {
+                    let tp = format!("00-{}-{}-01", c.trace, c.span);
+                    headers.insert("traceparent".into(), tp.into());
+                }
+            }
             for (k, v) in c.extra {
                 headers.insert((*k).into(), (*v).into());
             }
             serde_json::json!({ "path": c.path, "grpc": c.grpc, "headers": headers })
         })
         .collect();
-    let out = Command::new("node")
-        .arg(services_dir().join("node/h2.js"))
+    serde_json::Value::from(json).to_string()
+}
+
+fn h2_script() -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(services_dir().join("node/h2.js"));
+    cmd
+}
+
+/// Makes every call concurrently on one HTTP/2 connection (node h2.js client); what it got.
+fn make_calls(port: u16, calls: &[Call]) -> Vec<serde_json::Value> {
+    let out = h2_script()
         .args(["client", &port.to_string()])
-        .arg(serde_json::Value::from(json).to_string())
+        .arg(calls_json(calls, Context::B3Multi))
         .output()
         .expect("running node h2.js client");
     assert!(
@@ -264,4 +299,139 @@ fn check_forwarded(spans: &[Span], c: &Call, ids: &Ids) {
         c.span.as_str(),
         "downstream parent"
     );
+}
+
+/// One HTTP/2 connection kept open by `node h2.js session`, given batches of calls.
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Session {
+    fn open(port: u16) -> Self {
+        let mut child = h2_script()
+            .args(["session", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting node h2.js session");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Makes the calls concurrently on the session's connection; what they got.
+    fn calls(&mut self, calls: &[Call]) -> Vec<serde_json::Value> {
+        let stdin = self.stdin.as_mut().expect("session open");
+        writeln!(stdin, "{}", calls_json(calls, Context::TraceParent)).expect("writing a batch");
+        stdin.flush().expect("writing a batch");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading the session's results");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("session results {line:?}: {e}"))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // End of stdin closes the session; the process exits.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn node_h2c_connection_busy_before_the_agent_still_gets_spans() {
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let svc = Service::node_h2(free_port(), None);
+    let mut session = Session::open(svc.port());
+    // Before the agent: the client's and the server's HPACK tables fill.
+    let before = [
+        call("/hello", false, &[]),
+        call("/demo.Greeter/SayHello", true, &[]),
+    ];
+    let got = session.calls(&before);
+    assert!(got.iter().all(|r| r["status"] == 200), "{got:?}");
+
+    let agent = Agent::start_for(&rx, "grpc", &[svc.pid()], &[]);
+    let after = [
+        call("/hello", false, &[]),
+        call("/demo.Greeter/SayHello", true, &[]),
+        call("/demo.Greeter/Other", true, &[]),
+    ];
+    // One call at a time: the same requests as before, then a path never sent.
+    for c in &after {
+        let got = session.calls(std::slice::from_ref(c));
+        assert_eq!(got[0]["status"], 200, "{got:?}");
+    }
+    let spans = rx.wait_for_named(
+        "a SERVER span for each call made after the agent started",
+        |spans| {
+            after.iter().all(|c| {
+                spans
+                    .iter()
+                    .any(|s| s.kind == "SERVER" && s.trace_id == c.trace)
+            })
+        },
+        WAIT,
+    );
+    for c in &after {
+        let s = only(&spans, &format!("SERVER span of {}", c.path), |s| {
+            s.kind == "SERVER" && s.trace_id == c.trace
+        });
+        let label = c.path;
+        check_eq!(
+            &spans,
+            s.parent_span_id.as_str(),
+            c.span.as_str(),
+            "{label}: parent"
+        );
+        check_eq!(
+            &spans,
+            s.attr_str("tracer.context.source"),
+            Some("tracecontext"),
+            "{label}: context source"
+        );
+        check_eq!(
+            &spans,
+            s.attr_i64("http.response.status_code"),
+            Some(200),
+            "{label}: status"
+        );
+        // A path is either read right or left out (counted as unknown), never guessed.
+        let path = s.attr_str("url.path");
+        check!(
+            &spans,
+            path == Some(c.path)
+                || (path.is_none() && s.attr_i64("tracer.http2.unknown_fields") > Some(0)),
+            "{label}: url.path {path:?}"
+        );
+    }
+    let other = only(&spans, "SERVER span of the new path", |s| {
+        s.kind == "SERVER" && s.trace_id == after[2].trace
+    });
+    check_eq!(
+        &spans,
+        other.attr_str("url.path"),
+        Some("/demo.Greeter/Other"),
+        "a path sent for the first time is read"
+    );
+    // The connection was picked up mid-way: fields referred to entries the agent never saw (the
+    // metrics endpoint shows the table's counters as of its last periodic snapshot).
+    let deadline = Instant::now() + WAIT;
+    while agent.counter("tracer_http2_hpack_unknown_refs_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no unknown HPACK references counted: not picked up mid-way?\n{}",
+            agent.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
