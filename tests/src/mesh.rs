@@ -366,6 +366,9 @@ impl Mesh {
 
     /// Spans the store holds outside the traces of the requests sent so far (barriers included):
     /// a span of a request that did not join its trace lands here.
+    ///
+    /// # Panics
+    /// If a thread panicked holding the list of traces.
     #[must_use]
     pub fn spans_outside_the_requests_traces(&self) -> Vec<Span> {
         let traces = self.traces.lock().expect("trace list").clone();

@@ -24,10 +24,12 @@
 use std::time::Duration;
 
 use tracer_tests::envoy::Codec;
-use tracer_tests::expect::only;
-use tracer_tests::grpc::{Call, Rpc, RpcSpan, code};
+use tracer_tests::expect::{of_pid, only};
+use tracer_tests::grpc::{Call, Rpc, RpcSpan, attr, code};
 use tracer_tests::harness::{Span, root_test};
-use tracer_tests::mesh::{GRPC_CHAIN, Mesh, Traced, chain_spans, render_tree, sidecar_name};
+use tracer_tests::mesh::{
+    GRPC_CHAIN, MIXED_CHAIN, Mesh, Traced, chain_spans, render_tree, sidecar_name,
+};
 use tracer_tests::tree::is_sidecar;
 use tracer_tests::{check, check_eq};
 
@@ -50,6 +52,20 @@ fn grpc_mesh_sidecars_alone_proxy_grpc_and_report_one_joined_tree() {
         check_reply(&t, rpc, status);
         check_trace(&mesh, &t, rpc, status, sidecar_spans);
     }
+    check_nothing_outside(&mesh);
+}
+
+/// The demo's chain ([`MIXED_CHAIN`]) without the agent: the gRPC hops and the HTTP/1 hop behind
+/// them report one joined sidecar tree (the HTTP/1 sidecars get the B3 headers the Python gRPC
+/// service forwarded from its metadata). No root needed.
+#[test]
+fn grpc_mesh_sidecars_alone_cross_a_grpc_and_an_http1_hop() {
+    let mesh = Mesh::start_sidecars_only(&MIXED_CHAIN, true);
+    let sidecar_spans = 2 * MIXED_CHAIN.len() - 1;
+    let hello = Rpc::SayHello("mixed");
+    let t = call(&mesh, hello, false, sidecar_spans);
+    check_reply(&t, hello, code::OK);
+    check_trace(&mesh, &t, hello, code::OK, sidecar_spans);
     check_nothing_outside(&mesh);
 }
 
@@ -79,6 +95,21 @@ fn grpc_mesh_error_statuses_reach_every_span() {
         check_reply(&t, rpc, status);
         check_trace(&mesh, &t, rpc, status, chain_spans(GRPC_CHAIN.len()));
     }
+    check_nothing_outside(&mesh);
+}
+
+/// [`MIXED_CHAIN`], the chain of `cargo xtask demo`'s gRPC pass: a -> b over gRPC, then b's
+/// Python gRPC service GETs `/hello` of service-c (Node HTTP/1) through the sidecars; one trace
+/// holds both kinds of hop, each span with its protocol's attributes.
+#[test]
+fn grpc_mesh_trace_crosses_a_grpc_and_an_http1_hop() {
+    let _serial = root_test();
+    let mesh = Mesh::start_chain(&MIXED_CHAIN, false, "read-only");
+    let expected = chain_spans(MIXED_CHAIN.len());
+    let hello = Rpc::SayHello("mixed");
+    let t = call(&mesh, hello, false, expected);
+    check_reply(&t, hello, code::OK);
+    check_trace(&mesh, &t, hello, code::OK, expected);
     check_nothing_outside(&mesh);
 }
 
@@ -213,17 +244,18 @@ fn check_trace(mesh: &Mesh, t: &Traced<Call>, rpc: Rpc, status: i64, expected: u
     check_hops(mesh, t, rpc, status);
 }
 
-/// Per service: its sidecar spans and, with the agent, its agent spans, their parents and tags.
-/// Every hop ends the call with the status service-c answered (each app answers a downstream
-/// failure with the downstream's status).
+/// Per service: its sidecar spans and, with the agent, its agent spans, their parents and
+/// attributes, by what each side speaks (a hop's inbound side is its app's codec, its outbound
+/// side the next app's). Every gRPC hop ends the call with the status service-c answered (each
+/// app answers a downstream failure with the downstream's status); the HTTP/1 hop of
+/// [`MIXED_CHAIN`] is `GET /hello`, answered 200.
 fn check_hops(mesh: &Mesh, t: &Traced<Call>, rpc: Rpc, status: i64) {
     let spans = &t.spans[..];
     let with_agent = mesh.write_mode != "none";
     let mut parent_of_next = String::new();
     for (i, hop) in mesh.hops.iter().enumerate() {
-        let (name, last) = (hop.name, i + 1 == mesh.hops.len());
-        let label = format!("{name} ({:?} gRPC), {rpc:?}", hop.lang);
-        check_eq!(spans, hop.codec, Codec::Grpc, "{label}: a gRPC hop");
+        let (name, next) = (hop.name, mesh.hops.get(i + 1));
+        let label = format!("{name} ({:?} {:?}), {rpc:?}", hop.lang, hop.codec);
         let inbound = sidecar_span(spans, name, "SERVER");
         if i > 0 {
             check_eq!(
@@ -233,26 +265,28 @@ fn check_hops(mesh: &Mesh, t: &Traced<Call>, rpc: Rpc, status: i64) {
                 "{label}: inbound sidecar's parent = previous outbound sidecar span"
             );
         }
-        check_sidecar(spans, inbound, rpc, status, &label);
+        check_side(spans, inbound, hop.codec, rpc, status, &label);
         let server = with_agent.then(|| {
             let server = agent_span(spans, name, "SERVER");
-            rpc_span("SERVER", t, &inbound.span_id, rpc, status, hop.app.pid()).check(
-                spans,
-                server,
-                &format!("{label}: agent SERVER, parent = inbound sidecar"),
-            );
+            let label = format!("{label}: agent SERVER, parent = inbound sidecar");
+            let expected = AgentSpan {
+                codec: hop.codec,
+                pid: hop.app.pid(),
+                parent: &inbound.span_id,
+            };
+            expected.check(spans, server, t, rpc, status, &label);
             server
         });
-        if last {
-            continue;
-        }
+        let Some(next) = next else { continue };
         if let Some(server) = server {
             let client = agent_span(spans, name, "CLIENT");
-            rpc_span("CLIENT", t, &server.span_id, rpc, status, hop.app.pid()).check(
-                spans,
-                client,
-                &format!("{label}: agent CLIENT, parent = agent SERVER of the same process"),
-            );
+            let label = format!("{label}: agent CLIENT, parent = agent SERVER of the process");
+            let expected = AgentSpan {
+                codec: next.codec,
+                pid: hop.app.pid(),
+                parent: &server.span_id,
+            };
+            expected.check(spans, client, t, rpc, status, &label);
         }
         // Read-only: the app forwarded its inbound sidecar's span id to its outbound sidecar.
         let outbound = sidecar_span(spans, name, "CLIENT");
@@ -262,8 +296,81 @@ fn check_hops(mesh: &Mesh, t: &Traced<Call>, rpc: Rpc, status: i64) {
             inbound.span_id,
             "{label}: outbound sidecar parent = the inbound sidecar span the app forwarded"
         );
-        check_sidecar(spans, outbound, rpc, status, &label);
+        check_side(spans, outbound, next.codec, rpc, status, &label);
         parent_of_next.clone_from(&outbound.span_id);
+    }
+}
+
+/// A sidecar span of a gRPC side ([`check_sidecar`]) or of the HTTP/1 hop (`GET /hello`, 200).
+fn check_side(spans: &[Span], s: &Span, codec: Codec, rpc: Rpc, status: i64, label: &str) {
+    match codec {
+        Codec::Grpc => check_sidecar(spans, s, rpc, status, label),
+        Codec::Http1 => {
+            let url = s.attr_str("http.url").unwrap_or_default();
+            check!(
+                spans,
+                url.ends_with("/hello"),
+                "{label}: sidecar {} http.url {url:?} must end in /hello",
+                s.kind
+            );
+            for (tag, value) in [("http.method", "GET"), ("http.status_code", "200")] {
+                check_eq!(
+                    spans,
+                    s.attr_str(tag),
+                    Some(value),
+                    "{label}: sidecar {} {tag}",
+                    s.kind
+                );
+            }
+        }
+    }
+}
+
+/// An agent span (its kind says which) of a call over `codec`: an [`RpcSpan`] for gRPC, else
+/// the HTTP/1 `GET /hello` answered 200.
+struct AgentSpan<'a> {
+    /// What the call speaks: the app's own for a SERVER span, the callee's for a CLIENT span.
+    codec: Codec,
+    /// The process the span is of.
+    pid: u32,
+    parent: &'a str,
+}
+
+impl AgentSpan<'_> {
+    fn check(
+        &self,
+        spans: &[Span],
+        span: &Span,
+        t: &Traced<Call>,
+        rpc: Rpc,
+        status: i64,
+        label: &str,
+    ) {
+        if self.codec == Codec::Grpc {
+            rpc_span(&span.kind, t, self.parent, rpc, status, self.pid).check(spans, span, label);
+            return;
+        }
+        check_eq!(spans, span.trace_id, t.trace_id, "{label}: trace id");
+        check_eq!(spans, span.parent_span_id, self.parent, "{label}: parent");
+        check!(
+            spans,
+            of_pid(span, self.pid),
+            "{label}: of the app's pid {}",
+            self.pid
+        );
+        for (key, value) in [
+            (attr::HTTP_REQUEST_METHOD, "GET"),
+            (attr::URL_PATH, "/hello"),
+        ] {
+            check_eq!(spans, span.attr_str(key), Some(value), "{label}: {key}");
+        }
+        check_eq!(
+            spans,
+            span.attr_i64(attr::HTTP_RESPONSE_STATUS_CODE),
+            Some(200),
+            "{label}: {}",
+            attr::HTTP_RESPONSE_STATUS_CODE
+        );
     }
 }
 
@@ -293,7 +400,7 @@ fn rpc_span<'a>(
 
 /// Whether Envoy tags a gRPC span `error` for this status: its tracer marks the server-side
 /// codes (UNKNOWN, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, UNIMPLEMENTED, INTERNAL,
-/// UNAVAILABLE, `DATA_LOSS`; envoy source/common/tracing/tracer_impl.cc), not the client's
+/// UNAVAILABLE, `DATA_LOSS`; Envoy's `source/common/tracing/tracer_impl.cc`), not the client's
 /// (`NOT_FOUND`...).
 fn envoy_error(status: i64) -> bool {
     matches!(status, 2 | 4 | 8 | 12 | 13 | 14 | 15)
