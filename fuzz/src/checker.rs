@@ -1,10 +1,14 @@
-//! The `http1_assembly` target's body: a connection table fed the events of a fuzz input, with a
-//! sink that checks what the assembly reports.
+//! The body of the `http1_assembly` and `http2_assembly` targets: a connection table fed the
+//! events of a fuzz input, with a sink that checks what the assembly reports. For
+//! `http2_assembly` the data events are HTTP/2 frame records (`tracer_common::h2`), except
+//! those whose `early` is 6, which are HTTP/1 bytes (so connections also switch between the
+//! two: an h2c upgrade, a descriptor reused).
 //!
 //! Invariants checked: nothing panics; a request is reported as a request head and a response as
 //! a response head; every request reported ends exactly once, and by the time its connection is
 //! closed (or replaced on its descriptor, or the table is drained); a connection never holds
-//! more requests waiting for their responses than its bound (`MAX_PENDING`). (An exchange may
+//! more requests waiting for their responses than its bound (`MAX_PENDING`), nor an HTTP/2
+//! connection more open streams than `MAX_STREAMS`. (An exchange may
 //! end before its request started when the streams are out of step, e.g. a response head begun
 //! before its request and cut by the close: the span builder clamps that.)
 
@@ -16,6 +20,7 @@ use crate::{
         Chunk, Direction, Exchange, ExchangeSink, Role,
         http::Head,
         http1::conn::MAX_PENDING,
+        http2::conn::MAX_STREAMS,
         table::{ConnTable, DataIn},
     },
 };
@@ -82,8 +87,25 @@ impl ExchangeSink for Checker {
     }
 }
 
-/// Feeds the events of `input` to a connection table and checks the invariants.
+/// What the data events of a fuzz input carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The bytes moved (HTTP/1).
+    Http1,
+    /// HTTP/2 frame records, but for events whose `early` is [`HTTP1_IN_HTTP2`].
+    Http2,
+}
+
+/// In `Protocol::Http2` inputs, the `early` of a data event that carries HTTP/1 bytes.
+pub const HTTP1_IN_HTTP2: u8 = 6;
+
+/// Feeds the events of `input` to a connection table and checks the invariants (HTTP/1).
 pub fn run(input: &[u8]) -> Checker {
+    run_with(input, Protocol::Http1)
+}
+
+/// Feeds the events of `input` to a connection table and checks the invariants.
+pub fn run_with(input: &[u8], protocol: Protocol) -> Checker {
     let mut table = ConnTable::<Checker>::new(TABLE_CAPACITY);
     let mut sink = Checker::default();
     let mut now = 1_000_000;
@@ -114,6 +136,7 @@ pub fn run(input: &[u8]) -> Checker {
                 }
                 let seq = *next;
                 *next += 1;
+                let frames = protocol == Protocol::Http2 && early != HTTP1_IN_HTTP2;
                 let ev = DataIn {
                     pid: pid_of(fd),
                     tid: pid_of(fd),
@@ -121,7 +144,7 @@ pub fn run(input: &[u8]) -> Checker {
                     direction: dir,
                     peer: None,
                     seq: Some(seq),
-                    frames: false,
+                    frames,
                     chunk: Chunk {
                         data: &data,
                         gap,
@@ -133,9 +156,11 @@ pub fn run(input: &[u8]) -> Checker {
                 };
                 table.on_data(&ev, &mut sink);
                 let pending = sink.pending(pid_of(fd));
+                // After a frames event the connection is HTTP/2.
+                let bound = if frames { MAX_STREAMS } else { MAX_PENDING };
                 assert!(
-                    pending <= MAX_PENDING,
-                    "{pending} requests wait for a response on one connection (bound {MAX_PENDING})"
+                    pending <= bound,
+                    "{pending} requests wait for a response on one connection (bound {bound})"
                 );
             }
             Op::Open { fd } => {

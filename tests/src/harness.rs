@@ -176,6 +176,15 @@ impl Service {
         Self::start("node", cmd, port, downstream, env)
     }
 
+    /// The Node http2-module service (`services/node/h2.js`): HTTP/2 over clear text with prior
+    /// knowledge, plain requests and gRPC-shaped calls; `downstream` is used by `/call/<path>`.
+    #[must_use]
+    pub fn node_h2(port: u16, downstream: Option<&str>) -> Self {
+        let mut cmd = Command::new("node");
+        cmd.arg(services_dir().join("node/h2.js")).arg("server");
+        Self::start("node-h2", cmd, port, downstream, &[])
+    }
+
     /// Starts `cmd PORT` (with `PORT` and `DOWNSTREAM` in its environment, no inherited `OTEL_*`)
     /// and waits for it to print `listening on PORT`.
     pub(crate) fn start(

@@ -35,7 +35,7 @@ use crate::{
         resource::{ProcessCache, host_name},
     },
     protocol::{
-        Chunk, Direction,
+        Chunk, Direction, http2,
         table::{ConnTable, DataIn},
     },
     trace::{clock::Clock, sink::SpanSink, tracker::Tracker},
@@ -108,6 +108,7 @@ impl Pipeline {
         match event {
             Event::Data { header, payload } => {
                 let ingress = header.direction == DIR_INGRESS;
+                let frames = header.flags & FLAG_H2_FRAMES != 0;
                 trace!(
                     pid = header.pid,
                     tid = header.tid,
@@ -116,7 +117,11 @@ impl Pipeline {
                     len = header.total_len,
                     captured = header.captured_len,
                     "{}",
-                    loggable_start(payload)
+                    if frames {
+                        http2::records::summary(payload)
+                    } else {
+                        loggable_start(payload)
+                    }
                 );
                 let data = DataIn {
                     pid: header.pid,
@@ -128,7 +133,7 @@ impl Pipeline {
                         Direction::Egress
                     },
                     seq: Some(header.seq),
-                    frames: header.flags & FLAG_H2_FRAMES != 0,
+                    frames,
                     peer: if header.flags & FLAG_HAS_TUPLE != 0 {
                         peer_of(&header.tuple)
                     } else {
@@ -304,6 +309,7 @@ impl Pipeline {
 
 /// What the trace log shows of a payload: its first line up to the query, at most 80 bytes,
 /// escaped. Never the headers or the body (credentials, cookies), nor the query (tokens).
+/// (Of HTTP/2 frame records, `http2::records::summary`: frame types, streams and lengths.)
 fn loggable_start(payload: &[u8]) -> String {
     let end = payload
         .iter()

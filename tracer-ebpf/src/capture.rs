@@ -18,8 +18,8 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use tracer_common::{
     AF_INET, AF_INET6, CloseEvent, ConnEvent, ConnInfo, ConnKey, DIR_INGRESS, EventKind,
-    FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_OTHER,
-    PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, http,
+    FLAG_HAS_TUPLE, FdOffsets, MAX_CAPTURE, MAX_IOV, MAX_IOV_COPY, PROTO_HTTP, PROTO_HTTP2,
+    PROTO_OTHER, PROTO_UNKNOWN, SockTuple, TAIL_LEN, counter, h2, http,
 };
 
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
         SYS_READV, SYS_RECVMSG, SYS_SENDMSG, SYS_WRITE, SYS_WRITEV, Scratch, bounded,
         output_conn_event, output_scratch,
     },
-    is_traced, sock,
+    h2 as kernel_h2, is_traced, sock,
     write::{head, inbound},
 };
 
@@ -38,9 +38,9 @@ const EINPROGRESS: i64 = 115;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct IoVec {
-    base: u64,
-    len: u64,
+pub struct IoVec {
+    pub base: u64,
+    pub len: u64,
 }
 
 /// Where the bytes of a syscall live in user memory.
@@ -113,13 +113,21 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
     };
     let source = source_of(&args)?;
     let tracked = track(ctx, key, source, ret, direction)?;
-    let scratch = fill_event(id, &args, source, ret as u64, direction)?;
+    let scratch = if tracked.h2 {
+        start_event(id, &args, ret as u64, direction)?
+    } else {
+        fill_event(id, &args, source, ret as u64, direction)?
+    };
     scratch.event.seq = tracked.seq;
     if tracked.want_tuple
         && args.has_tuple == 0
         && fill_tuple_of_fd(args.fd, &mut scratch.event.tuple)
     {
-        scratch.event.flags = FLAG_HAS_TUPLE;
+        scratch.event.flags |= FLAG_HAS_TUPLE;
+    }
+    if tracked.h2 || upgraded(key, scratch, direction) {
+        kernel_h2::walk_and_send(ctx, scratch, key, source, ret as u64, direction);
+        return None;
     }
     if WRITE_ACTIVE.load() != 0 {
         let captured = u64::from(scratch.event.captured_len);
@@ -137,6 +145,26 @@ pub struct Tracked {
     /// `DataEvent::seq`: taken whether or not the event then reaches the ring buffer, so that
     /// a lost one shows as a jump.
     pub seq: u32,
+    /// The socket speaks HTTP/2: the event carries frame records ([`h2`]).
+    pub h2: bool,
+}
+
+/// What a socket's first payload makes of it.
+#[inline(always)]
+fn classify(head: Option<[u8; 9]>, reported: bool) -> u32 {
+    let Some(head) = head else {
+        return PROTO_OTHER;
+    };
+    let first8 = [
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ];
+    if http::is_message_start(&first8) {
+        PROTO_HTTP
+    } else if h2::is_preface_start(&first8) || (reported && h2::is_server_preface_start(&head)) {
+        PROTO_HTTP2
+    } else {
+        PROTO_OTHER
+    }
 }
 
 /// Whether the connection `key`, whose syscall moved `len` bytes from `source` in `direction`,
@@ -153,24 +181,29 @@ pub fn track<C: EbpfContext>(
     let mut want_tuple = false;
     let dir = (direction & 1) as usize;
     let seq;
+    let proto;
     match CONNS.get_ptr_mut(key) {
         Some(conn) => {
             // SAFETY: pointer into the map value; concurrent writers only ever store a final proto.
-            let proto = unsafe { (*conn).proto };
-            if proto == PROTO_OTHER {
+            let mut known = unsafe { (*conn).proto };
+            if known == PROTO_OTHER {
                 return None;
             }
-            if proto == PROTO_UNKNOWN {
+            if known == PROTO_UNKNOWN {
                 // A socket accept/connect reported: its first payload decides, once.
                 let head = first_bytes(source, ret);
-                let http = head.is_some_and(|h| http::is_message_start(&h));
+                known = classify(head, true);
                 // SAFETY: as above.
-                unsafe { (*conn).proto = if http { PROTO_HTTP } else { PROTO_OTHER } };
-                if !http {
+                unsafe { (*conn).proto = known };
+                if known == PROTO_OTHER {
                     log_not_http(ctx, key, head, ret);
                     return None;
                 }
+                if known == PROTO_HTTP2 {
+                    kernel_h2::start(key, head.is_some_and(|h| h[0] == b'P').then_some(dir));
+                }
             }
+            proto = known;
             // SAFETY: as above; a lost race only reads the tuple twice.
             if unsafe { (*conn).peer_sent } == 0 {
                 want_tuple = true;
@@ -187,14 +220,24 @@ pub fn track<C: EbpfContext>(
         }
         None => {
             // A socket older than the agent, or no socket at all (a pipe, an eventfd): only an
-            // HTTP/1 start makes it one of ours.
-            if !first_bytes(source, ret).is_some_and(|h| http::is_message_start(&h)) {
+            // HTTP/1 start, or an HTTP/2 HEADERS frame that fits the syscall, makes it one of
+            // ours.
+            let head = first_bytes(source, ret)?;
+            let first8 = [
+                head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+            ];
+            if http::is_message_start(&first8) {
+                proto = PROTO_HTTP;
+            } else if h2::is_midway_headers(&head, ret as u64) {
+                proto = PROTO_HTTP2;
+                kernel_h2::start(key, None);
+            } else {
                 return None;
             }
             want_tuple = true;
             seq = 0;
             let mut info = ConnInfo {
-                proto: PROTO_HTTP,
+                proto,
                 peer_sent: 1,
                 seq: [0; 2],
             };
@@ -204,7 +247,32 @@ pub fn track<C: EbpfContext>(
             }
         }
     }
-    Some(Tracked { want_tuple, seq })
+    Some(Tracked {
+        want_tuple,
+        seq,
+        h2: proto == PROTO_HTTP2,
+    })
+}
+
+/// An HTTP/1 connection whose event starts with the client preface (h2c by `Upgrade`, after the
+/// 101): from now on it is followed as HTTP/2. True when it switched.
+#[inline(always)]
+pub fn upgraded(key: ConnKey, scratch: &Scratch, direction: u32) -> bool {
+    if scratch.event.captured_len < 8 {
+        return false;
+    }
+    let d = &scratch.data;
+    let first8 = [d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]];
+    if !h2::is_preface_start(&first8) {
+        return false;
+    }
+    let Some(conn) = CONNS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: pointer into the map value.
+    unsafe { (*conn).proto = PROTO_HTTP2 };
+    kernel_h2::start(key, Some((direction & 1) as usize));
+    true
 }
 
 /// Writes the tuple of socket `fd` of the current task into `out` (the event in its per-CPU
@@ -272,7 +340,7 @@ fn source_of(args: &SyscallArgs) -> Option<Source> {
 /// Entry `index` of an iovec array in user memory, or in kernel memory (`kernel`, a constant
 /// of each caller: only one of the two helpers is compiled into a program).
 #[inline(always)]
-fn read_iov(iov: u64, index: u64, kernel: bool) -> Option<IoVec> {
+pub fn read_iov(iov: u64, index: u64, kernel: bool) -> Option<IoVec> {
     let at = (iov + index * 16) as *const IoVec;
     // SAFETY: the helpers validate the address.
     if kernel {
@@ -284,18 +352,18 @@ fn read_iov(iov: u64, index: u64, kernel: bool) -> Option<IoVec> {
 
 /// With `--kernel-log`: why a socket's first payload did not make it an HTTP/1 connection.
 #[inline(always)]
-fn log_not_http<C: EbpfContext>(ctx: &C, key: ConnKey, head: Option<[u8; 8]>, len: i64) {
+fn log_not_http<C: EbpfContext>(ctx: &C, key: ConnKey, head: Option<[u8; 9]>, len: i64) {
     match head {
         Some(head) => info!(
             ctx,
-            "pid {} fd {}: first bytes {:x} are no HTTP/1 request or status line: not traced",
+            "pid {} fd {}: first bytes {:x} are no HTTP/1 request or status line, no HTTP/2 preface: not traced",
             key.tgid,
             key.fd,
             &head
         ),
         None => info!(
             ctx,
-            "pid {} fd {}: first payload of {} bytes shorter than 8 or unreadable: not traced",
+            "pid {} fd {}: first payload of {} bytes shorter than 9 or unreadable: not traced",
             key.tgid,
             key.fd,
             len
@@ -303,10 +371,11 @@ fn log_not_http<C: EbpfContext>(ctx: &C, key: ConnKey, head: Option<[u8; 8]>, le
     }
 }
 
-/// The first 8 bytes a syscall moved, when it moved at least that many in its first buffer.
+/// The first 9 bytes a syscall moved (an HTTP/1 message start, or an HTTP/2 frame header), when
+/// it moved at least that many in its first buffer.
 #[inline(always)]
-fn first_bytes(source: Source, len: i64) -> Option<[u8; 8]> {
-    if len < 8 {
+fn first_bytes(source: Source, len: i64) -> Option<[u8; 9]> {
+    if len < 9 {
         return None;
     }
     let start = match source {
@@ -316,13 +385,13 @@ fn first_bytes(source: Source, len: i64) -> Option<[u8; 8]> {
                 return None;
             }
             match read_iov(iov, 0, kernel) {
-                Some(v) if v.len >= 8 => v.base,
+                Some(v) if v.len >= 9 => v.base,
                 _ => return None,
             }
         }
     };
     // SAFETY: the helper validates the user address.
-    let head = unsafe { bpf_probe_read_user(start as *const [u8; 8]) };
+    let head = unsafe { bpf_probe_read_user(start as *const [u8; 9]) };
     if head.is_err() {
         count(counter::READ_FAULT);
     }
@@ -353,6 +422,49 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
     len
 }
 
+/// This program's per-CPU event buffer, tagged as being filled by thread `id`.
+#[inline(always)]
+fn scratch_for(id: u64, args: &SyscallArgs) -> Option<&'static mut Scratch> {
+    let scratch = SCRATCH.get_ptr_mut(args.syscall)?;
+    // SAFETY: this program's own per-CPU scratch (indexed by its syscall constant): the kernel
+    // does not run a program twice at once on one CPU. The owner tag set here and checked
+    // before sending would still notice a kernel that does.
+    let scratch = unsafe { &mut *scratch };
+    // SAFETY: valid reference into the map value.
+    unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, id as u32) };
+    Some(scratch)
+}
+
+/// The header of the event of thread `id`'s syscall, which moved `total` bytes, `captured` of
+/// which (or of whose records) follow.
+#[inline(always)]
+fn set_header(
+    scratch: &mut Scratch,
+    id: u64,
+    args: &SyscallArgs,
+    total: u64,
+    captured: u64,
+    direction: u32,
+) {
+    let ev = &mut scratch.event;
+    ev.kind = EventKind::Data as u32;
+    ev.direction = direction;
+    ev.pid = (id >> 32) as u32;
+    ev.tid = id as u32;
+    ev.fd = args.fd;
+    ev.flags = if args.has_tuple != 0 {
+        FLAG_HAS_TUPLE
+    } else {
+        0
+    };
+    ev.enter_ns = args.enter_ns;
+    // SAFETY: helper without preconditions.
+    ev.exit_ns = unsafe { bpf_ktime_get_ns() };
+    ev.total_len = total;
+    ev.captured_len = captured as u32;
+    ev.tuple = args.tuple;
+}
+
 /// Builds the data event of thread `id`'s syscall in the calling program's per-CPU buffer:
 /// header, a bounded prefix of the bytes moved and, when they were cut, their last bytes. The
 /// caller adds what it knows (the tuple, the write side) and sends it with `output_scratch`.
@@ -364,13 +476,7 @@ pub fn fill_event(
     total: u64,
     direction: u32,
 ) -> Option<&'static mut Scratch> {
-    let scratch = SCRATCH.get_ptr_mut(args.syscall)?;
-    // SAFETY: this program's own per-CPU scratch (indexed by its syscall constant): the kernel
-    // does not run a program twice at once on one CPU. The owner tag set here and checked
-    // before sending would still notice a kernel that does.
-    let scratch = unsafe { &mut *scratch };
-    // SAFETY: valid reference into the map value.
-    unsafe { core::ptr::write_volatile(&raw mut scratch.event.owner, id as u32) };
+    let scratch = scratch_for(id, args)?;
     let limit = {
         let configured = u64::from(CAPTURE_SIZE.load());
         if configured > MAX_CAPTURE as u64 {
@@ -399,23 +505,22 @@ pub fn fill_event(
             }
         }
     }
-    let ev = &mut scratch.event;
-    ev.kind = EventKind::Data as u32;
-    ev.direction = direction;
-    ev.pid = (id >> 32) as u32;
-    ev.tid = id as u32;
-    ev.fd = args.fd;
-    ev.flags = if args.has_tuple != 0 {
-        FLAG_HAS_TUPLE
-    } else {
-        0
-    };
-    ev.enter_ns = args.enter_ns;
-    // SAFETY: helper without preconditions.
-    ev.exit_ns = unsafe { bpf_ktime_get_ns() };
-    ev.total_len = total;
-    ev.captured_len = captured as u32;
-    ev.tuple = args.tuple;
+    set_header(scratch, id, args, total, captured, direction);
+    Some(scratch)
+}
+
+/// The header of the event of an HTTP/2 socket's syscall; its frame records are written by
+/// the tail-called walk ([`kernel_h2`]).
+#[inline(always)]
+pub fn start_event(
+    id: u64,
+    args: &SyscallArgs,
+    total: u64,
+    direction: u32,
+) -> Option<&'static mut Scratch> {
+    let scratch = scratch_for(id, args)?;
+    scratch.event.tail_len = 0;
+    set_header(scratch, id, args, total, 0, direction);
     Some(scratch)
 }
 
@@ -597,6 +702,7 @@ pub fn on_close(fd: u32) -> Option<()> {
     // SAFETY: only tested for presence.
     unsafe { CONNS.get(key) }?;
     let _ = CONNS.remove(key);
+    kernel_h2::stop(key);
     output_conn_event(CloseEvent {
         kind: EventKind::Close as u32,
         pid: tgid,

@@ -23,6 +23,7 @@ pub const SYS_WRITEV: u32 = 5;
 pub const SYS_SENDTO: u32 = 6;
 pub const SYS_SENDMSG: u32 = 7;
 /// The socket-level capture's receive and send (`socket`), after the syscalls.
+pub const SYS_SOCK_FIRST: u32 = 8;
 pub const SOCK_RECV: u32 = 8;
 pub const SOCK_SEND: u32 = 9;
 /// How many capture programs have a buffer, and how many of the syscalls read (the inbound
@@ -38,6 +39,8 @@ pub const SYS_INGRESS_COUNT: u32 = 4;
 pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 4 * MAX_CAPTURE],
+    /// The HTTP/2 frame walk's variables (not sent).
+    pub walk: crate::h2::Walk,
 }
 
 const HDR_LEN: usize = size_of::<DataEvent>();

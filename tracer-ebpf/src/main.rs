@@ -42,6 +42,7 @@ macro_rules! floor {
 mod args;
 mod capture;
 mod event;
+mod h2;
 mod sock;
 mod socket;
 mod syscalls;
@@ -170,6 +171,11 @@ static ARGS: Array<ArgsSlot> = Array::with_max_entries(ARGS_SLOTS, 0);
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
 
+/// The frame state of HTTP/2 sockets ([`h2`]), by (tgid, fd) as `CONNS`. LRU: a socket whose
+/// state is gone is picked up again at its next HEADERS frame.
+#[map]
+static H2_CONNS: LruHashMap<ConnKey, h2::H2State> = LruHashMap::with_max_entries(16384, 0);
+
 /// One bit per process id, maintained by the agent: with `FILTER_LISTED` a set bit means
 /// traced, with `FILTER_ALL` it means excluded. An array, not a hash: the verifier inlines
 /// array lookups, and this check runs on every read and write of every process on the node.
@@ -205,6 +211,11 @@ static TRACE_CTX: LruHashMap<TraceKey, ServerCtx> = LruHashMap::with_max_entries
 /// write-side process (a separate program, so the head scan costs the read programs nothing).
 #[map]
 static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slot 0: `tracer_h2_frames`, tail-called by the syscall capture programs for an HTTP/2
+/// socket's syscall ([`h2`]).
+#[map]
+static H2_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The later stages of the sk_msg edit (`tracer_common::MSG_PLAN`, `MSG_APPLY`, `MSG_LOG`), tail-called
 /// in turn by `tracer_sk_msg`.

@@ -220,12 +220,18 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, direction: u32) -> Option<()> {
         fd: args.fd,
     };
     let tracked = capture::track(ctx, key, source, ret, direction)?;
+    if tracked.h2 {
+        // The frame walk is a tracepoint program reached by a tail call, which these programs
+        // cannot make: HTTP/2 needs the syscall capture.
+        count(counter::H2_MISSED);
+        return None;
+    }
     let scratch = capture::fill_event(id, &args, source, ret as u64, direction)?;
     scratch.event.seq = tracked.seq;
     if tracked.want_tuple
         && sock::read_tuple_into(args.sk, &SOCK_OFF.load(), &mut scratch.event.tuple)
     {
-        scratch.event.flags = FLAG_HAS_TUPLE;
+        scratch.event.flags |= FLAG_HAS_TUPLE;
     }
     output_scratch(scratch, id);
     Some(())

@@ -32,7 +32,14 @@ use crate::{
 };
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 4] = ["http1_assembly", "records", "context", "head_scanner"];
+pub const TARGETS: [&str; 6] = [
+    "http1_assembly",
+    "http2_assembly",
+    "records",
+    "context",
+    "head_scanner",
+    "hpack",
+];
 /// Seconds per target in `cargo xtask test`.
 pub const CI_SECONDS: u64 = 15;
 /// Targets whose input is an HTTP head or stream: they get the HTTP dictionary.
@@ -46,8 +53,8 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Targets to run (default: all of them): `http1_assembly`, `records`, `context`,
-    /// `head_scanner`.
+    /// Targets to run (default: all of them): `http1_assembly`, `http2_assembly`, `records`,
+    /// `context`, `head_scanner`, `hpack`.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Seconds to fuzz each target.

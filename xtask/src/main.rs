@@ -138,8 +138,10 @@ enum Verb {
     /// Build the fuzz targets (fuzz/, cargo-fuzz) and fuzz each for a while, one after another.
     ///
     /// Targets: `http1_assembly` (the HTTP/1 assembly fed arbitrary segments in both directions,
-    /// with invariant checks), `records` (ring-buffer records), `context` (trace-context
-    /// headers), `head_scanner` (the kernel's request-head scanner against the agent's parse).
+    /// with invariant checks), `http2_assembly` (the same for HTTP/2 frame records, HPACK and
+    /// streams), `records` (ring-buffer records), `context` (trace-context
+    /// headers), `head_scanner` (the kernel's request-head scanner against the agent's parse),
+    /// `hpack` (the HTTP/2 header decoder, blocks lost and connections picked up mid-way).
     /// Seeds in fuzz/seeds/TARGET; the grown corpus in target/fuzz/corpus/TARGET; crashing
     /// inputs in target/fuzz/artifacts/TARGET. Prints runs, execs/s, corpus, coverage, peak RSS and crashes
     /// per target; fails if one crashed. No root needed.

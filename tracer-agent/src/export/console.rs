@@ -57,7 +57,7 @@ pub fn span_json(s: &Span) -> Value {
         "span_id": s.span_id.to_string(),
         "parent_span_id": s.parent_span_id.map(|p| p.to_string()).unwrap_or_default(),
         "kind": s.kind.as_str(),
-        "name": s.name,
+        "name": s.name.as_str(),
         "start_unix_nanos": s.start_unix_nanos,
         "end_unix_nanos": s.end_unix_nanos,
         "attributes": attributes,
@@ -123,7 +123,10 @@ fn line(s: &Span) -> String {
             None => p,
         })
     });
-    let status = attr("http.response.status_code").unwrap_or_else(|| "-".into());
+    let status = attr("rpc.grpc.status_code")
+        .map(|c| format!("grpc {c}"))
+        .or_else(|| attr("http.response.status_code"))
+        .unwrap_or_else(|| "-".into());
     let micros = s.end_unix_nanos.saturating_sub(s.start_unix_nanos) / 1000;
     let mut text = format!(
         "{} {} [{}] {} {} -> {}  {}.{:03} ms  span {}",
@@ -215,7 +218,7 @@ mod tests {
             span_id: SpanId([id; 8]),
             parent_span_id: parent.map(|p| SpanId([p; 8])),
             kind,
-            name: "GET",
+            name: "GET".into(),
             start_unix_nanos: start,
             end_unix_nanos: start + 1_500_000,
             attributes: vec![

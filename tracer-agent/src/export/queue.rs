@@ -95,7 +95,7 @@ mod tests {
                 span_id: SpanId([1; 8]),
                 parent_span_id: None,
                 kind: SpanKind::Server,
-                name: "GET",
+                name: "GET".into(),
                 start_unix_nanos: 0,
                 end_unix_nanos: 0,
                 attributes: Vec::new(),

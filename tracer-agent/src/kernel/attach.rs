@@ -22,7 +22,7 @@ use aya::{
 };
 use tracing::{debug, info};
 
-use super::object::program;
+use super::object::{self, program};
 
 /// Present when the kernel can create kprobes through perf events, which is how aya attaches.
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -147,6 +147,8 @@ pub struct AttachPlan {
     pub rejected: Vec<(TupleFamily, String)>,
     /// The cgroup the write-side programs are attached to, when loaded.
     pub write_side: Option<std::path::PathBuf>,
+    /// Why HTTP/2 frames are not walked, when they are not (`None`: they are).
+    pub http2_off: Option<String>,
 }
 
 impl AttachPlan {
@@ -188,6 +190,9 @@ impl fmt::Display for AttachPlan {
                 ", write side=sk_msg (connect4/6 + sock_ops on {})",
                 cgroup.display()
             )?;
+        }
+        if let Some(why) = &self.http2_off {
+            write!(f, ", http2=off ({why})")?;
         }
         Ok(())
     }
@@ -266,6 +271,38 @@ pub fn attach_syscalls(
         }
     }
     Ok(())
+}
+
+/// Loads the HTTP/2 frame walk and puts it where the syscall capture programs tail-call it.
+/// Without it HTTP/2 sockets are not reported (the capture programs count each event they
+/// could not hand over); HTTP/1 is unaffected. The socket-level capture cannot make the tail
+/// call.
+pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
+    if plan.socket_capture {
+        plan.http2_off = Some("the socket-level capture cannot reach the frame walk".into());
+        return;
+    }
+    let started = std::time::Instant::now();
+    let loaded = (|| {
+        let p: &mut TracePoint = program(ebpf, "tracer_h2_frames")?;
+        p.load()?;
+        let insns = p.info().ok().and_then(|i| i.verified_instruction_count());
+        debug!(
+            "HTTP/2 frame walk verified in {:?} ({} instructions processed)",
+            started.elapsed(),
+            insns.map_or_else(|| "?".to_owned(), |n| n.to_string())
+        );
+        p.fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::IOError))
+    })();
+    let result = match loaded {
+        Ok(fd) => object::set_tail_call(ebpf, "H2_PROGS", 0, Ok(fd)).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(why) = result {
+        tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {why}");
+        plan.http2_off = Some(why);
+    }
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), ProgramError> {

@@ -173,6 +173,7 @@ pub fn load(tracefs: &Path, opts: &LoadOptions) -> Result<(Probes, Maps), Loader
     };
 
     let mut plan = attach_capture(&mut ebpf, tracefs, opts, &facts)?;
+    attach::attach_http2(&mut ebpf, &mut plan);
     let write_mode = if opts.write {
         let cgroup = write::attach::attach(&mut ebpf)?;
         plan.write_side = Some(cgroup);

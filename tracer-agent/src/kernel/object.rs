@@ -35,3 +35,20 @@ where
         reason: e.to_string(),
     })
 }
+
+/// Puts program `fd` into slot `slot` of the program array `map` (the target of a tail call).
+pub fn set_tail_call(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    slot: u32,
+    fd: std::io::Result<aya::programs::ProgramFd>,
+) -> Result<(), MapError> {
+    let failed = |reason: String| MapError { name: map, reason };
+    let fd = fd.map_err(|e| failed(e.to_string()))?;
+    let mut progs: aya::maps::ProgramArray<_> = aya::maps::ProgramArray::try_from(
+        ebpf.map_mut(map)
+            .ok_or_else(|| failed("not in the object".into()))?,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    progs.set(slot, &fd, 0).map_err(|e| failed(e.to_string()))
+}

@@ -6,7 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, CloseEvent, ConnEvent, DataEvent, EventKind, SockTuple, TAIL_LEN, WriteEvent,
+    AF_INET, AF_INET6, CloseEvent, ConnEvent, DataEvent, EventKind, FLAG_H2_FRAMES, MAX_CAPTURE,
+    SockTuple, TAIL_LEN, WriteEvent,
 };
 
 #[derive(Debug)]
@@ -56,7 +57,9 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
-    #[error("data record claims {claimed} captured bytes but carries {actual}")]
+    #[error(
+        "data record claims {claimed} captured bytes but carries {actual} (or more than it moved, or than the capture bound)"
+    )]
     Length { claimed: usize, actual: usize },
 }
 
@@ -75,7 +78,12 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
             let header: DataEvent = read(buf)?;
             let claimed = usize::try_from(header.captured_len).unwrap_or(usize::MAX);
             let body = &buf[size_of::<DataEvent>()..];
-            if body.len() < claimed || u64::from(header.captured_len) > header.total_len {
+            // Frame records (HTTP/2) may outnumber the bytes moved: a record header per frame.
+            let frames = header.flags & FLAG_H2_FRAMES != 0;
+            if body.len() < claimed
+                || (!frames && u64::from(header.captured_len) > header.total_len)
+                || claimed > MAX_CAPTURE
+            {
                 return Err(DecodeError::Length {
                     claimed,
                     actual: body.len(),

@@ -96,6 +96,16 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counter::COUNT as usize] = [
         "tracer_kernel_unreadable_buffers_total",
         "Socket-level capture: sends and receives whose bytes were not in user memory (sendfile, splice, kernel users): not captured.",
     ),
+    (
+        counter::H2_LOST,
+        "tracer_kernel_http2_boundaries_lost_total",
+        "HTTP/2 frame boundaries the kernel lost (implausible frame header, too many frames in one syscall); frames unreported until a syscall starts with a plausible header.",
+    ),
+    (
+        counter::H2_MISSED,
+        "tracer_kernel_http2_events_missing_frames_total",
+        "HTTP/2 events that could not report every frame that matters (lost boundaries, or no room left in the capture size).",
+    ),
 ];
 
 /// User-space counters: (name, help, value).
@@ -217,6 +227,91 @@ fn user_counters(m: &Metrics) -> Vec<(&'static str, &'static str, u64)> {
             "tracer_http_lost_sync_total",
             "Chunked bodies whose framing was hidden by the capture limit.",
             conn.http1.streams.lost_sync,
+        ),
+        (
+            "tracer_http2_streams_total",
+            "HTTP/2 requests seen (streams opened by a request header block).",
+            conn.http2.streams,
+        ),
+        (
+            "tracer_http2_exchanges_total",
+            "HTTP/2 exchanges reported (ended by the response's end, a reset, a GOAWAY or the connection's end).",
+            conn.http2.exchanges,
+        ),
+        (
+            "tracer_http2_hpack_unknown_refs_total",
+            "HTTP/2 header fields that referred to an HPACK dynamic-table entry the agent never saw (connection picked up mid-way, or after a loss): method, path or status may be unknown.",
+            conn.http2.hpack.unknown_refs,
+        ),
+        (
+            "tracer_http2_hpack_desyncs_total",
+            "Times a direction's HPACK decoder lost track of its dynamic table (lost events, a header block cut by the capture or over 16 KiB, a PUSH_PROMISE, a block it refused).",
+            conn.http2.hpack.desyncs,
+        ),
+        (
+            "tracer_http2_hpack_resyncs_total",
+            "Times a desynchronised HPACK decoder knew its whole dynamic table again.",
+            conn.http2.hpack.resyncs,
+        ),
+        (
+            "tracer_http2_hpack_errors_total",
+            "HTTP/2 header blocks the HPACK decoder refused (malformed, or cut by the capture or a loss inside a field).",
+            conn.http2.hpack.errors,
+        ),
+        (
+            "tracer_http2_hpack_oversize_strings_total",
+            "HPACK strings over the 16 KiB the decoder accepts (each also an error).",
+            conn.http2.hpack.oversize_strings,
+        ),
+        (
+            "tracer_http2_hpack_capped_size_updates_total",
+            "HPACK dynamic-table size updates above the decoder's cap (the table keeps to the cap).",
+            conn.http2.hpack.capped_size_updates,
+        ),
+        (
+            "tracer_http2_streams_given_up_total",
+            "HTTP/2 streams given up because their connection had 256 open: their spans end without a response.",
+            conn.http2.streams_given_up,
+        ),
+        (
+            "tracer_http2_malformed_records_total",
+            "Frame-record chunks from the kernel that could not be parsed; the rest of the chunk counts as lost.",
+            conn.http2.malformed_records,
+        ),
+        (
+            "tracer_http2_resets_total",
+            "RST_STREAM frames seen.",
+            conn.http2.resets,
+        ),
+        (
+            "tracer_http2_goaways_total",
+            "GOAWAY frames seen.",
+            conn.http2.goaways,
+        ),
+        (
+            "tracer_http2_upgrades_total",
+            "HTTP/1 connections that continued as HTTP/2 (Upgrade: h2c).",
+            conn.http2.upgrades,
+        ),
+        (
+            "tracer_http2_lost_events_total",
+            "HTTP/2 data events lost on the way (sequence gaps); the direction's HPACK decoder was desynchronised.",
+            conn.http2.lost_events,
+        ),
+        (
+            "tracer_http2_oversized_blocks_total",
+            "HTTP/2 header blocks longer than the 16 KiB a direction buffers, decoded as far as they go.",
+            conn.http2.oversized_blocks,
+        ),
+        (
+            "tracer_http2_reordered_responses_total",
+            "HTTP/2 response header blocks reported before the write of their request, put back in order.",
+            conn.http2.reordered,
+        ),
+        (
+            "tracer_http2_orphan_headers_total",
+            "HTTP/2 header blocks of streams whose request was not seen (begun before the agent, or lost).",
+            conn.http2.orphan_headers,
         ),
     ]
 }

@@ -84,7 +84,7 @@ impl Metrics {
         let conn = *self.conn.lock().expect("metrics lock");
         let kernel = |c: u32| self.kernel[c as usize].load(Relaxed);
         format!(
-            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} reordered_responses={} skipped_bytes={} malformed_heads={} lost_sync={}",
+            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} reordered_responses={} skipped_bytes={} malformed_heads={} lost_sync={} http2: streams={} unknown_refs={} desyncs={} streams_given_up={} malformed_records={}",
             self.records.load(Relaxed),
             self.kernel_drops(),
             self.user_drops(),
@@ -103,6 +103,11 @@ impl Metrics {
             conn.http1.streams.skipped_bytes,
             conn.http1.streams.malformed_heads,
             conn.http1.streams.lost_sync,
+            conn.http2.streams,
+            conn.http2.hpack.unknown_refs,
+            conn.http2.hpack.desyncs,
+            conn.http2.streams_given_up,
+            conn.http2.malformed_records,
         )
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP semantics, whatever the framing: what a message head tells the tracer (RFC 9110). The
 //! HTTP/1.x framing that finds heads in a byte stream is in [`http1`](super::http1); HTTP/2
-//! will fill the same [`Head`] from its HEADERS frames.
+//! fills the same [`Head`] from its header blocks ([`http2::fields`](super::http2::fields)).
 //!
 //! A head keeps one copy of its bytes ([`Bytes`]); its fields are slices of it ([`Text`]), not
 //! strings of their own. Credential headers are never kept.
@@ -94,6 +94,18 @@ impl From<String> for Text {
     }
 }
 
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl fmt::Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -126,6 +138,7 @@ impl fmt::Display for StartLine {
 pub enum Version {
     Http10,
     Http11,
+    Http2,
 }
 
 impl Version {
@@ -135,6 +148,7 @@ impl Version {
         match self {
             Self::Http10 => "1.0",
             Self::Http11 => "1.1",
+            Self::Http2 => "2",
         }
     }
 }

@@ -3,8 +3,9 @@
 //! - [`table`]: the bounded table of traced connections (process, fd), fed one [`Chunk`] per
 //!   syscall; each connection speaks one protocol.
 //! - [`http1`]: HTTP/1.x framing (heads, bodies, pipelining) and its connection state.
-//! - [`http`]: the HTTP semantics every version shares ([`http::Head`]); HTTP/2 goes next to
-//!   `http1`.
+//! - [`http2`]: HTTP/2 from the frame records the kernel captures: streams, HPACK, gRPC.
+//! - [`http`]: the HTTP semantics every version shares ([`http::Head`]).
+//! - [`seq`]: the event numbering that tells both of a loss.
 //!
 //! What a protocol finds goes to the trace side through [`ExchangeSink`]: each request when it
 //! is seen (so that a SERVER request is known before the CLIENT requests it causes), each
@@ -12,6 +13,8 @@
 
 pub mod http;
 pub mod http1;
+pub mod http2;
+pub mod seq;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -62,6 +65,8 @@ pub struct Exchange<T> {
     pub peer: Option<SocketAddr>,
     /// What the sink returned for the request when it was seen.
     pub started: T,
+    /// HTTP/2 only: the stream, what was unknown, gRPC, resets.
+    pub http2: Option<Box<http2::Http2Info>>,
 }
 
 /// The trace side, as the protocols see it.

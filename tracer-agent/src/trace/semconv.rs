@@ -2,6 +2,12 @@
 //! v1.23+): `http.request.method`, `url.path`, `http.response.status_code`, `server.address`,
 //! `client.address`, `network.peer.*`, `user_agent.original`, and for errors `error.type`.
 //! Header values other than Host and User-Agent are never copied into a span.
+//!
+//! HTTP/2 adds `network.protocol.name` = `http` (version `2`); a method, path or status that
+//! referred to an HPACK table entry the agent never saw (a connection picked up mid-way) is
+//! left out (the method reads `_OTHER`), and `tracer.http2.unknown_fields` says how many fields
+//! were unknown. A reset stream carries `tracer.http2.reset_code` (the `RST_STREAM` error code).
+//! gRPC calls get the RPC conventions ([`rpc`](super::rpc)).
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
@@ -9,6 +15,7 @@ use tracer_common::http::METHODS;
 
 use super::{
     clock::Clock,
+    rpc,
     span::{AttrValue, Resource, Span, SpanKind, Status},
     tracker::Identity,
 };
@@ -82,15 +89,23 @@ fn request_attributes(x: &Exchange, method: &Text, target: &Text, attrs: &mut At
         attrs.push(("http.request.method", AttrValue::Static(m)));
     } else {
         attrs.push(("http.request.method", AttrValue::Static("_OTHER")));
-        attrs.push(("http.request.method_original", method.clone().into()));
+        // Empty: HTTP/2's method was an unknown table entry.
+        if !method.is_empty() {
+            attrs.push(("http.request.method_original", method.clone().into()));
+        }
     }
     let (path, query) = split_target(target);
-    attrs.push(("url.path", target.sub(path).into()));
+    if !target.is_empty() {
+        attrs.push(("url.path", target.sub(path).into()));
+    }
     if let Some(q) = query {
         let value = super::redact::query(q).map_or_else(|| target.sub(q).into(), AttrValue::from);
         attrs.push(("url.query", value));
     }
     attrs.push(("url.scheme", AttrValue::Static("http")));
+    if x.http2.is_some() {
+        attrs.push(("network.protocol.name", AttrValue::Static("http")));
+    }
     attrs.push((
         "network.protocol.version",
         AttrValue::Static(x.request.version.as_str()),
@@ -160,6 +175,10 @@ fn response_status(x: &Exchange, attrs: &mut Attrs) -> Status {
         attrs.push(("error.type", AttrValue::Static("incomplete")));
         return Status::Error("connection closed or timed out before the response".into());
     };
+    if code == 0 {
+        // HTTP/2: the status was an unknown table entry; the response came.
+        return Status::Unset;
+    }
     attrs.push(("http.response.status_code", i64::from(code).into()));
     if code >= error_from {
         attrs.push(("error.type", code.to_string().into()));
@@ -188,7 +207,33 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock, peers: &mut PeerNames
     let mut attrs: Attrs = Vec::with_capacity(16);
     request_attributes(x, method, target, &mut attrs);
     endpoint_attributes(x, target, peers, &mut attrs);
-    let status = response_status(x, &mut attrs);
+    let http2 = x.http2.as_deref();
+    let grpc = http2.and_then(|h| h.grpc.as_ref().map(|g| (h, g)));
+    let status = match grpc {
+        Some((h, g)) => {
+            let http_status = x.response.as_ref().and_then(|r| match r.start {
+                StartLine::Response { status } if status > 0 => Some(status),
+                _ => None,
+            });
+            if let Some(code) = http_status {
+                attrs.push(("http.response.status_code", i64::from(code).into()));
+            }
+            rpc::attributes(target, g, &mut attrs);
+            rpc::status(x.role, h, g, http_status, &mut attrs)
+        }
+        None => response_status(x, &mut attrs),
+    };
+    if let Some(h) = http2 {
+        if h.unknown_fields > 0 {
+            attrs.push((
+                "tracer.http2.unknown_fields",
+                i64::from(h.unknown_fields).into(),
+            ));
+        }
+        if let Some(code) = h.reset {
+            attrs.push(("tracer.http2.reset_code", i64::from(code).into()));
+        }
+    }
     let truncated = x.request.truncated || x.response.as_ref().is_some_and(|r| r.truncated);
     if truncated {
         attrs.push(("tracer.capture.truncated", true.into()));
@@ -197,7 +242,10 @@ pub fn build_span(x: &Exchange, end_ns: u64, clock: Clock, peers: &mut PeerNames
         "tracer.context.source",
         AttrValue::Static(x.started.identity.source.map_or("none", |s| s.name())),
     ));
-    let name = known_method(method).unwrap_or("HTTP");
+    let name = match grpc {
+        Some(_) => rpc::span_name(target),
+        None => Text::from_static(known_method(method).unwrap_or("HTTP")),
+    };
     let start = clock.to_unix_nanos(x.request.start_ns);
     let identity = &x.started.identity;
     Span {

@@ -129,8 +129,9 @@ pub struct Span {
     pub span_id: SpanId,
     pub parent_span_id: Option<SpanId>,
     pub kind: SpanKind,
-    /// The method, or `HTTP` for one that is not standard: one of a fixed set.
-    pub name: &'static str,
+    /// HTTP: the method, or `HTTP` for one that is not standard; gRPC:
+    /// `package.Service/Method`. Shared text, cheap to clone.
+    pub name: Text,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
     pub attributes: Vec<(&'static str, AttrValue)>,

@@ -7,18 +7,24 @@
 //!   record header, then `len` bytes of the frame's payload, from payload offset `offset`
 //!   (always 0 for this kind). HEADERS and CONTINUATION payloads are copied as far as the
 //!   capture size allows; of a DATA frame, at most its first [`DATA_PREFIX`] payload bytes (the
-//!   gRPC message prefix: compressed flag and length); of RST_STREAM, GOAWAY and WINDOW_UPDATE,
+//!   gRPC message prefix: compressed flag and length); of `RST_STREAM`, GOAWAY and `WINDOW_UPDATE`,
 //!   at most [`SMALL_PAYLOAD`] bytes (error code, last stream id); of other frames, nothing.
 //! - [`REC_CONT`]: `len` more payload bytes of this direction's frame in progress (whose header
 //!   came in an earlier record, of this event or an earlier one), from payload offset `offset`.
 //!   Bytes of a frame that are not copied (the rest of a DATA payload, a HEADERS payload past
 //!   the capture size) are simply absent: the frame header gives the length, the offsets say
 //!   what was copied.
-//! - [`REC_LOST`]: the kernel lost this direction's frame boundaries here (more frames in one
-//!   syscall than it walks, a frame header that is not plausible). It looks for a plausible frame
-//!   header at the start of later syscalls; frames until then are not reported, so a header
-//!   block may have been missed: the HPACK decoder of this direction must consider its dynamic
-//!   table unknown.
+//! - [`REC_LOST`] (always the event's last record): frames or parts of frames that matter were
+//!   not reported: the kernel lost this direction's frame boundaries (more frames in one syscall
+//!   than it walks, a frame header that is not plausible; it then looks for a plausible frame
+//!   header at the start of later syscalls and reports nothing until one comes), or the capture
+//!   size left no room for them. A header block may have been missed or cut: the HPACK decoder
+//!   of this direction must consider its dynamic table unknown, and a frame whose payload was
+//!   being reported is over.
+//!
+//! A HEADERS or CONTINUATION frame is complete for the agent when the bytes of its records reach
+//! the frame's length; a frame header of the same direction arriving before that means the rest
+//! was not captured.
 //!
 //! A frame header split between two syscalls (or two iovec elements) is reassembled by the
 //! kernel: a record always carries a whole frame header.
@@ -50,12 +56,12 @@ pub const FLAG_PRIORITY: u8 = 0x20;
 
 /// Size of a frame header.
 pub const FRAME_HEADER_LEN: usize = 9;
-/// The largest frame payload the kernel takes for plausible (SETTINGS_MAX_FRAME_SIZE may go to
+/// The largest frame payload the kernel takes for plausible (`SETTINGS_MAX_FRAME_SIZE` may go to
 /// 2^24 - 1, but no implementation this agent meets sends frames above 1 MiB).
 pub const MAX_PLAUSIBLE_FRAME: u32 = 1 << 20;
 /// Payload bytes of a DATA frame the kernel copies: the gRPC message prefix.
 pub const DATA_PREFIX: u32 = 5;
-/// Payload bytes of RST_STREAM, GOAWAY and WINDOW_UPDATE the kernel copies.
+/// Payload bytes of `RST_STREAM`, GOAWAY and `WINDOW_UPDATE` the kernel copies.
 pub const SMALL_PAYLOAD: u32 = 8;
 
 /// Record kinds.
@@ -114,7 +120,7 @@ impl FrameHeader {
             DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION => {
                 self.stream != 0
             }
-            SETTINGS => self.stream == 0 && self.len % 6 == 0,
+            SETTINGS => self.stream == 0 && self.len.is_multiple_of(6),
             PING => self.stream == 0 && self.len == 8,
             GOAWAY => self.stream == 0 && self.len >= 8,
             WINDOW_UPDATE => self.len == 4,
@@ -141,7 +147,7 @@ pub fn is_server_preface_start(b: &[u8; FRAME_HEADER_LEN]) -> bool {
     h.kind == SETTINGS
         && h.flags == 0
         && h.stream == 0
-        && h.len % 6 == 0
+        && h.len.is_multiple_of(6)
         && h.len <= 6 * 16
         && b[5] & 0x80 == 0
 }

@@ -298,7 +298,13 @@ pub mod counter {
     /// user memory (sendfile and splice pages, kernel users of a socket) or not at the start
     /// of their buffer: not captured.
     pub const UNREADABLE_BUFFER: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// HTTP/2 frame boundaries lost (an implausible frame header, more frames in one syscall
+    /// than a walk takes): frames are not reported until a syscall starts with a plausible one.
+    pub const H2_LOST: u32 = 14;
+    /// HTTP/2 events that end with a `REC_LOST` record: frames (or parts of header blocks)
+    /// not reported, for lost boundaries or for want of room in the capture size.
+    pub const H2_MISSED: u32 = 15;
+    pub const COUNT: u32 = 16;
 }
 
 /// Byte offsets of the fields of the `tcp:tcp_rcv_space_adjust` tracepoint record, read by the

@@ -52,7 +52,7 @@ fn span(resource: &Arc<Resource>, id: u8, parent: Option<u8>, kind: SpanKind) ->
         span_id: SpanId([id; 8]),
         parent_span_id: parent.map(|p| SpanId([p; 8])),
         kind,
-        name: "GET",
+        name: "GET".into(),
         start_unix_nanos: 1_700_000_000_123_456_789,
         end_unix_nanos: 1_700_000_000_223_456_789,
         attributes: vec![

@@ -7,7 +7,7 @@ use std::{fs, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{ProgramArray, SockHash},
+    maps::SockHash,
     programs::{CgroupAttachMode, CgroupSockAddr, SkMsg, SockOps, TracePoint},
 };
 use tracing::info;
@@ -90,7 +90,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
     let server_insns = insns(server.info().ok());
     let server_time = started.elapsed();
     let server_fd = server.fd().map_err(err("tracer_server_ctx"))?.try_clone();
-    set_tail_call(ebpf, "WRITE_PROGS", 0, server_fd)?;
+    object::set_tail_call(ebpf, "WRITE_PROGS", 0, server_fd)
+        .map_err(|e| WriteSideError::Map(e.name, e.reason))?;
 
     // sk_msg first: sockets must never enter the map before the program that edits them is on it.
     let socks: SockHash<_, u64> = SockHash::try_from(
@@ -115,7 +116,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         stage.load().map_err(err(name))?;
         stage_insns.push(insns(stage.info().ok()));
         let fd = stage.fd().map_err(err(name))?.try_clone();
-        set_tail_call(ebpf, "MSG_PROGS", slot, fd)?;
+        object::set_tail_call(ebpf, "MSG_PROGS", slot, fd)
+            .map_err(|e| WriteSideError::Map(e.name, e.reason))?;
     }
     let msg: &mut SkMsg = program(ebpf, "tracer_sk_msg")?;
     msg.load().map_err(err("tracer_sk_msg"))?;
@@ -145,24 +147,6 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, WriteSideError> {
         root.display()
     );
     Ok(root)
-}
-
-/// Puts a loaded program (`fd`, a fresh copy of its descriptor) into slot `slot` of the program
-/// array `map`.
-fn set_tail_call(
-    ebpf: &mut Ebpf,
-    map: &'static str,
-    slot: u32,
-    fd: std::io::Result<aya::programs::ProgramFd>,
-) -> Result<(), WriteSideError> {
-    let failed = |e: String| WriteSideError::Map(map, e);
-    let fd = fd.map_err(|e| failed(e.to_string()))?;
-    let mut progs: ProgramArray<_> = ProgramArray::try_from(
-        ebpf.map_mut(map)
-            .ok_or_else(|| failed("not in the object".into()))?,
-    )
-    .map_err(|e| failed(e.to_string()))?;
-    progs.set(slot, &fd, 0).map_err(|e| failed(e.to_string()))
 }
 
 /// The verifier's instruction count of a loaded program, for the start-up log.

@@ -30,6 +30,8 @@ use crate::{
     protocol::{
         Chunk, Direction, Exchange, ExchangeSink, Role,
         http::{Head, StartLine},
+        http2::conn::Upgrade,
+        seq::Seq,
     },
 };
 
@@ -86,16 +88,6 @@ pub struct Conn<S: ExchangeSink> {
     resync: Resync,
 }
 
-/// What is known of a connection's event numbering.
-#[derive(Clone, Copy, Debug, Default)]
-struct Seq {
-    /// The number each direction's next event should carry, once known.
-    next: [Option<u32>; 2],
-    /// Followed from the socket's first event (accept/connect seen, or a first event numbered
-    /// 0): a direction not seen yet starts at 0.
-    from_start: bool,
-}
-
 /// Responses may have been lost: the next final response head answers the newest request that
 /// started before it. One flag for the body rule, one for the pairing, since the body rule runs
 /// as heads are found and the pairing once the chunk is done.
@@ -116,10 +108,6 @@ struct Awaiting {
     head_request: bool,
     start_ns: u64,
 }
-
-/// A jump in sequence numbers smaller than this, backwards, is two threads of one socket whose
-/// events crossed; a larger one is a socket the kernel started counting again for.
-const SEQ_REORDER: u32 = 64;
 
 /// A read kept back until the connection's next write: one copy of its bytes (data, then
 /// tail), outliving the ring-buffer record they came in.
@@ -181,7 +169,7 @@ impl<S: ExchangeSink> Conn<S> {
 
     /// The socket was just opened (accept/connect): its events are numbered from 0.
     pub fn opened(&mut self) {
-        self.seq.from_start = true;
+        self.seq.opened();
     }
 
     /// Memory held beyond the table entry itself: waiting requests, heads in progress and a
@@ -192,33 +180,6 @@ impl<S: ExchangeSink> Conn<S> {
             + self.ingress.buffered()
             + self.egress.buffered()
             + self.parked.as_ref().map_or(0, |p| p.bytes.len())
-    }
-
-    /// Checks `seq`, the sequence number of the next event in `dir`; returns how many events
-    /// of that direction were lost before it.
-    fn check_seq(&mut self, dir: Direction, seq: u32) -> u64 {
-        // A connection followed from its first event numbers both directions from 0.
-        let from_start = self.seq.from_start;
-        let slot = &mut self.seq.next[dir as usize];
-        let expected = slot.or(from_start.then_some(0));
-        let lost = match expected {
-            Some(expected) => {
-                let ahead = seq.wrapping_sub(expected);
-                if ahead < u32::MAX / 2 {
-                    u64::from(ahead)
-                } else if expected.wrapping_sub(seq) <= SEQ_REORDER {
-                    // Crossed with a later event of the same direction: already accounted for.
-                    return 0;
-                } else {
-                    // The kernel started counting again (its entry for the socket was replaced).
-                    0
-                }
-            }
-            None => 0,
-        };
-        self.seq.from_start |= seq == 0 && expected.is_none();
-        *slot = Some(seq.wrapping_add(1));
-        lost
     }
 
     /// `lost` events of `dir` never arrived: the stream resynchronises, and the requests that
@@ -266,7 +227,7 @@ impl<S: ExchangeSink> Conn<S> {
         to: &mut Report<'_, S>,
     ) {
         if let Some(seq) = seq {
-            let lost = self.check_seq(dir, seq);
+            let lost = self.seq.check(dir, seq);
             if lost > 0 {
                 self.on_lost(dir, lost, to);
             }
@@ -435,7 +396,32 @@ impl<S: ExchangeSink> Conn<S> {
             response: None,
             peer: self.peer,
             started,
+            http2: None,
         }));
+    }
+
+    /// The connection continues as HTTP/2 (`Upgrade: h2c` answered 101, then the client
+    /// preface): the newest request still waiting for its response asked for the upgrade, and
+    /// is answered on stream 1; everything else ends here. Its HTTP/2 part starts with the empty
+    /// HPACK tables when the upgrade request was seen.
+    pub fn upgrade(mut self, to: &mut Report<'_, S>) -> Upgrade<S::Started> {
+        self.unpark(to);
+        let pending = self
+            .exchanges
+            .iter()
+            .rposition(|x| x.response.is_none())
+            .and_then(|i| self.exchanges.remove(i));
+        let up = Upgrade {
+            pid: self.pid,
+            peer: self.peer,
+            last_ns: self.last_ns,
+            role: self.role,
+            seq: self.seq,
+            opened: self.seq.followed_from_start() || pending.is_some(),
+            pending,
+        };
+        self.close(to);
+        up
     }
 
     /// Flushes everything: messages cut by the close end at the last byte seen, requests

@@ -14,10 +14,10 @@ use crate::{
     },
 };
 
-type Sink = SpanSink<ProcessCache>;
+pub(crate) type Sink = SpanSink<ProcessCache>;
 
 /// The table with the agent's own trace side: what it reports is checked as spans.
-fn sink() -> Sink {
+pub(crate) fn sink() -> Sink {
     SpanSink::new(
         Tracker::new(Propagator::ALL.to_vec(), Sampler::AlwaysOn),
         ProcessCache::new(PathBuf::from("/nonexistent"), "test-host".into(), None),
