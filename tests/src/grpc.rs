@@ -40,9 +40,9 @@ pub mod attr {
     pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
     /// Messages of the call in the request direction (integer). The conventions define no span
     /// attribute for message counts (only per-message events), hence the agent's own namespace.
-    pub const REQUEST_MESSAGES: &str = "tracer.rpc.request.messages";
+    pub const REQUEST_MESSAGES: &str = "tracer.grpc.request.message_count";
     /// Messages of the call in the response direction (integer).
-    pub const RESPONSE_MESSAGES: &str = "tracer.rpc.response.messages";
+    pub const RESPONSE_MESSAGES: &str = "tracer.grpc.response.message_count";
 }
 
 /// The gRPC service of the demo services.
