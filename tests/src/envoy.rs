@@ -4,6 +4,11 @@
 //! Each sidecar has an inbound listener in front of its app (`traffic_direction: INBOUND`, so its
 //! spans are SERVER spans) and, unless it is the last service, an outbound listener the app calls
 //! for its downstream request (`OUTBOUND`, CLIENT spans), routed to the next sidecar's inbound one.
+//!
+//! A hop is HTTP/1 or gRPC ([`Codec`]): a gRPC app gets an HTTP/2 listener
+//! (`http2_protocol_options`) and an HTTP/2 upstream cluster (`explicit_http_config`), as a mesh
+//! configures a port it knows to be gRPC; the two sides of one sidecar may differ (a gRPC app
+//! calling an HTTP/1 service).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,21 @@ use std::time::{Duration, Instant};
 
 use crate::process::Proc;
 
+/// What one side of a sidecar speaks: the app behind the inbound listener, or the next service
+/// behind the outbound one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Http1,
+    /// gRPC over HTTP/2 in clear text (h2c, prior knowledge), as between an app and its sidecar.
+    Grpc,
+}
+
+/// The request header whose value the sidecars record as the span tag [`RID_TAG`]: a test sends a
+/// unique value to find the trace of its call when the call has no URL query to carry it (gRPC).
+pub const RID_HEADER: &str = "x-mesh-rid";
+/// The Zipkin tag holding the [`RID_HEADER`] of the request (absent when the request had none).
+pub const RID_TAG: &str = "mesh.rid";
+
 /// Ports and names of one sidecar.
 #[derive(Clone, Debug)]
 pub struct SidecarConfig {
@@ -21,8 +41,13 @@ pub struct SidecarConfig {
     pub inbound: u16,
     /// The app behind the inbound listener.
     pub app_port: u16,
+    /// What the app speaks (the inbound listener and the app cluster).
+    pub app_codec: Codec,
     /// `(outbound listener port, the next sidecar's inbound port)`.
     pub outbound: Option<(u16, u16)>,
+    /// What the next service speaks (the outbound listener and the next cluster); unused
+    /// without `outbound`.
+    pub next_codec: Codec,
     /// Where spans go: the store's HTTP port (`POST /api/v2/spans`).
     pub zipkin_port: u16,
     /// Envoy's `trace_id_128bit`; false (64-bit ids) is Envoy's default and what meshes send.
@@ -34,11 +59,12 @@ pub struct SidecarConfig {
 /// which is the id the app then receives as `x-b3-spanid`.
 #[must_use]
 pub fn bootstrap(c: &SidecarConfig) -> String {
-    let mut listeners = listener("inbound", "INBOUND", c.inbound, "app", c);
-    let mut clusters = cluster("app", c.app_port) + &cluster("zipkin", c.zipkin_port);
+    let mut listeners = listener("inbound", "INBOUND", c.inbound, "app", c.app_codec, c);
+    let mut clusters =
+        cluster("app", c.app_port, c.app_codec) + &cluster("zipkin", c.zipkin_port, Codec::Http1);
     if let Some((port, next)) = c.outbound {
-        listeners += &listener("outbound", "OUTBOUND", port, "next", c);
-        clusters += &cluster("next", next);
+        listeners += &listener("outbound", "OUTBOUND", port, "next", c.next_codec, c);
+        clusters += &cluster("next", next, c.next_codec);
     }
     format!(
         "node:\n  id: {name}\n  cluster: {name}\n\
@@ -48,7 +74,24 @@ pub fn bootstrap(c: &SidecarConfig) -> String {
     )
 }
 
-fn listener(name: &str, direction: &str, port: u16, cluster: &str, c: &SidecarConfig) -> String {
+/// An HTTP connection manager listener with the Zipkin tracer. For gRPC: the HTTP/2 codec, and the
+/// route's timeout taken from the call's `grpc-timeout` (its deadline) instead of the route's
+/// default 15 s, as Envoy's gRPC guidance advises (`grpc_timeout_header_max: 0s` = no cap).
+fn listener(
+    name: &str,
+    direction: &str,
+    port: u16,
+    cluster: &str,
+    codec: Codec,
+    c: &SidecarConfig,
+) -> String {
+    let (codec_options, route_options) = match codec {
+        Codec::Http1 => ("codec_type: AUTO", ""),
+        Codec::Grpc => (
+            "codec_type: HTTP2\n          http2_protocol_options: {}",
+            ", max_stream_duration: { grpc_timeout_header_max: 0s }",
+        ),
+    };
     format!(
         r#"  - name: {name}
     address:
@@ -60,8 +103,12 @@ fn listener(name: &str, direction: &str, port: u16, cluster: &str, c: &SidecarCo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
+          {codec_options}
           tracing:
             random_sampling: {{ value: 100 }}
+            custom_tags:
+            - tag: {RID_TAG}
+              request_header: {{ name: {RID_HEADER} }}
             provider:
               name: envoy.tracers.zipkin
               typed_config:
@@ -77,7 +124,7 @@ fn listener(name: &str, direction: &str, port: u16, cluster: &str, c: &SidecarCo
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: {cluster} }}
+                route: {{ cluster: {cluster}{route_options} }}
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
@@ -87,10 +134,23 @@ fn listener(name: &str, direction: &str, port: u16, cluster: &str, c: &SidecarCo
     )
 }
 
-fn cluster(name: &str, port: u16) -> String {
+/// A static cluster of one local endpoint; HTTP/2 to a gRPC app (Envoy's upstream default is
+/// HTTP/1.1 whatever the downstream spoke).
+fn cluster(name: &str, port: u16, codec: Codec) -> String {
+    let protocol = match codec {
+        Codec::Http1 => "",
+        Codec::Grpc => {
+            r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}"#
+        }
+    };
     format!(
         r"  - name: {name}
-    type: STATIC
+    type: STATIC{protocol}
     load_assignment:
       cluster_name: {name}
       endpoints:
@@ -189,27 +249,50 @@ pub fn envoy_binary() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::{SidecarConfig, bootstrap, envoy_binary};
+    use super::{Codec, SidecarConfig, bootstrap, envoy_binary};
 
     /// The generated bootstrap is accepted by the real Envoy (`--mode validate` checks the whole
     /// config, typed extensions included, without binding ports), with and without an outbound
-    /// listener.
+    /// listener, for HTTP/1 and gRPC hops and a gRPC app calling an HTTP/1 service.
     #[test]
     fn real_envoy_validates_the_bootstrap() {
         let dir = std::env::temp_dir().join(format!("envoy-validate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (outbound, t128) in [(Some((20_002, 20_003)), false), (None, true)] {
+        let cases = [
+            (Some((20_002, 20_003)), false, Codec::Http1, Codec::Http1),
+            (None, true, Codec::Http1, Codec::Http1),
+            (Some((20_002, 20_003)), true, Codec::Grpc, Codec::Grpc),
+            (None, false, Codec::Grpc, Codec::Grpc),
+            (Some((20_002, 20_003)), false, Codec::Grpc, Codec::Http1),
+        ];
+        for (outbound, t128, app_codec, next_codec) in cases {
             let config = SidecarConfig {
                 name: "svc-sidecar".into(),
                 inbound: 20_001,
                 app_port: 20_000,
+                app_codec,
                 outbound,
+                next_codec,
                 zipkin_port: 9411,
                 trace_id_128bit: t128,
             };
             let yaml = bootstrap(&config);
             assert!(yaml.contains(&format!("trace_id_128bit: {t128}")));
             assert_eq!(yaml.contains("OUTBOUND"), outbound.is_some());
+            // HTTP/2 exactly where a gRPC side is: its listener and its cluster; the Zipkin
+            // cluster stays HTTP/1.
+            let grpc_sides = usize::from(app_codec == Codec::Grpc)
+                + usize::from(outbound.is_some() && next_codec == Codec::Grpc);
+            assert_eq!(
+                yaml.matches("codec_type: HTTP2").count(),
+                grpc_sides,
+                "{yaml}"
+            );
+            assert_eq!(
+                yaml.matches("explicit_http_config").count(),
+                grpc_sides,
+                "{yaml}"
+            );
             let file = dir.join("bootstrap.yaml");
             std::fs::write(&file, &yaml).unwrap();
             let out = std::process::Command::new(envoy_binary())

@@ -128,6 +128,11 @@ fn line(s: &Span) -> String {
     .filter(|part| !part.is_empty())
     .collect::<Vec<_>>()
     .join(" ");
+    // A gRPC call's status is in the trailers (its HTTP status is 200 whatever the outcome).
+    let grpc = attr("rpc.grpc.status_code")
+        .or_else(|| attr("grpc.status_code"))
+        .map(|c| format!(" grpc {c}"))
+        .unwrap_or_default();
     let error = if s.status_code == "ERROR" {
         " ERROR"
     } else {
@@ -136,7 +141,7 @@ fn line(s: &Span) -> String {
     #[allow(clippy::cast_precision_loss)] // display only
     let ms = s.end_unix_nanos.saturating_sub(s.start_unix_nanos) as f64 / 1e6;
     format!(
-        "{head} -> {}{error}  {ms:.3} ms  span {}",
+        "{head} -> {}{grpc}{error}  {ms:.3} ms  span {}",
         status.unwrap_or_else(|| "(none)".to_owned()),
         s.span_id
     )
@@ -203,11 +208,18 @@ mod tests {
                 &[("url.path", "/early"), ("http.request.method", "GET")],
             ),
             span("00000000000000c1", "00000000000000ff", 40, "otlp", &[]),
+            span(
+                "00000000000000b3",
+                "00000000000000a1",
+                35,
+                "otlp",
+                &[("url.path", "/g"), ("rpc.grpc.status_code", "13")],
+            ),
         ];
         let text = render(&spans);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines[0].contains("(4 spans: 1 [envoy] over Zipkin, 3 [agent] over OTLP)"),
+            lines[0].contains("(5 spans: 1 [envoy] over Zipkin, 4 [agent] over OTLP)"),
             "{text}"
         );
         assert!(
@@ -219,15 +231,19 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[3].starts_with("│  └─ SERVER [agent] svc GET /late"),
-            "{text}"
-        );
-        assert_eq!(
-            lines[4], "  (parent 00000000000000ff is not in the trace)",
+            lines[3].starts_with("│  ├─ SERVER [agent] svc GET /late"),
             "{text}"
         );
         assert!(
-            lines[5].starts_with("└─ SERVER [agent] svc \"GET\" -> (none)"),
+            lines[4].starts_with("│  └─ SERVER [agent] svc \"GET\" /g -> (none) grpc 13  1.500 ms"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[5], "  (parent 00000000000000ff is not in the trace)",
+            "{text}"
+        );
+        assert!(
+            lines[6].starts_with("└─ SERVER [agent] svc \"GET\" -> (none)"),
             "{text}"
         );
     }
