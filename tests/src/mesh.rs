@@ -352,9 +352,17 @@ impl Mesh {
             }
             if Instant::now() >= deadline {
                 let got = trace_id.map(|id| self.store.spans_of_trace(&id));
+                // Which half is missing is the first thing to know (the agent's, typically).
+                let halves = got.as_ref().map_or_else(String::new, |s| {
+                    let sidecar = s.iter().filter(|s| crate::tree::is_sidecar(s)).count();
+                    format!(
+                        " ({sidecar} from the sidecars over Zipkin, {} from the agent over OTLP)",
+                        s.len() - sidecar
+                    )
+                });
                 panic!(
                     "{what} (rid={rid}, {outcome}): no complete trace of {expected} spans in \
-                     time; its spans: {}\nall spans received:\n{}\nagent output:\n{}",
+                     time; its spans{halves}: {}\nall spans received:\n{}\nagent output:\n{}",
                     got.map_or_else(|| "(trace not found)".to_owned(), |s| dump(&s)),
                     dump(&self.store.spans()),
                     self.agent_output()
