@@ -65,7 +65,7 @@ fn kernel_log_says_why_a_socket_is_not_traced_and_why_a_head_is_left_unedited() 
 
     let needles = [
         // The TLS bytes, as the kernel read them from the client's write.
-        "first bytes 1603010200010001 are no HTTP/1 request or status line: not traced",
+        "first bytes 1603010200010001fc are no HTTP/1 request or status line, no HTTP/2 preface: not traced",
         // Rewrite mode and no context in the head: nothing to rewrite (WRITE_SKIP_NO_CONTEXT).
         "outgoing request head left unedited, reason 7",
     ];

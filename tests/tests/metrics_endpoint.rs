@@ -119,6 +119,37 @@ fn open_flood(port: u16, give_up: Duration) -> (Vec<JoinHandle<Option<Duration>>
     (drippers, flood)
 }
 
+/// `/metrics`, read again until it counts all the served connections as cut, or `by`. The 64
+/// served connections were accepted over the time the flood took to open, so their head
+/// timeouts fire over that span too: `/healthz` answers as soon as the first slot is free.
+/// `each_read` runs after every read.
+fn metrics_once_all_cut(
+    agent: &mut Agent,
+    port: u16,
+    by: Instant,
+    mut each_read: impl FnMut(),
+) -> String {
+    loop {
+        let text = get_until(
+            agent,
+            port,
+            "/metrics",
+            Instant::now() + Duration::from_secs(5),
+            || {},
+        )
+        .expect("/metrics answers once /healthz does");
+        each_read();
+        let timed_out = counter(
+            &prometheus_samples(&text),
+            "tracer_metrics_connections_timed_out_total",
+        );
+        if timed_out >= MAX_CONNECTIONS || Instant::now() >= by {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn counter(samples: &HashMap<String, f64>, name: &str) -> u64 {
     let value = samples
         .get(name)
@@ -176,30 +207,8 @@ fn flood_of_connections_is_bounded_and_counted() {
         deadline - start,
         agent.output()
     );
-    // The 64 served connections were accepted over the time the flood took to open, so their
-    // head timeouts fire over that span too: /healthz answers as soon as the first slot is free,
-    // and the count is read again until it covers all of them (or their last timeout is long
-    // past).
     let counted_by = Instant::now().max(start + flooded + HEAD_TIMEOUT) + Duration::from_secs(5);
-    let text = loop {
-        let text = get_until(
-            &mut agent,
-            port,
-            "/metrics",
-            Instant::now() + Duration::from_secs(5),
-            || {},
-        )
-        .expect("/metrics answers once /healthz does");
-        peak = peak.max(rss());
-        let timed_out = counter(
-            &prometheus_samples(&text),
-            "tracer_metrics_connections_timed_out_total",
-        );
-        if timed_out >= MAX_CONNECTIONS || Instant::now() >= counted_by {
-            break text;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    let text = metrics_once_all_cut(&mut agent, port, counted_by, || peak = peak.max(rss()));
 
     for (i, dripper) in drippers.into_iter().enumerate() {
         let cut = dripper.join().expect("dripper thread");

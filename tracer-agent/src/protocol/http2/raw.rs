@@ -58,12 +58,13 @@ impl RawWalker {
         while pos < total {
             if self.part_len > 0 || (self.left == 0 && total - pos < FRAME_HEADER_LEN as u64) {
                 // A frame header cut by the end of an event.
-                let n = (FRAME_HEADER_LEN - self.part_len).min((total - pos) as usize);
+                let n = (FRAME_HEADER_LEN - self.part_len)
+                    .min(index((total - pos).min(FRAME_HEADER_LEN as u64)));
                 if pos + n as u64 > captured {
                     self.lose(&mut walked);
                     break;
                 }
-                let at = pos as usize;
+                let at = index(pos);
                 self.part[self.part_len..self.part_len + n].copy_from_slice(&data[at..at + n]);
                 self.part_len += n;
                 pos += n as u64;
@@ -83,9 +84,9 @@ impl RawWalker {
                 if wanted > 0 {
                     let c = wanted.min(captured.saturating_sub(pos));
                     if c > 0 {
-                        let at = pos as usize;
+                        let at = index(pos);
                         record(out, REC_CONT, c, self.offset);
-                        out.extend_from_slice(&data[at..at + c as usize]);
+                        out.extend_from_slice(&data[at..at + index(c)]);
                     }
                     missed |= c < wanted;
                     self.copy -= wanted;
@@ -98,7 +99,7 @@ impl RawWalker {
                     self.lose(&mut walked);
                     break;
                 }
-                let at = pos as usize;
+                let at = index(pos);
                 let mut header = [0u8; FRAME_HEADER_LEN];
                 header.copy_from_slice(&data[at..at + FRAME_HEADER_LEN]);
                 pos += FRAME_HEADER_LEN as u64;
@@ -152,8 +153,8 @@ impl RawWalker {
         let c = first.min((data.len() as u64).saturating_sub(*pos));
         record(out, REC_FRAME, c, 0);
         out.extend_from_slice(header);
-        let at = *pos as usize;
-        out.extend_from_slice(&data[at..at + c as usize]);
+        let at = index(*pos);
+        out.extend_from_slice(&data[at..at + index(c)]);
         *missed |= c < first;
         self.left = len - take;
         self.copy = want - first;
@@ -161,6 +162,11 @@ impl RawWalker {
         *pos += take;
         true
     }
+}
+
+/// A position or length within the captured bytes (below their length, a `usize`) as an index.
+fn index(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
 }
 
 fn is_preface(header: &[u8; FRAME_HEADER_LEN]) -> bool {
