@@ -219,16 +219,23 @@ pub fn track<C: EbpfContext>(
             }
         }
         None => {
-            // A socket older than the agent, or no socket at all (a pipe, an eventfd): only an
-            // HTTP/1 start, or an HTTP/2 HEADERS frame that fits the syscall, makes it one of
-            // ours.
+            // A socket older than the agent, one whose accept/connect the capture does not see
+            // (socket-level), or no socket at all (a pipe, an eventfd): only an HTTP/1 start,
+            // the HTTP/2 client preface or a server's first SETTINGS, or an HTTP/2 HEADERS frame
+            // that fits the syscall makes it one of ours.
             let head = first_bytes(source, ret)?;
             let first8 = [
                 head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
             ];
             if http::is_message_start(&first8) {
                 proto = PROTO_HTTP;
-            } else if h2::is_midway_headers(&head, ret as u64) {
+            } else if h2::is_preface_start(&first8) {
+                // A connection's start the agent saw no accept/connect for (the socket-level
+                // capture sees none).
+                proto = PROTO_HTTP2;
+                kernel_h2::start(key, Some(dir));
+            } else if h2::is_midway_headers(&head, ret as u64) || h2::is_server_preface_start(&head)
+            {
                 proto = PROTO_HTTP2;
                 kernel_h2::start(key, None);
             } else {

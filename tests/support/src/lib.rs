@@ -93,6 +93,24 @@ pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 /// # Errors
 /// As [`GoService::build`], or when the Debian package is not installed.
 pub fn go_grpc_service(target_dir: &Path) -> Result<PathBuf, String> {
+    let dir = target_dir.join("test-services");
+    go_grpc_service_at(
+        &dir.join("go-grpc-demo"),
+        &dir.join("go-build-cache"),
+        false,
+    )
+}
+
+/// [`go_grpc_service`] built into `out` with its build cache in `cache`; `static_binary`: with
+/// `CGO_ENABLED=0`, for the kernel matrix's guests.
+///
+/// # Errors
+/// As [`go_grpc_service`].
+pub fn go_grpc_service_at(
+    out: &Path,
+    cache: &Path,
+    static_binary: bool,
+) -> Result<PathBuf, String> {
     let grpc = Path::new(DEBIAN_GOPATH).join("src/google.golang.org/grpc");
     if !grpc.is_dir() {
         return Err(format!(
@@ -101,13 +119,12 @@ pub fn go_grpc_service(target_dir: &Path) -> Result<PathBuf, String> {
             grpc.display()
         ));
     }
-    let dir = target_dir.join("test-services");
     go_build(&GoBuild {
         src: &services_dir().join("go-grpc"),
         sources: &["main.go"],
-        out: &dir.join("go-grpc-demo"),
-        cache: &dir.join("go-build-cache"),
-        static_binary: false,
+        out,
+        cache,
+        static_binary,
         env: &[("GO111MODULE", "off"), ("GOFLAGS", "")],
         gopath: Path::new(DEBIAN_GOPATH),
     })

@@ -1,5 +1,5 @@
-//! What runs inside the guests: the agent, the guest suite (tests/src/bin/guest-suite) and the
-//! static Go demo service, with busybox and an /init script, packed into one initramfs that
+//! What runs inside the guests: the agent, the guest suite (tests/src/bin/guest-suite), the
+//! static Go demo service and the static Go gRPC demo (the HTTP/2 family), with busybox and an /init script, packed into one initramfs that
 //! every kernel boots.
 
 use std::{
@@ -46,6 +46,8 @@ pub struct Binaries {
     agent: PathBuf,
     suite: PathBuf,
     server: PathBuf,
+    /// The Go gRPC demo (server and client), for the HTTP/2 family.
+    grpc: PathBuf,
 }
 
 /// Builds the agent (with setup, as `cargo xtask build`), the guest suite and the Go service.
@@ -75,10 +77,17 @@ pub fn build(vm: &Path) -> Result<Binaries> {
         .map_err(anyhow::Error::msg)?;
         Ok(Outcome::Info(server.display().to_string()))
     })?;
+    let grpc = vm.join("payload/go-grpc-demo");
+    Step::start("vm-test", "static Go gRPC demo (HTTP/2)").run(|_| {
+        tracer_test_support::go_grpc_service_at(&grpc, &vm.join("go/cache"), true)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Outcome::Info(grpc.display().to_string()))
+    })?;
     Ok(Binaries {
         agent,
         suite,
         server,
+        grpc,
     })
 }
 
@@ -98,6 +107,7 @@ pub fn initramfs(qemu: &Qemu, bins: &Binaries, runs: &[Vec<String>], out: &Path)
             a.symlink(&format!("bin/{applet}"), "busybox");
         }
         a.copy("bin/go-demo-svc", &bins.server)?;
+        a.copy("bin/go-grpc-demo", &bins.grpc)?;
         for (name, bin) in [("tracer-agent", &bins.agent), ("guest-suite", &bins.suite)] {
             a.copy(&format!("bin/{name}"), bin)?;
             // Both are dynamically linked (glibc): the same libraries go to the same paths.

@@ -3,6 +3,8 @@
 //! Each case has its own trace id (or its own path when it carries no context), so a span is
 //! matched to its request without depending on order or timing.
 
+use std::{path::Path, process::Command};
+
 use serde_json::Value;
 use tracer_tests::http::HttpConn;
 
@@ -254,6 +256,72 @@ fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, St
     ])
 }
 
+/// The HTTP/2 family: gRPC calls by the Go demo's client, all on one HTTP/2 connection, to the
+/// front service on `port` (`front`), which makes each call again to the back service (`back`),
+/// forwarding the B3 headers. Each call has its own trace id: its front SERVER span must have
+/// the sender's trace and parent and the method as its path, the front CLIENT span the SERVER
+/// span as parent, the back SERVER span the forwarded id (or the CLIENT span's, rewritten).
+pub fn grpc(bin: &Path, port: u16, front: u32, back: u32) -> Result<Vec<Expect>, String> {
+    let calls: [(&'static str, &str, &[&str]); 2] = [
+        ("SayHello", "/demo.Greeter/SayHello", &["--name", "guest"]),
+        ("Count", "/demo.Greeter/Count", &["--count", "3"]),
+    ];
+    let mut expected = Vec::new();
+    // One client process per method (the client repeats one method on its connection).
+    for (i, (method, path, args)) in calls.into_iter().enumerate() {
+        let trace = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
+        let span = format!("00f067aa0ba902{i:02x}");
+        let out = Command::new(bin)
+            .args(["client", "--target", &format!("127.0.0.1:{port}")])
+            .args(["--method", method])
+            .args(args)
+            .args(["--metadata", &format!("x-b3-traceid={trace}")])
+            .args(["--metadata", &format!("x-b3-spanid={span}")])
+            .args(["--metadata", "x-b3-sampled=1"])
+            .output()
+            .map_err(|e| format!("running the gRPC client: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!(
+            "guest-suite: gRPC {method} -> {}",
+            stdout.trim().replace('\n', " | ")
+        );
+        if !out.status.success() || !stdout.contains("\"status\":0") {
+            return Err(format!(
+                "gRPC {method} failed ({}): {stdout} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let name = |what: &str| format!("gRPC {method}: {what}");
+        expected.push(server(
+            &name("front SERVER"),
+            front,
+            Some(trace.clone()),
+            Parent::Is(span.clone()),
+            path,
+        ));
+        expected.push(Expect {
+            kind: "CLIENT",
+            parent: Parent::ServerOf(front),
+            ..server(
+                &name("front CLIENT"),
+                front,
+                Some(trace.clone()),
+                Parent::Empty,
+                path,
+            )
+        });
+        expected.push(server(
+            &name("back SERVER"),
+            back,
+            Some(trace),
+            Parent::SentOrClientOf(span, front),
+            path,
+        ));
+    }
+    Ok(expected)
+}
+
 /// 64-bit B3 ids are left-padded with zeros to 128 bits (what a Zipkin receiver does).
 fn pad(id: &str) -> String {
     format!("{id:0>32}")
@@ -347,12 +415,27 @@ impl Expect {
         if status != Some(self.status) {
             return Err(format!("status {status:?}, expected {}", self.status));
         }
-        if text(span, "name") != "GET" || attr(span, "http.request.method").as_str() != Some("GET")
+        // A gRPC call is named by its method's path, and POSTed; the HTTP/1 cases are GETs.
+        let (name, method) = match self.path.strip_prefix('/') {
+            Some(rpc) if self.path.starts_with("/demo.Greeter/") => (rpc, "POST"),
+            _ => ("GET", "GET"),
+        };
+        if text(span, "name") != name || attr(span, "http.request.method").as_str() != Some(method)
         {
             return Err(format!(
-                "name/method {:?}, expected GET",
-                text(span, "name")
+                "name/method {:?} {:?}, expected {name} {method}",
+                text(span, "name"),
+                attr(span, "http.request.method")
             ));
+        }
+        if name != "GET" {
+            let code = attr(span, "rpc.grpc.status_code").as_i64();
+            let version = attr(span, "network.protocol.version").as_str();
+            if code != Some(0) || version != Some("2") {
+                return Err(format!(
+                    "rpc.grpc.status_code {code:?}, network.protocol.version {version:?}: expected 0 and 2"
+                ));
+            }
         }
         let source = attr(span, "tracer.context.source")
             .as_str()

@@ -2,13 +2,15 @@
 //! as well, as root, to tell a kernel problem from a test problem):
 //!
 //! ```text
-//! guest-suite [--agent PATH] [--server PATH] [-- AGENT_ARGS...]
+//! guest-suite [--agent PATH] [--server PATH] [--grpc PATH] [-- AGENT_ARGS...]
 //! ```
 //!
 //! It starts two instances of the static Go demo service on loopback (the second is the first's
 //! DOWNSTREAM), starts the agent with `--stdout json --metrics-addr off --pid A --pid B` plus
 //! `AGENT_ARGS` (e.g. `--attach kprobe`), waits for its `agent ready` line, drives the requests of
-//! [`cases`], reads the spans from the agent's stdout and checks them. It prints one line per
+//! [`cases`], reads the spans from the agent's stdout and checks them. The HTTP/2 family: two
+//! instances of the Go gRPC demo (front forwarding to back) traced along, driven by its client
+//! over one HTTP/2 connection ([`cases::grpc`]). It prints one line per
 //! check and ends with the marker the host looks for: `GUEST-RESULT PASS` or
 //! `GUEST-RESULT FAIL <reason>`, or `GUEST-RESULT UNSUPPORTED <reason>` when a forced attach
 //! family does not exist on this kernel.
@@ -36,6 +38,8 @@ const SPANS_TIMEOUT: Duration = Duration::from_secs(40);
 struct Options {
     agent: PathBuf,
     server: PathBuf,
+    /// The Go gRPC demo (tests/services/go-grpc), server and client.
+    grpc: PathBuf,
     agent_args: Vec<String>,
 }
 
@@ -93,6 +97,7 @@ fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
         agent: PathBuf::from("/bin/tracer-agent"),
         server: PathBuf::from("/bin/go-demo-svc"),
+        grpc: PathBuf::from("/bin/go-grpc-demo"),
         agent_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -100,10 +105,11 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--agent" => opts.agent = args.next().ok_or("--agent needs a path")?.into(),
             "--server" => opts.server = args.next().ok_or("--server needs a path")?.into(),
+            "--grpc" => opts.grpc = args.next().ok_or("--grpc needs a path")?.into(),
             "--" => opts.agent_args.extend(args.by_ref()),
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: guest-suite [--agent PATH] [--server PATH] [-- AGENT_ARGS...]"
+                    "unknown argument {other:?}; usage: guest-suite [--agent PATH] [--server PATH] [--grpc PATH] [-- AGENT_ARGS...]"
                 ));
             }
         }
@@ -122,11 +128,19 @@ fn run(opts: &Options) -> Result<(), String> {
         up_port,
         Some(&format!("http://127.0.0.1:{down_port}")),
     )?;
+    let [front_port, back_port] = free_ports()?;
+    let back = Service::start_with(&opts.grpc, &["server"], back_port, None)?;
+    let front = Service::start_with(
+        &opts.grpc,
+        &["server"],
+        front_port,
+        Some(&format!("grpc://127.0.0.1:{back_port}")),
+    )?;
 
     let before = unrelated_syscall_ns()?;
     let mut cmd = Command::new(&opts.agent);
     cmd.args(["--stdout", "json", "--metrics-addr", "off"]);
-    for pid in [up.pid(), down.pid()] {
+    for pid in [up.pid(), down.pid(), front.pid(), back.pid()] {
         cmd.arg("--pid").arg(pid.to_string());
     }
     cmd.args(&opts.agent_args);
@@ -140,7 +154,13 @@ fn run(opts: &Options) -> Result<(), String> {
         .agent_args
         .windows(2)
         .any(|w| w[0] == "--write-mode" && (w[1] == "rewrite" || w[1] == "inject"));
-    let expected = cases::drive(up_port, up.pid(), down.pid(), rewrite)?;
+    let mut expected = cases::drive(up_port, up.pid(), down.pid(), rewrite)?;
+    expected.extend(cases::grpc(
+        &opts.grpc,
+        front_port,
+        front.pid(),
+        back.pid(),
+    )?);
     let spans = agent.collect_spans(SPANS_TIMEOUT, |spans| {
         expected.iter().all(|e| e.found(spans))
     });

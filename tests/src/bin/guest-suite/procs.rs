@@ -20,8 +20,19 @@ pub struct Service {
 
 impl Service {
     pub fn start(bin: &Path, port: u16, downstream: Option<&str>) -> Result<Self, String> {
+        Self::start_with(bin, &[], port, downstream)
+    }
+
+    /// `bin ARGS.. PORT`: the gRPC demo takes `server` first.
+    pub fn start_with(
+        bin: &Path,
+        args: &[&str],
+        port: u16,
+        downstream: Option<&str>,
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(bin);
-        cmd.arg(port.to_string())
+        cmd.args(args)
+            .arg(port.to_string())
             .env_remove("DOWNSTREAM")
             .stdin(Stdio::null())
             // It prints one `listening on` line; its errors (stderr) stay visible.
