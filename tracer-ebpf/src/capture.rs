@@ -10,8 +10,8 @@ use aya_ebpf::{
     EbpfContext,
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_probe_read_user as probe_read_user_raw,
     },
     programs::TracePointContext,
 };
@@ -31,31 +31,11 @@ use crate::{
         output_conn_event, output_scratch,
     },
     h2 as kernel_h2, is_traced, sock,
+    source::{Source, read_iov},
     write::{head, inbound},
 };
 
 const EINPROGRESS: i64 = 115;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoVec {
-    pub base: u64,
-    pub len: u64,
-}
-
-/// Where the bytes of a syscall live in user memory.
-#[derive(Clone, Copy)]
-pub enum Source {
-    Plain(u64),
-    /// An array of `count` user buffers; the array itself is in kernel memory (`kernel`: the
-    /// copy the kernel made of a readv/writev/sendmsg argument, as the socket-level probes see
-    /// it) or in user memory (the syscall's argument).
-    Vector {
-        iov: u64,
-        count: u64,
-        kernel: bool,
-    },
-}
 
 /// Every `sys_enter_*` probe: keep the arguments of a traced process's syscall for its exit.
 /// A `peek` is not followed, and must not leave an older syscall's arguments for its exit.
@@ -341,19 +321,6 @@ fn source_of(args: &SyscallArgs) -> Option<Source> {
             })
         }
         _ => Some(Source::Plain(args.buf)),
-    }
-}
-
-/// Entry `index` of an iovec array in user memory, or in kernel memory (`kernel`, a constant
-/// of each caller: only one of the two helpers is compiled into a program).
-#[inline(always)]
-pub fn read_iov(iov: u64, index: u64, kernel: bool) -> Option<IoVec> {
-    let at = (iov + index * 16) as *const IoVec;
-    // SAFETY: the helpers validate the address.
-    if kernel {
-        unsafe { bpf_probe_read_kernel(at) }.ok()
-    } else {
-        unsafe { bpf_probe_read_user(at) }.ok()
     }
 }
 

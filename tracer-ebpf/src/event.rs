@@ -40,7 +40,35 @@ pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 4 * MAX_CAPTURE],
     /// The HTTP/2 frame walk's variables (not sent).
-    pub walk: crate::h2::Walk,
+    pub walk: Walk,
+}
+
+/// The variables of one HTTP/2 frame walk (`h2`), in the per-CPU event buffer: they outlive a run (tail calls), and
+/// the stack is short.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Walk {
+    /// The walk's inputs, from the capture program: the socket (tgid << 32 | fd), where the
+    /// bytes are (buffer or iovec array), `VECTOR`/`KERNEL`/direction bits and the iovec count,
+    /// the bytes moved.
+    pub key: u64,
+    pub base: u64,
+    pub meta: u64,
+    pub total: u64,
+    /// Where the walk is among the bytes moved, and in the records written.
+    pub pos: u64,
+    pub out: u64,
+    /// The buffer being walked: its user address, where it starts among the bytes moved, its
+    /// length, and the index of the next iovec element.
+    pub seg_base: u64,
+    pub seg_start: u64,
+    pub seg_len: u64,
+    pub seg_idx: u64,
+    /// Something this event does not report: a frame that matters found no room, or the walk
+    /// lost the boundaries.
+    pub missed: u64,
+    /// Runs of `tracer_h2_frames` so far.
+    pub runs: u64,
 }
 
 const HDR_LEN: usize = size_of::<DataEvent>();

@@ -32,10 +32,9 @@ use tracer_common::{
 };
 
 use crate::{
-    CONNS, H2_CONNS, H2_PROGS, SCRATCH,
-    capture::{Source, read_iov},
-    count,
-    event::{SYS_SOCK_FIRST, Scratch, bounded, output_scratch},
+    CONNS, H2_CONNS, H2_PROGS, SCRATCH, count,
+    event::{SYS_SOCK_FIRST, Scratch, Walk, bounded, output_scratch},
+    source::{Source, read_iov},
 };
 
 /// One direction of an HTTP/2 connection, between two syscalls.
@@ -269,34 +268,6 @@ const STEPS: u32 = 16;
 const MAX_RUNS: u64 = 30;
 /// Most iovec elements walked (`IOV_MAX`).
 const SEGMENTS: u64 = 1024;
-
-/// The variables of one walk, in the per-CPU event buffer: they outlive a run (tail calls), and
-/// the stack is short.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Walk {
-    /// The walk's inputs, from the capture program: the socket (tgid << 32 | fd), where the
-    /// bytes are (buffer or iovec array), `VECTOR`/`KERNEL`/direction bits and the iovec count,
-    /// the bytes moved.
-    key: u64,
-    base: u64,
-    meta: u64,
-    total: u64,
-    /// Where the walk is among the bytes moved, and in the records written.
-    pos: u64,
-    out: u64,
-    /// The buffer being walked: its user address, where it starts among the bytes moved, its
-    /// length, and the index of the next iovec element.
-    seg_base: u64,
-    seg_start: u64,
-    seg_len: u64,
-    seg_idx: u64,
-    /// Something this event does not report: a frame that matters found no room, or the walk
-    /// lost the boundaries.
-    missed: u64,
-    /// Runs of `tracer_h2_frames` so far.
-    runs: u64,
-}
 
 /// Boundaries were lost: a syscall that starts with a plausible frame header ends that. True
 /// when it does.

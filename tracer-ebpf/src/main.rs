@@ -45,6 +45,7 @@ mod event;
 mod h2;
 mod sock;
 mod socket;
+mod source;
 mod syscalls;
 mod tcp;
 mod write;

@@ -29,10 +29,10 @@ use tracer_common::{
 use crate::{
     ITER_OFF, SOCK_OFF, TCP_RECVMSG_ARGS,
     args::{self, SyscallArgs},
-    capture::{self, Source},
-    count,
+    capture, count,
     event::{SOCK_RECV, SOCK_SEND, output_scratch},
     is_traced, sock,
+    source::Source,
 };
 
 #[fentry(function = "tcp_sendmsg")]

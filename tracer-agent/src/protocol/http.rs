@@ -1,6 +1,6 @@
 //! HTTP semantics, whatever the framing: what a message head tells the tracer (RFC 9110). The
 //! HTTP/1.x framing that finds heads in a byte stream is in [`http1`](super::http1); HTTP/2
-//! fills the same [`Head`] from its header blocks ([`http2::fields`](super::http2::fields)).
+//! fills the same [`Head`] from its header blocks (`http2::fields`).
 //!
 //! A head keeps one copy of its bytes ([`Bytes`]); its fields are slices of it ([`Text`]), not
 //! strings of their own. Credential headers are never kept.
