@@ -11,6 +11,7 @@
 pub mod observe;
 
 use std::{
+    collections::BTreeSet,
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
@@ -226,10 +227,26 @@ pub fn python_interpreter() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// A TCP port that was free on 127.0.0.1 a moment ago.
+/// A TCP port that was free on 127.0.0.1 a moment ago, and never handed out before by this
+/// process.
+///
+/// The kernel may give the same port to two `bind(0)` calls in a row once the first is closed,
+/// and servers that set `SO_REUSEPORT` (grpcio, Envoy) then share one port without an error:
+/// the connections of one hop are spread over two listeners. A scenario asks for all its ports
+/// before it starts anything, so the ports of one process are kept distinct.
 ///
 /// # Errors
-/// When no port can be bound.
+/// When no port can be bound, or no new one comes in 1,000 tries.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no port on 127.0.0.1 that this process has not handed out already",
+    ))
 }
