@@ -17,9 +17,17 @@
 //   go-grpc-demo server PORT              (env DOWNSTREAM)
 //   go-grpc-demo client --target HOST:PORT --method SayHello|Count [--name X] [--count N]
 //                       [--metadata k=v ...] [--repeat K] [--interval-ms MS]
+//   go-grpc-demo load --target HOST:PORT --tag HEX8 --seed N --duration-ms MS --latencies FILE
+//                     [--conns C] [--workers W] [--rate R]
 // The client makes K calls (0: until SIGTERM) on one connection and prints one JSON line per
 // call: {"call":I,"status":CODE,"message":"...","responses":["..."]}, then `client done: K calls`;
 // `{seq}` in a metadata value becomes the call number as 8 hex digits.
+// The load (`cargo xtask bench`) runs W workers over C connections making SayHello calls back to
+// back (saturation) or on a shared schedule of R calls/s (open loop: a late worker sends late and
+// the lateness is reported; past a second of lateness the rest of the schedule is not sent), each
+// call with fresh B3 metadata whose 64-bit trace id starts with the run's tag. It writes each
+// successful call's latency in ns to FILE, one per line, and prints one line:
+// `BENCH requests=N errors=E unsent=U duration_us=D lag_p99_ns=L`, then `first_error: ...` if any.
 package main
 
 import (
@@ -29,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"io/ioutil"
+	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -36,6 +45,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -342,6 +353,141 @@ func client(args []string) {
 	}
 }
 
+// ---- load ----
+
+type loadWorker struct {
+	latencies []int64
+	lags      []int64
+	errors    int
+	firstErr  error
+}
+
+func load(args []string) {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	target := fs.String("target", "", "HOST:PORT of the server")
+	conns := fs.Int("conns", 4, "connections (one grpc.ClientConn each)")
+	workers := fs.Int("workers", 16, "concurrent calls, spread over the connections")
+	rate := fs.Int("rate", 0, "calls per second over all workers (0: back to back)")
+	durationMs := fs.Int("duration-ms", 5000, "how long calls are started")
+	tagHex := fs.String("tag", "", "8 hex digits: the upper half of every 64-bit trace id")
+	seed := fs.Int64("seed", 1, "seed of the ids")
+	latFile := fs.String("latencies", "", "file for the latencies (ns, one per line)")
+	fs.Parse(args)
+	tag, err := strconv.ParseUint(*tagHex, 16, 32)
+	if *target == "" || err != nil || *latFile == "" || *conns < 1 || *workers < 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	ccs := make([]*grpc.ClientConn, *conns)
+	for i := range ccs {
+		if ccs[i], err = grpc.Dial(*target, grpc.WithInsecure()); err != nil {
+			fatal(err)
+		}
+	}
+	const lateGrace = time.Second
+	start := time.Now().Add(20 * time.Millisecond)
+	end := start.Add(time.Duration(*durationMs) * time.Millisecond)
+	var next int64 = -1
+	var period time.Duration
+	if *rate > 0 {
+		period = time.Second / time.Duration(*rate)
+	}
+	outs := make([]loadWorker, *workers)
+	var wg sync.WaitGroup
+	for w := range outs {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			out := &outs[w]
+			rng := rand.New(rand.NewSource(*seed*1024 + int64(w)))
+			cc := ccs[w%len(ccs)]
+			req := []byte("bench")
+			for {
+				var due time.Time
+				if period > 0 {
+					due = start.Add(time.Duration(atomic.AddInt64(&next, 1)) * period)
+					if !due.Before(end) || time.Now().After(end.Add(lateGrace)) {
+						return
+					}
+					time.Sleep(time.Until(due))
+				} else {
+					if !time.Now().Before(end) {
+						return
+					}
+					time.Sleep(time.Until(start))
+				}
+				sent := time.Now()
+				if period > 0 {
+					out.lags = append(out.lags, int64(sent.Sub(due)))
+				}
+				md := metadata.Pairs(
+					"x-b3-traceid", fmt.Sprintf("%08x%08x", tag, rng.Uint32()),
+					"x-b3-spanid", fmt.Sprintf("%016x", rng.Uint64()|1),
+					"x-b3-sampled", "1",
+				)
+				ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 5*time.Second)
+				var reply []byte
+				err := cc.Invoke(ctx, "/demo.Greeter/SayHello", &req, &reply)
+				cancel()
+				if err == nil && string(reply) != "hello bench" {
+					err = fmt.Errorf("unexpected reply %q", reply)
+				}
+				if err != nil {
+					out.errors++
+					if out.firstErr == nil {
+						out.firstErr = err
+					}
+					continue
+				}
+				out.latencies = append(out.latencies, int64(time.Since(sent)))
+			}
+		}(w)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	f, err := os.Create(*latFile)
+	if err != nil {
+		fatal(err)
+	}
+	var requests, errors int
+	var lags []int64
+	var firstErr error
+	for _, o := range outs {
+		requests += len(o.latencies)
+		errors += o.errors
+		lags = append(lags, o.lags...)
+		if firstErr == nil {
+			firstErr = o.firstErr
+		}
+		for _, l := range o.latencies {
+			fmt.Fprintln(f, l)
+		}
+	}
+	if err := f.Close(); err != nil {
+		fatal(err)
+	}
+	unsent := 0
+	if *rate > 0 {
+		planned := *durationMs * *rate / 1000
+		if planned > requests+errors {
+			unsent = planned - requests - errors
+		}
+	}
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	var lagP99 int64
+	if len(lags) > 0 {
+		lagP99 = lags[int(float64(len(lags)-1)*0.99+0.5)]
+	}
+	fmt.Printf("BENCH requests=%d errors=%d unsent=%d duration_us=%d lag_p99_ns=%d\n",
+		requests, errors, unsent, took.Microseconds(), lagP99)
+	if firstErr != nil {
+		fmt.Printf("first_error: %v\n", firstErr)
+	}
+	for _, cc := range ccs {
+		cc.Close()
+	}
+}
+
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, err)
 	os.Exit(1)
@@ -356,6 +502,10 @@ func main() {
 		client(os.Args[2:])
 		return
 	}
-	fmt.Fprintln(os.Stderr, "usage: go-grpc-demo server PORT | go-grpc-demo client --target HOST:PORT ...")
+	if len(os.Args) >= 2 && os.Args[1] == "load" {
+		load(os.Args[2:])
+		return
+	}
+	fmt.Fprintln(os.Stderr, "usage: go-grpc-demo server PORT | go-grpc-demo client --target HOST:PORT ... | go-grpc-demo load ...")
 	os.Exit(2)
 }

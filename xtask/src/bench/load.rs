@@ -12,6 +12,7 @@
 //! `b3.lua` and receiver.rs), so the agent does the same work as for mesh traffic.
 
 use std::{
+    fs,
     io::{Read as _, Write as _},
     net::TcpStream,
     os::unix::process::CommandExt as _,
@@ -88,55 +89,13 @@ pub fn wrk(spec: &Spec, script: &Path) -> Result<LoadResult> {
     cmd.arg(format!("http://127.0.0.1:{}/hello", spec.port))
         .arg("--")
         .arg(format!("{:08x}", spec.tag))
-        .arg((procs::random_u32()? % 1_000_000).to_string())
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let line = util::describe(&cmd);
-    let mut child = cmd.spawn().with_context(|| {
-        format!("cannot start `{line}` (wrk is installed by `cargo xtask setup`)")
-    })?;
-    let deadline = Instant::now() + Duration::from_secs(spec.secs + 30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if procs::interrupted() || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            procs::check_interrupt()?;
-            bail!("`{line}` did not finish in time");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .context("piped")?
-        .read_to_string(&mut out)?;
-    child
-        .stderr
-        .take()
-        .context("piped")?
-        .read_to_string(&mut err)?;
-    if !status.success() {
-        bail!("`{line}` failed ({status}): {}{}", out.trim(), err.trim());
-    }
+        .arg((procs::random_u32()? % 1_000_000).to_string());
+    let out = run_tool(cmd, spec.secs)?;
     let summary = out
         .lines()
         .find_map(|l| l.strip_prefix("BENCH "))
-        .with_context(|| format!("`{line}` printed no summary: {out}{err}"))?;
-    let field = |name: &str| -> Result<u64> {
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .with_context(|| format!("no {name} in wrk's summary {summary:?}"))?
-            .parse()
-            .with_context(|| format!("bad {name} in wrk's summary {summary:?}"))
-    };
+        .with_context(|| format!("wrk printed no summary: {out}"))?;
+    let field = |name: &str| summary_field(summary, name, "wrk");
     let errors = ["connect", "read", "write", "status", "timeout"]
         .iter()
         .map(|n| field(n))
@@ -151,6 +110,118 @@ pub fn wrk(spec: &Spec, script: &Path) -> Result<LoadResult> {
         latencies: Vec::new(),
         lag_p99: None,
     })
+}
+
+/// Connections of the gRPC load: HTTP/2 multiplexes, so its calls share a few connections.
+pub const GRPC_CONNS: usize = 4;
+/// Calls in flight in the gRPC load, as many as wrk's connections and the generator's workers.
+pub const GRPC_WORKERS: usize = 16;
+
+/// Runs the Go gRPC demo's load mode against the gRPC service: unary calls back to back, or at
+/// `spec.rate` on a shared schedule as [`generate`] does, each with fresh B3 metadata tagged with
+/// the run. `scratch` receives the latencies.
+pub fn grpc(spec: &Spec, scratch: &Path) -> Result<LoadResult> {
+    let mut cmd = Command::new(procs::grpc_demo()?);
+    cmd.arg("load")
+        .arg("--target")
+        .arg(format!("127.0.0.1:{}", spec.port))
+        .arg(format!("--conns={GRPC_CONNS}"))
+        .arg(format!("--workers={GRPC_WORKERS}"))
+        .arg(format!("--rate={}", spec.rate.unwrap_or(0)))
+        .arg(format!("--duration-ms={}", spec.secs * 1000))
+        .arg(format!("--tag={:08x}", spec.tag))
+        .arg(format!("--seed={}", procs::random_u32()?))
+        .arg("--latencies")
+        .arg(scratch);
+    let out = run_tool(cmd, spec.secs)?;
+    let summary = out
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH "))
+        .with_context(|| format!("the gRPC load printed no summary: {out}"))?;
+    let field = |name: &str| summary_field(summary, name, "the gRPC load");
+    let lat = fs::read_to_string(scratch)
+        .with_context(|| format!("cannot read {}", scratch.display()))?;
+    let mut latencies = lat
+        .lines()
+        .map(|l| l.parse::<u64>().with_context(|| format!("bad latency {l:?}")))
+        .collect::<Result<Vec<u64>>>()?;
+    latencies.sort_unstable();
+    let requests = field("requests")?;
+    if latencies.len() as u64 != requests {
+        bail!(
+            "the gRPC load reported {requests} calls but wrote {} latencies",
+            latencies.len()
+        );
+    }
+    let errors = field("errors")?;
+    Ok(LoadResult {
+        tool: "grpc load",
+        requests,
+        errors,
+        unsent: field("unsent")?,
+        first_error: out
+            .lines()
+            .find_map(|l| l.strip_prefix("first_error: "))
+            .map(str::to_owned),
+        secs: f64_of(field("duration_us")?) / 1e6,
+        latencies,
+        lag_p99: spec.rate.map(|_| field("lag_p99_ns")).transpose()?,
+    })
+}
+
+/// Runs a load tool to its end (at most `secs` + 30 s, or until Ctrl-C); returns its stdout,
+/// failing with its output if it failed.
+fn run_tool(mut cmd: Command, secs: u64) -> Result<String> {
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let line = util::describe(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{line}` (`cargo xtask setup` installs it)"))?;
+    // Read both pipes while it runs, so a chatty tool cannot block on a full pipe.
+    let mut stdout = child.stdout.take().context("piped")?;
+    let mut stderr = child.stderr.take().context("piped")?;
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs + 30);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if procs::interrupted() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            procs::check_interrupt()?;
+            bail!("`{line}` did not finish in time");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("`{line}` failed ({status}): {}{}", out.trim(), err.trim());
+    }
+    Ok(out + &err)
+}
+
+/// `name=N` of a tool's summary line.
+fn summary_field(summary: &str, name: &str, tool: &str) -> Result<u64> {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .with_context(|| format!("no {name} in {tool}'s summary {summary:?}"))?
+        .parse()
+        .with_context(|| format!("bad {name} in {tool}'s summary {summary:?}"))
 }
 
 /// Whether the service answers `Connection: close` with `Connection: close`. wrk only looks at

@@ -4,6 +4,9 @@
 //! new connection per request, at saturation (`wrk`) and at 1k and 5k requests/s (the open-loop
 //! generator in [`load`]); two scaling scenarios repeat Go keep-alive at saturation with 10,000
 //! more connections held open and idle, and with the agent tracing 50 processes ([`Scale`]).
+//! A Go gRPC service (HTTP/2 in clear text) takes unary calls at saturation and at 1k and 5k
+//! calls/s from the demo's own load mode ([`load::grpc`]): 16 concurrent calls over 4 kept-alive
+//! connections, each call with fresh B3 metadata.
 //!
 //! Three arms per scenario, round after round (A F B A F B ...), so drift of the machine hits
 //! them alike: without the agent (A), the floor agent (F: the same binary built with the
@@ -132,7 +135,13 @@ impl Scenario {
     fn matrix() -> Vec<Scenario> {
         let mut all = Vec::new();
         for target in Target::ALL {
-            for close in [false, true] {
+            // gRPC keeps its connections: a connection per call is not how it is used.
+            let closes: &[bool] = if target.is_grpc() {
+                &[false]
+            } else {
+                &[false, true]
+            };
+            for &close in closes {
                 for rate in [None, Some(1000), Some(5000)] {
                     all.push(Scenario {
                         target,
@@ -158,12 +167,19 @@ impl Scenario {
         all
     }
 
-    pub fn conn_label(&self) -> String {
-        let base = if self.close {
+    /// How the load uses connections.
+    fn conns(&self) -> &'static str {
+        if self.target.is_grpc() {
+            "keep-alive, 16 streams on 4 conns"
+        } else if self.close {
             "new conn/request"
         } else {
             "keep-alive"
-        };
+        }
+    }
+
+    pub fn conn_label(&self) -> String {
+        let base = self.conns();
         match self.scale {
             Scale::Plain => base.to_owned(),
             Scale::IdleConns => format!("{base}, +10k idle conns"),
@@ -180,12 +196,12 @@ impl Scenario {
 
     /// Service, connections and load, without the scale.
     pub fn base_label(&self) -> String {
-        let base = if self.close {
-            "new conn/request"
-        } else {
-            "keep-alive"
-        };
-        format!("{}, {base}, {}", self.target.label(), self.load_label())
+        format!(
+            "{}, {}, {}",
+            self.target.label(),
+            self.conns(),
+            self.load_label()
+        )
     }
 
     pub fn label(&self) -> String {

@@ -189,21 +189,40 @@ impl Drop for Proc {
     }
 }
 
-/// The "hello" services under test.
+/// The services under test.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Target {
     Go,
     Python,
+    /// The Go gRPC demo (`tests/services/go-grpc`, gRPC over h2c), loaded by its own `load`
+    /// mode: unary calls multiplexed over a few connections.
+    GoGrpc,
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::Go, Target::Python];
+    pub const ALL: [Target; 3] = [Target::Go, Target::Python, Target::GoGrpc];
 
     pub fn label(self) -> &'static str {
         match self {
             Target::Go => "Go net/http",
             Target::Python => "Python http.server",
+            Target::GoGrpc => "Go gRPC (h2c)",
         }
+    }
+
+    /// Short name for the per-program table's columns.
+    pub fn short(self) -> &'static str {
+        match self {
+            Target::Go => "Go",
+            Target::Python => "Py",
+            Target::GoGrpc => "gRPC",
+        }
+    }
+
+    /// Whether it speaks HTTP/2 (gRPC): no new-connection-per-request scenarios, and its load
+    /// comes from [`super::load::grpc`].
+    pub fn is_grpc(self) -> bool {
+        self == Target::GoGrpc
     }
 
     /// Starts the service on 127.0.0.1:`port` as the test harness does (tests/src/harness.rs).
@@ -220,6 +239,11 @@ impl Target {
                     .arg(tracer_test_support::services_dir().join("python/server.py"));
                 cmd
             }
+            Target::GoGrpc => {
+                let mut cmd = Command::new(grpc_demo()?);
+                cmd.arg("server");
+                cmd
+            }
         };
         cmd.arg(port.to_string()).env("PORT", port.to_string());
         let mut proc = Proc::spawn(cmd, &format!("{} on port {port}", self.label()), log)?;
@@ -228,6 +252,10 @@ impl Target {
     }
 }
 
+/// The Go gRPC demo binary (service and load), built on first use.
+pub fn grpc_demo() -> Result<PathBuf> {
+    tracer_test_support::go_grpc_service(&util::target_dir()).map_err(anyhow::Error::msg)
+}
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> Result<u16> {
     tracer_test_support::free_port().context("cannot bind a free port on 127.0.0.1")

@@ -500,10 +500,7 @@ fn programs(scenarios: &[Scenario], runs: &[Run]) -> String {
         .iter()
         .map(|i| {
             let sc = &scenarios[*i];
-            let target = match sc.target {
-                super::procs::Target::Go => "Go",
-                super::procs::Target::Python => "Py",
-            };
+            let target = sc.target.short();
             format!(
                 "{target} {} {}",
                 if sc.close { "new" } else { "ka" },

@@ -48,7 +48,8 @@ pub struct Service {
     pub target: Target,
     port: u16,
     proc: Proc,
-    /// Whether wrk can drive it with `Connection: close` (see [`load::answers_close`]).
+    /// Whether wrk can drive it with `Connection: close` (see [`load::answers_close`]; false
+    /// for gRPC, which has no such scenario).
     wrk_close: bool,
 }
 
@@ -71,14 +72,18 @@ impl Bench {
                     secs: 1,
                     tag: procs::random_u32()?,
                 };
-                let w = load::wrk(&warm, &self.script)?;
+                let w = if target.is_grpc() {
+                    load::grpc(&warm, &self.logs.join("grpc-latencies.txt"))?
+                } else {
+                    load::wrk(&warm, &self.script)?
+                };
                 proc.check_running()?;
-                let wrk_close = load::answers_close(port)?;
+                let wrk_close = !target.is_grpc() && load::answers_close(port)?;
                 let info = format!(
                     "pid {}, warm-up {:.0} req/s{}",
                     proc.pid(),
                     w.rps(),
-                    if wrk_close {
+                    if wrk_close || target.is_grpc() {
                         ""
                     } else {
                         "; it closes without saying `Connection: close`, so its new-connection \
@@ -173,6 +178,7 @@ impl Bench {
             _ => None,
         };
         let load = match sc.rate {
+            _ if sc.target.is_grpc() => load::grpc(&spec, &self.logs.join("grpc-latencies.txt"))?,
             Some(_) => load::generate(&spec, load::RATE_WORKERS)?,
             None if sc.close && !svc.wrk_close => load::generate(&spec, load::CLOSE_WORKERS)?,
             None => load::wrk(&spec, &self.script)?,

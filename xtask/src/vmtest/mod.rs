@@ -39,6 +39,10 @@ pub struct Options {
         default_value = "auto,socket,file-table,tracepoint,tp-btf,kprobe,fentry,write"
     )]
     attach: Vec<String>,
+    /// Leave out the guest suite's HTTP/2 family (two Go gRPC services traced along with the
+    /// HTTP/1 ones), which runs in every suite run by default.
+    #[arg(long)]
+    no_http2: bool,
     /// Keep target/vm/run/ (the initramfs) after the run, to inspect or boot it by hand.
     #[arg(long)]
     keep: bool,
@@ -89,6 +93,7 @@ impl Options {
         Self {
             kernels: vec!["5.10".to_owned(), "7".to_owned()],
             attach: ALL_FAMILIES.iter().map(|f| (*f).to_owned()).collect(),
+            no_http2: false,
             keep: false,
             timeout: 240,
             refresh: false,
@@ -115,7 +120,8 @@ pub fn vm_test(opts: &Options) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let initramfs = run_dir.join("initramfs.cpio");
-    payload::initramfs(&qemu, &bins, &runs, &initramfs)?;
+    let suite_args: &[&str] = if opts.no_http2 { &[] } else { &["--http2"] };
+    payload::initramfs(&qemu, &bins, &runs, suite_args, &initramfs)?;
 
     let guest = Guest {
         qemu: &qemu,

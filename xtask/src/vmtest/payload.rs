@@ -34,9 +34,10 @@ n=0
 while IFS= read -r line; do
     n=$((n + 1))
     echo "GUEST-RUN $n $line"
-    # Each line holds the agent arguments of one run, single-quoted by the host.
+    # Each line holds the agent arguments of one run, single-quoted by the host; the suite's
+    # own options (--http2) are in /etc/vmtest-suite-args.
     eval "set -- $line"
-    /bin/guest-suite -- "$@" </dev/null
+    /bin/guest-suite $(cat /etc/vmtest-suite-args) -- "$@" </dev/null
 done </etc/vmtest-runs
 echo GUEST-DONE
 poweroff -f
@@ -91,8 +92,15 @@ pub fn build(vm: &Path) -> Result<Binaries> {
     })
 }
 
-/// Writes the initramfs to `out`; `runs` are the agent arguments of each suite run.
-pub fn initramfs(qemu: &Qemu, bins: &Binaries, runs: &[Vec<String>], out: &Path) -> Result<()> {
+/// Writes the initramfs to `out`; `runs` are the agent arguments of each suite run,
+/// `suite_args` the guest suite's own options for every run (plain words).
+pub fn initramfs(
+    qemu: &Qemu,
+    bins: &Binaries,
+    runs: &[Vec<String>],
+    suite_args: &[&str],
+    out: &Path,
+) -> Result<()> {
     Step::start("vm-test", "initramfs").run(|_| {
         let mut a = Archive::default();
         a.file("init", INIT.as_bytes().to_vec(), true);
@@ -119,6 +127,11 @@ pub fn initramfs(qemu: &Qemu, bins: &Binaries, runs: &[Vec<String>], out: &Path)
         a.file(
             "etc/vmtest-runs",
             format!("{}\n", lines.join("\n")).into_bytes(),
+            false,
+        );
+        a.file(
+            "etc/vmtest-suite-args",
+            format!("{}\n", suite_args.join(" ")).into_bytes(),
             false,
         );
         // Not compressed: QEMU copies the file into guest memory as is, while gunzip of ~30 MB
