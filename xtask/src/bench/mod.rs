@@ -59,8 +59,8 @@ use run::Bench;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Smoke run: one round of 2-second runs (about 6 minutes once built) instead of 3 rounds of
-    /// 5 s (about 20 minutes).
+    /// Smoke run: one round of 2-second runs (about 7 minutes once built) instead of 3 rounds of
+    /// 5 s (about 25 minutes).
     #[arg(long)]
     quick: bool,
     /// Rounds over all scenarios (each scenario once without the agent, once with the floor
