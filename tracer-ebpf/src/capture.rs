@@ -105,7 +105,15 @@ pub fn on_exit_data(ctx: &TracePointContext, ret: i64, direction: u32, syscall: 
         // The bytes go out as they are (for the agent to walk) only if the walk, which
         // replaces them with frame records, cannot be reached.
         scratch.event.flags |= FLAG_H2_RAW;
-        kernel_h2::walk_and_send(ctx, scratch, key, source, ret as u64, direction);
+        kernel_h2::walk_and_send(
+            ctx,
+            &crate::H2_PROGS,
+            scratch,
+            key,
+            source,
+            ret as u64,
+            direction,
+        );
         output_scratch(scratch, id);
         return Some(());
     }

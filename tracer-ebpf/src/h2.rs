@@ -14,14 +14,19 @@
 //!
 //! The walk runs in `tracer_h2_frames`, reached by a tail call from the syscall capture
 //! programs and chaining to itself every few frames: each run is verified on its own, so the
-//! verifier's work does not grow with the frames one syscall may hold.
+//! verifier's work does not grow with the frames one syscall may hold. The socket-level capture
+//! has two copies of it, `tracer_h2_frames_send` and `tracer_h2_frames_recv`: a tracing program
+//! can only tail-call a program of its own type, and newer kernels also require the same
+//! traced function, so each is loaded as an fexit program of the function its caller traces
+//! (and never attached), in a program array of its own.
 
 use aya_ebpf::{
     EbpfContext,
     cty::c_void,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user as probe_read_user_raw},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fexit, tracepoint},
+    maps::ProgramArray,
+    programs::{FExitContext, TracePointContext},
 };
 use tracer_common::{
     ConnKey, FLAG_H2_FRAMES, FLAG_H2_RAW, counter,
@@ -32,8 +37,8 @@ use tracer_common::{
 };
 
 use crate::{
-    CONNS, H2_CONNS, H2_PROGS, SCRATCH, count,
-    event::{SYS_SOCK_FIRST, Scratch, Walk, bounded, output_scratch},
+    CONNS, H2_CONNS, H2_RECV_PROGS, H2_SEND_PROGS, SCRATCH, count,
+    event::{SOCK_RECV, SOCK_SEND, SYS_SOCK_FIRST, Scratch, Walk, bounded, output_scratch},
     source::{Source, read_iov},
 };
 
@@ -133,14 +138,16 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, len: u64) -> u64 {
 const VECTOR: u64 = 2;
 const KERNEL: u64 = 4;
 
-/// Hands the event being built in `scratch` (header and captured bytes) to `tracer_h2_frames`, which
-/// walks the frames of the `total` bytes moved from `source` in direction `dir` on socket `key`
-/// and sends it. A program of its own, reached by a tail call: the walk's loop needs the
-/// verifier's whole budget and a stack frame of its own. Returns only if the tail call failed
-/// (then the caller sends the bytes themselves, `FLAG_H2_RAW`).
+/// Hands the event being built in `scratch` (header and captured bytes) to the frame walk in
+/// slot 0 of `progs` (`tracer_h2_frames` for the syscall capture), which walks the frames of
+/// the `total` bytes moved from `source` in direction `dir` on socket `key` and sends it. A
+/// program of its own, reached by a tail call: the walk's loop needs the verifier's whole
+/// budget and a stack frame of its own. Returns only if the tail call failed (then the caller
+/// sends the bytes themselves, `FLAG_H2_RAW`).
 #[inline(always)]
 pub fn walk_and_send<C: EbpfContext>(
     ctx: &C,
+    progs: &ProgramArray,
     scratch: &mut Scratch,
     key: ConnKey,
     source: Source,
@@ -169,7 +176,7 @@ pub fn walk_and_send<C: EbpfContext>(
     w.missed = 0;
     w.runs = 0;
     // SAFETY: `ctx` is the calling program's context.
-    unsafe { H2_PROGS.tail_call(ctx, 0) };
+    unsafe { progs.tail_call(ctx, 0) };
 }
 
 /// Tail-called by a syscall capture program (slot 0 of `H2_PROGS`) with the event of an
@@ -179,16 +186,38 @@ pub fn walk_and_send<C: EbpfContext>(
 #[tracepoint]
 pub fn tracer_h2_frames(ctx: TracePointContext) -> u32 {
     floor!(0);
-    let id = bpf_get_current_pid_tgid();
     // The caller's buffer: the one syscall buffer of this CPU that this thread owns (a run
     // releases its buffer when it sends, so no other one keeps this thread's tag).
-    let mut slot = SYS_SOCK_FIRST;
-    for s in 0..SYS_SOCK_FIRST {
+    walk_run(&ctx, &crate::H2_PROGS, 0, SYS_SOCK_FIRST)
+}
+
+/// The frame walk of the socket-level capture's sends: `tracer_h2_frames` as an fexit program
+/// of `tcp_sendmsg` (slot 0 of `H2_SEND_PROGS`), loaded but never attached.
+#[fexit(function = "tcp_sendmsg")]
+pub fn tracer_h2_frames_send(ctx: FExitContext) -> u32 {
+    floor!(0);
+    walk_run(&ctx, &H2_SEND_PROGS, SOCK_SEND, SOCK_SEND + 1)
+}
+
+/// The same for the socket-level capture's receives (`tcp_recvmsg`, `H2_RECV_PROGS`).
+#[fexit(function = "tcp_recvmsg")]
+pub fn tracer_h2_frames_recv(ctx: FExitContext) -> u32 {
+    floor!(0);
+    walk_run(&ctx, &H2_RECV_PROGS, SOCK_RECV, SOCK_RECV + 1)
+}
+
+/// One run of the walk, in the buffer among `SCRATCH[first..end]` that this thread owns; the
+/// next run is slot 0 of `progs`.
+#[inline(always)]
+fn walk_run<C: EbpfContext>(ctx: &C, progs: &ProgramArray, first: u32, end: u32) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let mut slot = end;
+    for s in first..end {
         if SCRATCH.get(s).is_some_and(|b| b.event.owner == id as u32) {
             slot = s;
         }
     }
-    if slot >= SYS_SOCK_FIRST {
+    if slot >= end {
         count(counter::SCRATCH_BUSY);
         return 0;
     }
@@ -231,7 +260,7 @@ pub fn tracer_h2_frames(ctx: TracePointContext) -> u32 {
     if !done {
         if w.runs < MAX_RUNS {
             // SAFETY: `ctx` is this program's context.
-            unsafe { H2_PROGS.tail_call(&ctx, 0) };
+            unsafe { progs.tail_call(ctx, 0) };
         }
         // More frames than the runs walk: where the next one starts is unknown.
         d.lost = 1;

@@ -218,6 +218,14 @@ static WRITE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static H2_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Slot 0: `tracer_h2_frames_send` and `tracer_h2_frames_recv`, the frame walk tail-called by
+/// the socket-level capture's `tcp_sendmsg` and `tcp_recvmsg` exits (a tail call stays within
+/// one traced function, so one array each).
+#[map]
+static H2_SEND_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+static H2_RECV_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// The later stages of the sk_msg edit (`tracer_common::MSG_PLAN`, `MSG_APPLY`, `MSG_LOG`), tail-called
 /// in turn by `tracer_sk_msg`.
 #[map]

@@ -6,7 +6,7 @@
 //! send and receive functions is only entered by TCP sends and receives, so the rest of the
 //! node pays nothing. What is lost: the write side (its inbound head scan is a tail call that
 //! only a tracepoint program can make) and HTTP over anything but TCP; the agent then keeps
-//! the tracepoints.
+//! the tracepoints. HTTP/2 frames are walked by fexit copies of the frame walk ([`h2`]).
 //!
 //! Entry: for a traced process, where the user bytes are (the `iov_iter` of the `msghdr`; its
 //! layout comes from BTF in `ITER_OFF`) goes into the thread's in-flight slot ([`args`]).
@@ -27,11 +27,11 @@ use tracer_common::{
 };
 
 use crate::{
-    ITER_OFF, SOCK_OFF, TCP_RECVMSG_ARGS,
+    H2_RECV_PROGS, H2_SEND_PROGS, ITER_OFF, SOCK_OFF, TCP_RECVMSG_ARGS,
     args::{self, SyscallArgs},
     capture, count,
     event::{SOCK_RECV, SOCK_SEND, output_scratch},
-    is_traced, sock,
+    h2, is_traced, sock,
     source::Source,
 };
 
@@ -221,16 +221,22 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, direction: u32) -> Option<()> {
     };
     let tracked = capture::track(ctx, key, source, ret, direction)?;
     let scratch = capture::fill_event(id, &args, source, ret as u64, direction)?;
-    if tracked.h2 || capture::upgraded(key, scratch, direction) {
-        // The frame walk is a tracepoint program reached by a tail call, which these programs
-        // cannot make: the agent walks the frames of the captured bytes.
-        scratch.event.flags |= FLAG_H2_RAW;
-    }
     scratch.event.seq = tracked.seq;
     if tracked.want_tuple
         && sock::read_tuple_into(args.sk, &SOCK_OFF.load(), &mut scratch.event.tuple)
     {
         scratch.event.flags |= FLAG_HAS_TUPLE;
+    }
+    if tracked.h2 || capture::upgraded(key, scratch, direction) {
+        // The frame walk of this function's exit sends the event; if it cannot be reached (not
+        // loaded), the agent walks the frames of the captured bytes.
+        scratch.event.flags |= FLAG_H2_RAW;
+        let progs = if direction == DIR_EGRESS {
+            &H2_SEND_PROGS
+        } else {
+            &H2_RECV_PROGS
+        };
+        h2::walk_and_send(ctx, progs, scratch, key, source, ret as u64, direction);
     }
     output_scratch(scratch, id);
     Some(())

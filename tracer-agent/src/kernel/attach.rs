@@ -149,6 +149,9 @@ pub struct AttachPlan {
     pub write_side: Option<std::path::PathBuf>,
     /// Why HTTP/2 frames are not walked, when they are not (`None`: they are).
     pub http2_off: Option<String>,
+    /// With the socket-level capture: why the kernel does not walk HTTP/2 frames, when it does
+    /// not (the agent then walks the captured bytes).
+    pub http2_raw: Option<String>,
 }
 
 impl AttachPlan {
@@ -168,9 +171,13 @@ impl AttachPlan {
 impl fmt::Display for AttachPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.socket_capture {
-            return f.write_str(
+            f.write_str(
                 "capture=socket (fentry/fexit tcp_sendmsg/tcp_recvmsg, fentry tcp_close; no syscall tracepoint)",
-            );
+            )?;
+            if let Some(why) = &self.http2_raw {
+                write!(f, ", http2=captured bytes ({why})")?;
+            }
+            return Ok(());
         }
         write!(
             f,
@@ -275,23 +282,17 @@ pub fn attach_syscalls(
 
 /// Loads the HTTP/2 frame walk and puts it where the syscall capture programs tail-call it.
 /// Without it HTTP/2 sockets are not reported (the capture programs count each event they
-/// could not hand over); HTTP/1 is unaffected. The socket-level capture cannot make the tail
-/// call.
+/// could not hand over); HTTP/1 is unaffected. The socket-level capture has its own walks
+/// ([`attach_socket_http2`]).
 pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
     if plan.socket_capture {
-        plan.http2_off = Some("the socket-level capture cannot reach the frame walk".into());
         return;
     }
     let started = std::time::Instant::now();
     let loaded = (|| {
         let p: &mut TracePoint = program(ebpf, "tracer_h2_frames")?;
         p.load()?;
-        let insns = p.info().ok().and_then(|i| i.verified_instruction_count());
-        debug!(
-            "HTTP/2 frame walk verified in {:?} ({} instructions processed)",
-            started.elapsed(),
-            insns.map_or_else(|| "?".to_owned(), |n| n.to_string())
-        );
+        verified(p.info().ok(), "HTTP/2 frame walk", started);
         p.fd()
             .and_then(|fd| fd.try_clone().map_err(ProgramError::IOError))
     })();
@@ -300,23 +301,76 @@ pub fn attach_http2(ebpf: &mut Ebpf, plan: &mut AttachPlan) {
         Err(e) => Err(e.to_string()),
     };
     if let Err(why) = result {
-        // The first line and the verifier's last say why; its whole log follows at debug level.
-        let (first, rest) = why.split_once('\n').unwrap_or((&why, ""));
-        let last = rest
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        let short = if last.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first} ... {}", last.trim())
-        };
+        let short = verifier_summary(&why, "HTTP/2 frame walk");
         tracing::warn!("HTTP/2 is not traced: the frame walk could not be loaded: {short}");
-        if !rest.is_empty() {
-            debug!("HTTP/2 frame walk, verifier output:\n{rest}");
-        }
         plan.http2_off = Some(short);
+    }
+}
+
+/// The socket-level capture's frame walks, one per traced function (a tail call only reaches a
+/// program of the same hook): the program, the function, the program array its caller
+/// tail-calls.
+const SOCKET_H2_WALKS: [(&str, &str, &str); 2] = [
+    ("tracer_h2_frames_send", "tcp_sendmsg", "H2_SEND_PROGS"),
+    ("tracer_h2_frames_recv", "tcp_recvmsg", "H2_RECV_PROGS"),
+];
+
+/// Loads the socket-level capture's frame walks (fexit programs of the functions the capture
+/// traces, never attached) and puts each where its capture program tail-calls it. Without
+/// them HTTP/2 is still traced, from the captured bytes, which the agent walks itself
+/// (`protocol/http2/raw.rs`): a frame header beyond the capture is not seen there.
+pub fn attach_socket_http2(ebpf: &mut Ebpf, btf: &AyaBtf, plan: &mut AttachPlan) {
+    for (name, target, map) in SOCKET_H2_WALKS {
+        let started = std::time::Instant::now();
+        let loaded = (|| {
+            let p: &mut FExit = program(ebpf, name)?;
+            p.load(target, btf)?;
+            verified(p.info().ok(), name, started);
+            p.fd()
+                .and_then(|fd| fd.try_clone().map_err(ProgramError::IOError))
+        })();
+        let result = match loaded {
+            Ok(fd) => object::set_tail_call(ebpf, map, 0, Ok(fd)).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = result {
+            let short = verifier_summary(&why, name);
+            tracing::warn!(
+                "HTTP/2 frames are walked from the captured bytes: {name} could not be loaded: \
+                 {short}"
+            );
+            plan.http2_raw = Some(format!("{name}: {short}"));
+            return;
+        }
+    }
+}
+
+/// Logs at debug level how long the verifier took and how many instructions it processed.
+fn verified(info: Option<aya::programs::ProgramInfo>, what: &str, started: std::time::Instant) {
+    let insns = info.and_then(|i| i.verified_instruction_count());
+    debug!(
+        "{what} verified in {:?} ({} instructions processed)",
+        started.elapsed(),
+        insns.map_or_else(|| "?".to_owned(), |n| n.to_string())
+    );
+}
+
+/// A load error in one line: its first line and the verifier's last (the whole verifier log
+/// goes to the debug log).
+fn verifier_summary(why: &str, what: &str) -> String {
+    let (first, rest) = why.split_once('\n').unwrap_or((why, ""));
+    let last = rest
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    if !rest.is_empty() {
+        debug!("{what}, verifier output:\n{rest}");
+    }
+    if last.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} ... {}", last.trim())
     }
 }
 

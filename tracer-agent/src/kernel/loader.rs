@@ -267,12 +267,13 @@ fn attach_capture(
         None => aya_btf
             .as_ref()
             .ok_or_else(|| "the kernel BTF could not be parsed".to_owned())
-            .and_then(|btf| attach::attach_socket_capture(ebpf, btf)),
+            .and_then(|btf| attach::attach_socket_capture(ebpf, btf).map(|()| btf)),
         Some(reason) => Err(reason),
     };
     match socket {
-        Ok(()) => {
+        Ok(btf) => {
             plan.socket_capture = true;
+            attach::attach_socket_http2(ebpf, btf, &mut plan);
             return Ok(plan);
         }
         Err(reason) if opts.capture == CaptureMode::Socket => {
