@@ -59,8 +59,8 @@ pub const FLAG_KERNEL_TRACE: u32 = 1 << 3;
 /// The socket speaks HTTP/2: the event's data is a sequence of frame records (`h2`), not the
 /// bytes the syscall moved.
 pub const FLAG_H2_FRAMES: u32 = 1 << 4;
-/// The socket speaks HTTP/2 but the kernel could not walk its frames (the socket-level capture,
-/// or the walk program did not load): the event carries the bytes moved, as for HTTP/1, and the
+/// The socket speaks HTTP/2 but the kernel could not walk its frames (the walk program of the
+/// capture in use did not load): the event carries the bytes moved, as for HTTP/1, and the
 /// agent walks the frames it holds (`h2::COPY_OF` and the record rules alike).
 pub const FLAG_H2_RAW: u32 = 1 << 5;
 

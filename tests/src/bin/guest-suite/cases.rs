@@ -256,9 +256,10 @@ fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, St
     ])
 }
 
-/// The HTTP/2 family: gRPC calls by the Go demo's client, all on one HTTP/2 connection, to the
-/// front service on `port` (`front`), which makes each call again to the back service (`back`),
-/// forwarding the B3 headers. Each call has its own trace id: its front SERVER span must have
+/// The HTTP/2 family: gRPC calls by the Go demo's client, one client process and HTTP/2
+/// connection each, to the front service on `port` (`front`), which makes each call again to the
+/// back service (`back`) on its own connection, forwarding the B3 headers: `SayHello`, a
+/// server-streaming `Count` and a `SayHello` whose reply outgrows the capture size. Each call has its own trace id: its front SERVER span must have
 /// the sender's trace and parent and the method as its path, the front CLIENT span the SERVER
 /// span as parent, the back SERVER span the forwarded id (or the CLIENT span's, rewritten).
 pub fn grpc(bin: &Path, port: u16, front: u32, back: u32) -> Result<Vec<Expect>, String> {

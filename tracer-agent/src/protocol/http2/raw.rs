@@ -1,6 +1,6 @@
 //! HTTP/2 frames walked in user space, for the events of HTTP/2 sockets whose frames the kernel
-//! could not walk (`FLAG_H2_RAW`: the socket-level capture, whose programs cannot reach the
-//! tail-called walk, or a kernel where the walk did not load). Such an event carries the bytes
+//! could not walk (`FLAG_H2_RAW`: a kernel where the walk did not load, or a tail call that
+//! failed). Such an event carries the bytes
 //! the syscall moved as far as the capture size (then `gap` bytes that were not captured); this
 //! walk turns them into the records the kernel's walk writes (`tracer_common::h2`), by the same
 //! rules (`h2::COPY_OF`), so everything after it is shared.
