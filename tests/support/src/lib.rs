@@ -241,7 +241,11 @@ pub fn free_port() -> std::io::Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     for _ in 0..1000 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).insert(port) {
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
             return Ok(port);
         }
     }

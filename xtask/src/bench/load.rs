@@ -143,7 +143,10 @@ pub fn grpc(spec: &Spec, scratch: &Path) -> Result<LoadResult> {
         .with_context(|| format!("cannot read {}", scratch.display()))?;
     let mut latencies = lat
         .lines()
-        .map(|l| l.parse::<u64>().with_context(|| format!("bad latency {l:?}")))
+        .map(|l| {
+            l.parse::<u64>()
+                .with_context(|| format!("bad latency {l:?}"))
+        })
         .collect::<Result<Vec<u64>>>()?;
     latencies.sort_unstable();
     let requests = field("requests")?;

@@ -220,7 +220,7 @@ impl Target {
     }
 
     /// Whether it speaks HTTP/2 (gRPC): no new-connection-per-request scenarios, and its load
-    /// comes from [`super::load::grpc`].
+    /// comes from the gRPC demo's own load mode (`load::grpc`).
     pub fn is_grpc(self) -> bool {
         self == Target::GoGrpc
     }

@@ -268,7 +268,12 @@ pub fn grpc(bin: &Path, port: u16, front: u32, back: u32) -> Result<Vec<Expect>,
     // the frames are walked in the kernel.
     let big = "x".repeat(6000);
     let calls: [(&str, &'static str, &str, [&str; 2]); 3] = [
-        ("SayHello", "SayHello", "/demo.Greeter/SayHello", ["--name", "guest"]),
+        (
+            "SayHello",
+            "SayHello",
+            "/demo.Greeter/SayHello",
+            ["--name", "guest"],
+        ),
         ("Count", "Count", "/demo.Greeter/Count", ["--count", "3"]),
         (
             "SayHello with a 6 KB reply",
@@ -292,7 +297,12 @@ pub fn grpc(bin: &Path, port: u16, front: u32, back: u32) -> Result<Vec<Expect>,
             .output()
             .map_err(|e| format!("running the gRPC client: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let shown: String = stdout.trim().replace('\n', " | ").chars().take(300).collect();
+        let shown: String = stdout
+            .trim()
+            .replace('\n', " | ")
+            .chars()
+            .take(300)
+            .collect();
         println!("guest-suite: gRPC {label} -> {shown}");
         if !out.status.success() || !stdout.contains("\"status\":0") {
             return Err(format!(
