@@ -1,6 +1,7 @@
-//! `cargo xtask build`: setup, then the release build of the agent.
+//! `cargo xtask build`: setup, then the release build of the agent, for this machine or (with
+//! `--target aarch64-unknown-linux-gnu`) for arm64.
 
-use std::path::PathBuf;
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -29,4 +30,87 @@ pub fn build() -> Result<PathBuf> {
         Ok(Outcome::Info(format!("ok: {}", bin.display())))
     })?;
     Ok(bin)
+}
+
+/// The arm64 target, the only one besides the host's.
+pub const ARM64: &str = "aarch64-unknown-linux-gnu";
+
+/// `cargo xtask build [--target TRIPLE]`: the host build, or the arm64 one.
+pub fn build_for(target: Option<&str>) -> Result<PathBuf> {
+    match target {
+        None | Some("x86_64-unknown-linux-gnu") => build(),
+        Some(ARM64) => build_arm64(),
+        Some(other) => {
+            bail!("--target {other} is not supported: x86_64-unknown-linux-gnu or {ARM64}")
+        }
+    }
+}
+
+/// Setup (and the arm64 cross packages), then the agent for arm64 with the same kernel programs
+/// compiled for arm64 (`bpf_target_arch = "aarch64"`: the `pt_regs` layout of kprobes and uprobes
+/// and the Go register ABI). Built by Debian's rustc-web, whose arm64 standard library setup
+/// installs, in a target directory of its own (`target/aarch64`), so the host build's
+/// artifacts, made by another compiler, are never rebuilt. Returns the binary's path.
+pub fn build_arm64() -> Result<PathBuf> {
+    setup::setup()?;
+    setup::ensure_arm64_cross()?;
+    let dir = util::target_dir().join("aarch64");
+    let bin = dir.join(ARM64).join("release/tracer-agent");
+    Step::start(
+        "build",
+        format!("cargo build --release --locked --target {ARM64} -p tracer-agent (rust-web)"),
+    )
+    .run(|s| {
+        s.break_line();
+        // Debian's compiler, through the toolchain setup links (`rust-web`), not the one that
+        // runs xtask: the arm64 standard library is Debian's.
+        let mut cargo = Command::new("rustup");
+        util::without_cargo_run_env(&mut cargo);
+        cargo
+            .current_dir(util::workspace_root())
+            .args(["run", "rust-web", "cargo", "build", "--release", "--locked"])
+            .args(["--target", ARM64, "-p", "tracer-agent"])
+            .env("CARGO_TARGET_DIR", &dir)
+            .env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                "aarch64-linux-gnu-gcc",
+            );
+        util::run(&mut cargo).context("the arm64 build failed: the compiler errors are above")?;
+        let machine = elf_machine(&bin)?;
+        if machine != EM_AARCH64 {
+            bail!(
+                "{} was built but is not an arm64 executable (ELF machine {machine})",
+                bin.display()
+            );
+        }
+        Ok(Outcome::Info(format!(
+            "ok: {} (ELF, AArch64)",
+            bin.display()
+        )))
+    })?;
+    Step::start(
+        "build",
+        "the arm64 agent runs (qemu-aarch64-static tracer-agent --version)",
+    )
+    .run(|_| {
+        let version = util::output(
+            Command::new("qemu-aarch64-static")
+                .arg(&bin)
+                .arg("--version"),
+        )
+        .context("the arm64 agent does not run under qemu-user")?;
+        Ok(Outcome::Info(version.trim().to_owned()))
+    })?;
+    Ok(bin)
+}
+
+const EM_AARCH64: u16 = 183;
+
+/// The `e_machine` of an ELF file (little-endian).
+fn elf_machine(path: &std::path::Path) -> Result<u16> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) || bytes.len() < 20 {
+        bail!("{} is not an ELF file", path.display());
+    }
+    Ok(u16::from_le_bytes([bytes[18], bytes[19]]))
 }

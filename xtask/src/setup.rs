@@ -32,6 +32,12 @@ const GO_BIN: &str = "/usr/lib/go-1.23/bin/go";
 /// in /usr/share/gocode (built offline against Go 1.23) and `h2load` (many concurrent streams on
 /// one h2c connection).
 const HTTP2_PACKAGES: [&str; 2] = ["golang-google-grpc-dev", "nghttp2-client"];
+/// The arm64 cross build ([`ensure_arm64_cross`]).
+const ARM64_CROSS: [&str; 3] = [
+    "libstd-rust-web-dev:arm64",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+];
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
@@ -177,6 +183,43 @@ fn node_packages(apt: &mut Apt) -> Result<()> {
         nodetools::ensure,
     )?;
     Ok(())
+}
+
+/// What building the agent for arm64 needs (`cargo xtask build --target
+/// aarch64-unknown-linux-gnu`): dpkg's arm64 architecture, the arm64 standard library of
+/// Debian's rustc-web (the same 1.96 as the host compiler), the cross gcc as linker, the arm64
+/// C library and qemu-user. Idempotent; only this verb asks for it, the tests do not.
+pub fn ensure_arm64_cross() -> Result<()> {
+    let mut apt = Apt {
+        root: util::is_root(),
+        updated: false,
+    };
+    step("dpkg foreign architecture arm64", |_| {
+        let foreign = util::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+        if foreign.split_whitespace().any(|a| a == "arm64") {
+            return Ok(Outcome::AlreadyDone);
+        }
+        if !apt.root {
+            bail!("dpkg has no arm64 architecture yet; adding it needs root: {AS_ROOT}");
+        }
+        util::run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        // The arm64 package lists come with the next update.
+        apt.updated = false;
+        Ok(Outcome::Done)
+    })?;
+    step(
+        &format!(
+            "apt packages (arm64 cross build): {}",
+            ARM64_CROSS.join(" ")
+        ),
+        |s| apt.ensure(s, &ARM64_CROSS, None),
+    )?;
+    // QEMU 10's user mode, to run arm64 binaries here (binfmt_misc may be absent: it is called
+    // by name).
+    step(
+        &format!("apt packages ({BACKPORTS}, arm64 binaries under qemu-user): qemu-user-static"),
+        |s| apt.ensure(s, &["qemu-user-static"], Some(BACKPORTS)),
+    )
 }
 
 /// `perf` (Debian's linux-perf), for `cargo xtask bench --profile` only: the tests never need it.

@@ -191,6 +191,12 @@ pub fn target_dir() -> PathBuf {
 /// find the other's artifacts stale and rebuild ring, rustls, kube and the agent (2 minutes).
 pub fn cargo() -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
+    without_cargo_run_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what `cargo run` set for xtask itself (see [`cargo`]).
+pub fn without_cargo_run_env(cmd: &mut Command) {
     for (name, _) in env::vars_os() {
         let set_by_cargo_run = name.to_str().is_some_and(|n| {
             n.starts_with("CARGO_PKG_")
@@ -207,7 +213,6 @@ pub fn cargo() -> Command {
             cmd.env_remove(name);
         }
     }
-    cmd
 }
 
 /// `$CARGO_HOME`, else `~/.cargo`: where `cargo install` puts bpf-linker.
