@@ -16,10 +16,15 @@ use anyhow::{Context as _, Result};
 /// Stages, indented by nesting, and the frames that identify each (the first one found counts:
 /// the compiler inlines some of them into their callers, differently from one build to the
 /// next).
-const STAGES: [(&str, &[&str]); 13] = [
+const STAGES: [(&str, &[&str]); 15] = [
     ("event loop", &["pipeline::Pipeline::drain"]),
     ("  HTTP/1 assembly", &["HalfStream::feed"]),
     ("    head parsing", &["parse::parse_head"]),
+    (
+        "  HTTP/2 assembly",
+        &["http2::conn::Conn<S>::feed", "http2::conn::Conn<S>::on_event"],
+    ),
+    ("    HPACK decoding", &["hpack::Decoder::decode"]),
     (
         "  trace join",
         &["ExchangeSink>::request", "Tracker::server_request"],
