@@ -22,7 +22,10 @@ const STAGES: [(&str, &[&str]); 15] = [
     ("    head parsing", &["parse::parse_head"]),
     (
         "  HTTP/2 assembly",
-        &["http2::conn::Conn<S>::feed", "http2::conn::Conn<S>::on_event"],
+        &[
+            "http2::conn::Conn<S>::feed",
+            "http2::conn::Conn<S>::on_event",
+        ],
     ),
     ("    HPACK decoding", &["hpack::Decoder::decode"]),
     (
