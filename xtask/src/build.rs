@@ -1,7 +1,7 @@
 //! `cargo xtask build`: setup, then the release build of the agent, for this machine or (with
 //! `--target aarch64-unknown-linux-gnu`) for arm64.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, io::Read as _, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -106,11 +106,14 @@ pub fn build_arm64() -> Result<PathBuf> {
 
 const EM_AARCH64: u16 = 183;
 
-/// The `e_machine` of an ELF file (little-endian).
+/// The `e_machine` of an ELF file (little-endian), from its first 20 bytes.
 fn elf_machine(path: &std::path::Path) -> Result<u16> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) || bytes.len() < 20 {
+    let mut head = [0u8; 20];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("cannot read the ELF header of {}", path.display()))?;
+    if head[..4] != *b"\x7fELF" {
         bail!("{} is not an ELF file", path.display());
     }
-    Ok(u16::from_le_bytes([bytes[18], bytes[19]]))
+    Ok(u16::from_le_bytes([head[18], head[19]]))
 }

@@ -91,10 +91,7 @@ pub fn wrk(spec: &Spec, script: &Path) -> Result<LoadResult> {
         .arg(format!("{:08x}", spec.tag))
         .arg((procs::random_u32()? % 1_000_000).to_string());
     let out = run_tool(cmd, spec.secs)?;
-    let summary = out
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH "))
-        .with_context(|| format!("wrk printed no summary: {out}"))?;
+    let summary = summary_line(&out, "wrk")?;
     let field = |name: &str| summary_field(summary, name, "wrk");
     let errors = ["connect", "read", "write", "status", "timeout"]
         .iter()
@@ -134,10 +131,7 @@ pub fn grpc(spec: &Spec, scratch: &Path) -> Result<LoadResult> {
         .arg("--latencies")
         .arg(scratch);
     let out = run_tool(cmd, spec.secs)?;
-    let summary = out
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH "))
-        .with_context(|| format!("the gRPC load printed no summary: {out}"))?;
+    let summary = summary_line(&out, "the gRPC load")?;
     let field = |name: &str| summary_field(summary, name, "the gRPC load");
     let lat = fs::read_to_string(scratch)
         .with_context(|| format!("cannot read {}", scratch.display()))?;
@@ -215,6 +209,13 @@ fn run_tool(mut cmd: Command, secs: u64) -> Result<String> {
         bail!("`{line}` failed ({status}): {}{}", out.trim(), err.trim());
     }
     Ok(out + &err)
+}
+
+/// The `BENCH ...` line a load tool prints last, without its prefix.
+fn summary_line<'a>(out: &'a str, tool: &str) -> Result<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("BENCH "))
+        .with_context(|| format!("{tool} printed no summary: {out}"))
 }
 
 /// `name=N` of a tool's summary line.
