@@ -54,35 +54,16 @@ pub fn build_for(target: Option<&str>) -> Result<PathBuf> {
 pub fn build_arm64() -> Result<PathBuf> {
     setup::setup()?;
     setup::ensure_arm64_cross()?;
-    let dir = util::target_dir().join("aarch64");
-    let bin = dir.join(ARM64).join("release/tracer-agent");
+    let bin = arm64_release_dir().join("tracer-agent");
     Step::start(
         "build",
         format!("cargo build --release --locked --target {ARM64} -p tracer-agent (rust-web)"),
     )
     .run(|s| {
         s.break_line();
-        // Debian's compiler, through the toolchain setup links (`rust-web`), not the one that
-        // runs xtask: the arm64 standard library is Debian's.
-        let mut cargo = Command::new("rustup");
-        util::without_cargo_run_env(&mut cargo);
-        cargo
-            .current_dir(util::workspace_root())
-            .args(["run", "rust-web", "cargo", "build", "--release", "--locked"])
-            .args(["--target", ARM64, "-p", "tracer-agent"])
-            .env("CARGO_TARGET_DIR", &dir)
-            .env(
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-                "aarch64-linux-gnu-gcc",
-            );
-        util::run(&mut cargo).context("the arm64 build failed: the compiler errors are above")?;
-        let machine = elf_machine(&bin)?;
-        if machine != EM_AARCH64 {
-            bail!(
-                "{} was built but is not an arm64 executable (ELF machine {machine})",
-                bin.display()
-            );
-        }
+        util::run(&mut arm64_cargo(&["build", "-p", "tracer-agent"]))
+            .context("the arm64 build failed: the compiler errors are above")?;
+        require_arm64(&bin)?;
         Ok(Outcome::Info(format!(
             "ok: {} (ELF, AArch64)",
             bin.display()
@@ -104,6 +85,97 @@ pub fn build_arm64() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `cargo SUBCOMMAND --release --locked --target aarch64-unknown-linux-gnu ARGS` with Debian's
+/// compiler, through the toolchain setup links (`rust-web`), not the one that runs xtask: the
+/// arm64 standard library is Debian's. Its own target directory (`target/aarch64`), so the host
+/// build's artifacts, made by another compiler, are never rebuilt. Needs
+/// [`setup::ensure_arm64_cross`].
+pub fn arm64_cargo(args: &[&str]) -> Command {
+    let (subcommand, rest) = args
+        .split_first()
+        .map_or(("build", &[][..]), |(s, r)| (*s, r));
+    let mut cargo = Command::new("rustup");
+    util::without_cargo_run_env(&mut cargo);
+    cargo
+        .current_dir(util::workspace_root())
+        .args([
+            "run",
+            "rust-web",
+            "cargo",
+            subcommand,
+            "--release",
+            "--locked",
+        ])
+        .args(["--target", ARM64])
+        .args(rest)
+        .env("CARGO_TARGET_DIR", util::target_dir().join("aarch64"))
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        );
+    cargo
+}
+
+/// Where [`arm64_cargo`] puts release binaries.
+pub fn arm64_release_dir() -> PathBuf {
+    util::target_dir()
+        .join("aarch64")
+        .join(ARM64)
+        .join("release")
+}
+
+/// An error unless `bin` is an arm64 ELF executable.
+pub fn require_arm64(bin: &std::path::Path) -> Result<()> {
+    let machine = elf_machine(bin)?;
+    if machine != EM_AARCH64 {
+        bail!(
+            "{} was built but is not an arm64 executable (ELF machine {machine})",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
+/// The shared libraries a dynamically linked `bin` loads, as absolute paths (the dynamic loader
+/// included), for either architecture: what the loader itself lists in its trace mode
+/// (`LD_TRACE_LOADED_OBJECTS`, which `ldd` sets), an arm64 loader run under qemu-user (`ldd`
+/// cannot run a foreign one). The arm64 paths are the multiarch ones setup installs
+/// (`/lib/aarch64-linux-gnu`).
+pub fn shared_libraries(bin: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let listing = if elf_machine(bin)? == EM_AARCH64 {
+        util::output(
+            Command::new("qemu-aarch64-static")
+                .args(["-E", "LD_TRACE_LOADED_OBJECTS=1"])
+                .arg(bin),
+        )?
+    } else {
+        util::output(Command::new("ldd").arg(bin))?
+    };
+    parse_loaded_objects(&listing).with_context(|| format!("libraries of {}", bin.display()))
+}
+
+/// The absolute paths of a loader trace: `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`,
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)` or `linux-vdso.so.1 (0x...)` (in the kernel, no file).
+fn parse_loaded_objects(listing: &str) -> Result<Vec<PathBuf>> {
+    let mut libs = Vec::new();
+    for line in listing.lines() {
+        if line.contains("not found") {
+            bail!("a library is missing: {}", line.trim());
+        }
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next());
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    if libs.is_empty() {
+        bail!("the loader lists no libraries: {listing:?}");
+    }
+    Ok(libs)
+}
+
 const EM_AARCH64: u16 = 183;
 
 /// The `e_machine` of an ELF file (little-endian), from its first 20 bytes.
@@ -116,4 +188,25 @@ fn elf_machine(path: &std::path::Path) -> Result<u16> {
         bail!("{} is not an ELF file", path.display());
     }
     Ok(u16::from_le_bytes([head[18], head[19]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_loader_trace() {
+        let trace = "\tlinux-vdso.so.1 (0x00007f8e799b7000)\n\
+                     \tlibgcc_s.so.1 => /lib/aarch64-linux-gnu/libgcc_s.so.1 (0x00007f8e79930000)\n\
+                     \t/lib/ld-linux-aarch64.so.1 (0x00007f8e79970000)\n";
+        assert_eq!(
+            parse_loaded_objects(trace).unwrap(),
+            [
+                PathBuf::from("/lib/aarch64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/ld-linux-aarch64.so.1")
+            ]
+        );
+        assert!(parse_loaded_objects("\tlibfoo.so => not found\n").is_err());
+        assert!(parse_loaded_objects("\tstatically linked\n").is_err());
+    }
 }

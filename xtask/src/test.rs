@@ -125,6 +125,10 @@ pub fn test(args: &[String]) -> Result<()> {
     println!("[test] kernel matrix, write side (sk_msg rewrite): 6.1 and 6.12");
     vmtest::vm_test(&vmtest::Options::ci_write()).context(
         "the write-side kernel matrix failed; rerun it with `sudo -E cargo xtask vm-test --kernels 6.1,6.12 --attach write`",
+    )?;
+    println!("[test] kernel matrix, arm64: 6.12, every attach family and the write side");
+    vmtest::vm_test(&vmtest::Options::ci_arm64()).context(
+        "the arm64 kernel matrix failed; rerun it with `sudo -E cargo xtask vm-test --arch arm64 --kernels 6.12`",
     )
 }
 

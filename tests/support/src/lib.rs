@@ -62,6 +62,8 @@ pub struct GoService<'a> {
     pub cache: &'a Path,
     /// A static binary (`CGO_ENABLED=0`) that needs nothing from the system it runs on.
     pub static_binary: bool,
+    /// `GOARCH` (`arm64` for the arm64 guests); `None` for this machine's.
+    pub goarch: Option<&'a str>,
 }
 
 impl GoService<'_> {
@@ -76,6 +78,7 @@ impl GoService<'_> {
             out: self.out,
             cache: self.cache,
             static_binary: self.static_binary,
+            goarch: self.goarch,
             // Never download a module: standard library only.
             env: &[("GOFLAGS", "-mod=mod")],
             gopath: &self.out.parent().unwrap_or(Path::new(".")).join("go-path"),
@@ -99,11 +102,12 @@ pub fn go_grpc_service(target_dir: &Path) -> Result<PathBuf, String> {
         &dir.join("go-grpc-demo"),
         &dir.join("go-build-cache"),
         false,
+        None,
     )
 }
 
 /// [`go_grpc_service`] built into `out` with its build cache in `cache`; `static_binary`: with
-/// `CGO_ENABLED=0`, for the kernel matrix's guests.
+/// `CGO_ENABLED=0`, for the kernel matrix's guests; `goarch`: for another architecture.
 ///
 /// # Errors
 /// As [`go_grpc_service`].
@@ -111,6 +115,7 @@ pub fn go_grpc_service_at(
     out: &Path,
     cache: &Path,
     static_binary: bool,
+    goarch: Option<&str>,
 ) -> Result<PathBuf, String> {
     let grpc = Path::new(DEBIAN_GOPATH).join("src/google.golang.org/grpc");
     if !grpc.is_dir() {
@@ -126,6 +131,7 @@ pub fn go_grpc_service_at(
         out,
         cache,
         static_binary,
+        goarch,
         env: &[("GO111MODULE", "off"), ("GOFLAGS", "")],
         gopath: Path::new(DEBIAN_GOPATH),
     })
@@ -139,6 +145,7 @@ struct GoBuild<'a> {
     out: &'a Path,
     cache: &'a Path,
     static_binary: bool,
+    goarch: Option<&'a str>,
     /// Module or GOPATH mode and its flags.
     env: &'a [(&'a str, &'a str)],
     gopath: &'a Path,
@@ -178,6 +185,9 @@ fn go_build(b: &GoBuild) -> Result<PathBuf, String> {
     if b.static_binary {
         cmd.env("CGO_ENABLED", "0");
     }
+    if let Some(goarch) = b.goarch {
+        cmd.env("GOARCH", goarch);
+    }
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
@@ -203,6 +213,7 @@ pub fn go_service(target_dir: &Path) -> Result<PathBuf, String> {
         out: &dir.join("go-demo-svc"),
         cache: &dir.join("go-build-cache"),
         static_binary: false,
+        goarch: None,
     }
     .build()
 }

@@ -213,6 +213,13 @@ pub enum PlanError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "eBPF program `{0}` was refused: this kernel cannot run a program that mixes tail calls \
+         with BPF-to-BPF calls, as the capture programs do. Its BPF JIT is off \
+         (sysctl net.core.bpf_jit_enable=1 turns it on) or cannot do it (arm64 before 6.1: \
+         5.10 refuses, 6.1 runs them); a kernel of 6.1 or later is needed there"
+    )]
+    MixedTailCalls(String),
     #[error("no {0} syscall tracepoint could be attached (see the warnings above)")]
     NoCapture(&'static str),
     #[error("--attach {} is not available on this kernel: {reason}", family.flag())]
@@ -266,9 +273,15 @@ pub fn attach_syscalls(
             plan.missing_syscalls.push(name);
             continue;
         }
-        attach_tracepoint(ebpf, "syscalls", &name).map_err(|source| PlanError::Program {
-            program: name.clone(),
-            source,
+        attach_tracepoint(ebpf, "syscalls", &name).map_err(|source| {
+            if refuses_mixed_tail_calls(&source.to_string()) {
+                PlanError::MixedTailCalls(name.clone())
+            } else {
+                PlanError::Program {
+                    program: name.clone(),
+                    source,
+                }
+            }
         })?;
         plan.syscalls.push(name);
     }
@@ -278,6 +291,13 @@ pub fn attach_syscalls(
         }
     }
     Ok(())
+}
+
+/// Whether a load error is the verifier's refusal of tail calls in a program with BPF-to-BPF
+/// calls, which it gives when no JIT will compile the program (the interpreter cannot run such
+/// a program): the JIT is off, or the architecture's JIT does not support the mix.
+fn refuses_mixed_tail_calls(error: &str) -> bool {
+    error.contains("tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls")
 }
 
 /// Loads the HTTP/2 frame walk and puts it where the syscall capture programs tail-call it.
@@ -504,4 +524,23 @@ fn short(e: ProgramError) -> String {
         .trim_end_matches("Verifier output:")
         .trim_end_matches('.');
     first.trim_end().chars().take(160).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_kernel_that_cannot_mix_tail_calls_and_calls() {
+        // The error aya gave on Debian's arm64 5.10 (vm-test), verifier log included.
+        let arm64_5_10 = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). \
+                          Verifier output: ...\ntail_calls are not allowed in non-JITed programs \
+                          with bpf-to-bpf calls\nprocessed 4123 insns";
+        assert!(refuses_mixed_tail_calls(arm64_5_10));
+        assert!(!refuses_mixed_tail_calls(
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13)"
+        ));
+        let message = PlanError::MixedTailCalls("sys_exit_write".to_owned()).to_string();
+        assert!(message.contains("`sys_exit_write`") && message.contains("bpf_jit_enable"));
+    }
 }

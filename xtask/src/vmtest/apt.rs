@@ -21,11 +21,19 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 pub struct Apt {
     dir: PathBuf,
+    /// Debian's name of the architecture whose package lists this configuration reads.
+    arch: &'static str,
 }
 
 impl Apt {
-    /// `sources` are `(URI, suite)` pairs, component main, amd64 package lists only.
-    pub fn new(root: &Path, name: &str, sources: &[(&str, &str)]) -> Result<Self> {
+    /// `sources` are `(URI, suite)` pairs, component main, with the package lists of `arch`
+    /// (Debian's name: `amd64`, `arm64`) only, whatever foreign architectures dpkg has.
+    pub fn new(
+        root: &Path,
+        name: &str,
+        arch: &'static str,
+        sources: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = root.join(name);
         for sub in ["lists/partial", "cache/archives/partial", "empty"] {
             fs::create_dir_all(dir.join(sub))
@@ -42,7 +50,7 @@ impl Apt {
         }
         let path = dir.join("sources.list");
         fs::write(&path, list).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self { dir })
+        Ok(Self { dir, arch })
     }
 
     fn cmd(&self, program: &str) -> Command {
@@ -58,6 +66,10 @@ impl Apt {
             // The private directories belong to root; apt's `_apt` download user cannot write
             // into them (it would fall back with a warning on every call).
             ("APT::Sandbox::User", "root".to_owned()),
+            // One architecture: `download` and `show` then mean that architecture's package
+            // (the arm64 kernels are read on an amd64 machine).
+            ("APT::Architecture", self.arch.to_owned()),
+            ("APT::Architectures", self.arch.to_owned()),
         ] {
             cmd.arg("-o").arg(format!("{key}={value}"));
         }
@@ -100,14 +112,19 @@ impl Apt {
 
     /// Downloads `name=version` into `into` unless it is there; returns the file.
     pub fn download(&self, name: &str, version: &str, into: &Path) -> Result<PathBuf> {
-        // apt's file name: name_version_arch.deb with the epoch colon URL-encoded.
+        // apt's file name: name_version_arch.deb with the epoch colon URL-encoded, arch `all`
+        // for a package that has none.
         let prefix = format!("{name}_{}_", version.replace(':', "%3a"));
         let find = || -> Result<Option<PathBuf>> {
             let entries =
                 fs::read_dir(into).with_context(|| format!("cannot read {}", into.display()))?;
             Ok(entries.flatten().map(|e| e.path()).find(|p| {
+                // The architecture too: busybox-static of one version is in the directory for
+                // amd64 and for arm64.
                 p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.starts_with(&prefix) && Path::new(n).extension().is_some_and(|e| e == "deb")
+                    n.strip_prefix(&prefix).is_some_and(|arch| {
+                        arch == format!("{}.deb", self.arch) || arch == "all.deb"
+                    })
                 })
             }))
         };

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::fetch::Qemu;
+use super::{Arch, fetch::Qemu};
 use crate::util::{self, Step};
 
 /// Console lines kept for a failure that happened outside any suite run.
@@ -162,9 +162,12 @@ fn printable(line: &str) -> String {
     out
 }
 
-/// Boots `vmlinuz` with `initramfs`, whose /init runs the suite once per `expected` line.
+/// Boots `vmlinuz` (an `arch` kernel) with `initramfs`, whose /init runs the suite once per
+/// `expected` line.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different thing
 pub fn boot(
     qemu: &Qemu,
+    arch: Arch,
     vmlinuz: &Path,
     initramfs: &Path,
     expected: &[String],
@@ -172,26 +175,28 @@ pub fn boot(
     log: &Path,
     s: &Step,
 ) -> Result<Boot> {
-    let mut cmd = qemu.command();
+    let mut cmd = qemu.command(arch);
     // -nic none: the guests have only loopback. stdin is null so QEMU leaves the terminal alone.
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-m",
-        "1024",
-        "-smp",
-        "2",
-    ])
-    .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
-    .arg(vmlinuz)
-    .arg("-initrd")
-    .arg(initramfs)
-    .args(["-append", "console=ttyS0 panic=-1 quiet"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(arch.machine_args())
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ])
+        .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg(format!("console={} panic=-1 quiet", arch.console()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let line = util::describe(&cmd);
     s.note(format!("$ {line}"));
     let started = Instant::now();

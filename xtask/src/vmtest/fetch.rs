@@ -1,4 +1,5 @@
-//! Fetches QEMU 10, busybox and the Debian kernels into `target/vm/`, once.
+//! Fetches QEMU 10 (x86-64 and arm64 system emulators), busybox for both guest architectures
+//! and the Debian kernels into `target/vm/`, once.
 //!
 //! Each result is cached with a stamp written last, so an interrupted fetch is redone and a
 //! complete one costs nothing (no apt call at all) until `--refresh`.
@@ -11,17 +12,29 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::apt::{self, Apt};
+use super::{
+    Arch,
+    apt::{self, Apt},
+};
 use crate::util::{self, Outcome, Step};
 
 const DEBIAN: &str = "http://deb.debian.org/debian";
 const SECURITY: &str = "http://deb.debian.org/debian-security";
 /// QEMU 10 is only in bookworm-backports; bookworm's own 7.2 crashes TCG guests at random.
 const QEMU_RELEASE: &str = "bookworm-backports";
-const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-data", "busybox-static"];
+const QEMU_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "qemu-system-data",
+    "busybox-static",
+];
+/// The arm64 guests' busybox, unpacked under `arm64/` in QEMU's tree.
+const ARM64_BUSYBOX: &str = "busybox-static";
 const STAMP: &str = ".complete";
 
-/// A kernel of the matrix: the suite whose `linux-image-cloud-amd64` metapackage names it.
+/// A kernel of the matrix: the suite whose `linux-image-cloud-ARCH` metapackage names it (the
+/// four suites have it for amd64 and arm64 alike).
+#[derive(Clone, Copy)]
 pub struct KernelSpec {
     pub label: &'static str,
     pub suite: &'static str,
@@ -51,14 +64,31 @@ pub const KERNELS: &[KernelSpec] = &[
     },
 ];
 
+/// The arm64 kernels: the same releases from 6.1. Not 5.10: its arm64 JIT cannot compile a
+/// program that mixes tail calls with BPF-to-BPF calls, and the verifier then refuses every
+/// syscall capture program (the agent says so: `PlanError::MixedTailCalls`); there is no socket
+/// capture to fall back on either, arm64 having no BPF trampoline before 6.x. Measured with
+/// bullseye's 5.10.223 (bullseye-security's arm64 pool files answered 404, 2026-12).
+pub const ARM64_KERNELS: &[KernelSpec] = &[KERNELS[1], KERNELS[2], KERNELS[3]];
+
+impl KernelSpec {
+    /// The kernels of `arch`.
+    pub fn all(arch: Arch) -> &'static [KernelSpec] {
+        match arch {
+            Arch::X86_64 => KERNELS,
+            Arch::Arm64 => ARM64_KERNELS,
+        }
+    }
+}
+
 /// QEMU and busybox unpacked (not installed) into one tree.
 pub struct Qemu {
     root: PathBuf,
 }
 
 impl Qemu {
-    /// `qemu-system-x86_64` with its unpacked libraries, modules and firmware.
-    pub fn command(&self) -> Command {
+    /// The system emulator of `arch` with its unpacked libraries, modules and firmware.
+    pub fn command(&self, arch: Arch) -> Command {
         let lib = self.root.join("usr/lib/x86_64-linux-gnu");
         // bookworm's packages are not all merged into /usr: libnl, for one, is in /lib.
         let libs = format!(
@@ -66,7 +96,7 @@ impl Qemu {
             lib.display(),
             self.root.join("lib/x86_64-linux-gnu").display()
         );
-        let mut cmd = Command::new(self.root.join("usr/bin/qemu-system-x86_64"));
+        let mut cmd = Command::new(self.root.join("usr/bin").join(arch.qemu_system()));
         cmd.env("LD_LIBRARY_PATH", libs)
             .env("QEMU_MODULE_DIR", lib.join("qemu"))
             // Firmware: Debian's QEMU looks for SeaBIOS and the option ROMs in the seabios and
@@ -80,12 +110,25 @@ impl Qemu {
         cmd
     }
 
-    pub fn busybox(&self) -> PathBuf {
-        self.root.join("bin/busybox")
+    /// The static busybox of `arch` guests.
+    pub fn busybox(&self, arch: Arch) -> PathBuf {
+        match arch {
+            Arch::X86_64 => self.root.join("bin/busybox"),
+            Arch::Arm64 => self.root.join("arm64/bin/busybox"),
+        }
     }
 
+    /// The first line of `--version` of both emulators (they come from one source package);
+    /// an error unless both run and are QEMU 10 or later.
     pub fn version(&self) -> Result<String> {
-        let out = util::output(self.command().arg("--version"))?;
+        let mut line = String::new();
+        for arch in Arch::ALL {
+            line = Self::check_version(&util::output(self.command(arch).arg("--version"))?)?;
+        }
+        Ok(line)
+    }
+
+    fn check_version(out: &str) -> Result<String> {
         let line = out.lines().next().unwrap_or_default().to_owned();
         // `QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)`
         let major = line
@@ -115,11 +158,12 @@ pub fn qemu(vm: &Path, refresh: bool) -> Result<Qemu> {
     };
     Step::start(
         "vm-test",
-        "QEMU 10 and busybox (bookworm-backports, unpacked)",
+        "QEMU 10 for x86-64 and arm64, busybox for both (bookworm-backports, unpacked)",
     )
     .run(|s| {
         if !refresh
             && qemu.root.join(STAMP).is_file()
+            && Arch::ALL.iter().all(|a| qemu.busybox(*a).is_file())
             && let Ok(version) = qemu.version()
         {
             return Ok(Outcome::Info(format!("cached: {version}")));
@@ -128,6 +172,7 @@ pub fn qemu(vm: &Path, refresh: bool) -> Result<Qemu> {
         let apt = Apt::new(
             &vm.join("apt"),
             "bookworm",
+            Arch::X86_64.debian(),
             &[(DEBIAN, "bookworm"), (DEBIAN, QEMU_RELEASE)],
         )?;
         apt.update()?;
@@ -149,14 +194,29 @@ pub fn qemu(vm: &Path, refresh: bool) -> Result<Qemu> {
             bytes += size_of(&deb);
             apt::unpack(&deb, &qemu.root)?;
         }
+        // The arm64 guests' busybox: the same package from bookworm's arm64 lists.
+        let arm64 = Apt::new(
+            &vm.join("apt"),
+            "bookworm-arm64",
+            Arch::Arm64.debian(),
+            &[(DEBIAN, "bookworm")],
+        )?;
+        arm64.update()?;
+        let (version, _) = arm64.show(None, ARM64_BUSYBOX)?;
+        let deb = arm64.download(ARM64_BUSYBOX, &version, &deb_dir)?;
+        bytes += size_of(&deb);
+        apt::unpack(&deb, &qemu.root.join("arm64"))?;
         let version = qemu.version().context("the unpacked QEMU does not run")?;
-        if !qemu.busybox().is_file() {
-            bail!(
-                "busybox-static did not provide {}",
-                qemu.busybox().display()
-            );
+        for arch in Arch::ALL {
+            if !qemu.busybox(arch).is_file() {
+                bail!(
+                    "busybox-static ({arch}) did not provide {}",
+                    qemu.busybox(arch).display()
+                );
+            }
         }
-        let names: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        names.push("busybox-static:arm64");
         s.note(format!(
             "{} packages ({}): {}",
             names.len(),
@@ -169,14 +229,20 @@ pub fn qemu(vm: &Path, refresh: bool) -> Result<Qemu> {
     Ok(qemu)
 }
 
-pub fn kernel(vm: &Path, spec: &KernelSpec, refresh: bool) -> Result<Kernel> {
-    let dir = vm.join("kernels").join(spec.label);
+pub fn kernel(vm: &Path, spec: &KernelSpec, arch: Arch, refresh: bool) -> Result<Kernel> {
+    let dir = vm
+        .join("kernels")
+        .join(format!("{}{}", spec.label, arch.suffix()));
     let kernel = Kernel {
         vmlinuz: dir.join("vmlinuz"),
         package: String::new(),
     };
     let mut package = String::new();
-    Step::start("vm-test", format!("kernel {} ({})", spec.label, spec.suite)).run(|s| {
+    Step::start(
+        "vm-test",
+        format!("kernel {} {arch} ({})", spec.label, spec.suite),
+    )
+    .run(|s| {
         if !refresh
             && kernel.vmlinuz.is_file()
             && let Ok(stamp) = fs::read_to_string(dir.join(STAMP))
@@ -185,14 +251,20 @@ pub fn kernel(vm: &Path, spec: &KernelSpec, refresh: bool) -> Result<Kernel> {
             return Ok(Outcome::Info(format!("cached: {package}")));
         }
         let _ = fs::remove_dir_all(&dir);
-        let apt = Apt::new(&vm.join("apt"), spec.suite, &[(spec.uri, spec.suite)])?;
+        let apt = Apt::new(
+            &vm.join("apt"),
+            &format!("{}{}", spec.suite, arch.suffix()),
+            arch.debian(),
+            &[(spec.uri, spec.suite)],
+        )?;
         apt.update()?;
         // Security uploads change the ABI in the package name: only the metapackage is stable.
-        let (_, deps) = apt.show(None, "linux-image-cloud-amd64")?;
+        let meta = format!("linux-image-cloud-{}", arch.debian());
+        let (_, deps) = apt.show(None, &meta)?;
         let image = deps
             .iter()
             .find(|d| d.starts_with("linux-image-"))
-            .context("linux-image-cloud-amd64 depends on no linux-image-* package")?;
+            .with_context(|| format!("{meta} depends on no linux-image-* package"))?;
         let (version, deps) = apt.show(None, image)?;
         // From 7.x the image package is empty and the kernel is in linux-binary-VERSION.
         let name = deps

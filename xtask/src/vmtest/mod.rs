@@ -1,13 +1,15 @@
 //! `cargo xtask vm-test`: the agent's tests on other kernels, each booted in QEMU.
 //!
 //! Users run many kernels, this machine only one. So: fetch Debian's cloud kernels (5.10, 6.1,
-//! 6.12, 7.x), QEMU 10 and busybox into `target/vm/` (once; see [`fetch`]); build the agent, the
-//! guest suite and a static Go service into one initramfs ([`payload`]); boot each kernel with it
-//! in software emulation, where the suite loads the real programs and drives real HTTP on the
-//! guest's loopback ([`boot`]); print a kernel x attach plan x result table and write it to
+//! 6.12, 7.x, for x86-64 and arm64), QEMU 10 and busybox into `target/vm/` (once; see
+//! [`fetch`]); build the agent, the guest suite and static Go services into one initramfs per
+//! architecture ([`payload`]; the arm64 one cross-built); boot each kernel with it in software
+//! emulation, where the suite loads the real programs and drives real HTTP on the guest's
+//! loopback ([`boot`]); print a kernel x attach plan x result table and write it to
 //! `target/vm/results.md` ([`report`]). Any failure, crash or hang makes the command fail.
 
 mod apt;
+mod arch;
 mod boot;
 mod cpio;
 mod fetch;
@@ -23,20 +25,25 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::util::{self, Outcome, Step};
+pub use arch::Arch;
 use report::KernelResult;
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Kernels to boot, comma-separated: 5.10 (bullseye-security), 6.1 (bookworm-security),
-    /// 6.12 (trixie-security), 7 (sid).
+    /// Kernels to boot, comma-separated: 5.10 (bullseye-security, x86-64 only), 6.1
+    /// (bookworm-security), 6.12 (trixie-security), 7 (sid).
     #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12,7")]
     kernels: Vec<String>,
+    /// Guest architectures, comma-separated: each kernel boots once per architecture (arm64
+    /// guests run the cross-built arm64 agent on Debian's arm64 cloud kernels).
+    #[arg(long, value_delimiter = ',', default_value = "x86_64,arm64")]
+    arch: Vec<Arch>,
     /// Run the guest suite once per attach family, with `--attach FAMILY` for the agent
     /// (comma-separated). Default: every family; one the kernel lacks shows as n/a.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "auto,socket,file-table,tracepoint,tp-btf,kprobe,fentry,write"
+        default_value = "auto,socket,file-table,tracepoint,tp-btf,kprobe,fentry,write,inject"
     )]
     attach: Vec<String>,
     /// Leave out the guest suite's HTTP/2 family (two Go gRPC services traced along with the
@@ -63,8 +70,10 @@ pub struct Options {
 /// TCP functions, no syscall tracepoint); the socket-tuple families force the syscall capture.
 /// `write` is the automatic plan plus the write side (`--write-mode rewrite`: cgroup connect
 /// hooks, `sock_ops`, `sk_msg`, with the syscall capture), whose suite requires the rewritten
-/// parent links.
-pub const ALL_FAMILIES: [&str; 8] = [
+/// parent links; `inject` the same in `--write-mode inject`, with the goroutine uprobes on the Go
+/// service (Go's register ABI of the guest's architecture), whose suite also requires a call made
+/// from another goroutine without headers to carry the handler's context.
+pub const ALL_FAMILIES: [&str; 9] = [
     "auto",
     "socket",
     "file-table",
@@ -73,9 +82,20 @@ pub const ALL_FAMILIES: [&str; 8] = [
     "kprobe",
     "fentry",
     "write",
+    "inject",
 ];
 
 impl Options {
+    /// One arm64 kernel, every attach family: 6.12, the newest of Debian's stable releases.
+    #[must_use]
+    pub fn ci_arm64() -> Self {
+        Self {
+            kernels: vec!["6.12".to_owned()],
+            arch: vec![Arch::Arm64],
+            ..Self::ci()
+        }
+    }
+
     /// The write side on the kernels between: 6.1 and 6.12 (`ci` covers 5.10 and 7.x).
     #[must_use]
     pub fn ci_write() -> Self {
@@ -92,6 +112,7 @@ impl Options {
     pub fn ci() -> Self {
         Self {
             kernels: vec!["5.10".to_owned(), "7".to_owned()],
+            arch: vec![Arch::X86_64],
             attach: ALL_FAMILIES.iter().map(|f| (*f).to_owned()).collect(),
             no_http2: false,
             keep: false,
@@ -104,35 +125,46 @@ impl Options {
 
 pub fn vm_test(opts: &Options) -> Result<()> {
     let started = Instant::now();
-    let specs = selected(&opts.kernels)?;
+
     let runs = runs(opts);
     let vm = util::target_dir().join("vm");
 
+    let mut arches = opts.arch.clone();
+    arches.dedup();
+    if arches.is_empty() {
+        bail!("--arch names no architecture: x86_64, arm64 or both");
+    }
+
     let qemu = fetch::qemu(&vm, opts.refresh)?;
-    let kernels = specs
-        .iter()
-        .map(|spec| fetch::kernel(&vm, spec, opts.refresh))
-        .collect::<Result<Vec<_>>>()?;
-    let bins = payload::build(&vm)?;
+    let mut kernels = Vec::new();
+    for arch in &arches {
+        for spec in selected(&opts.kernels, *arch)? {
+            kernels.push((*arch, spec, fetch::kernel(&vm, spec, *arch, opts.refresh)?));
+        }
+    }
     let run_dir = vm.join("run");
     let logs = vm.join("logs");
     for dir in [&run_dir, &logs] {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let initramfs = run_dir.join("initramfs.cpio");
     let suite_args: &[&str] = if opts.no_http2 { &[] } else { &["--http2"] };
-    payload::initramfs(&qemu, &bins, &runs, suite_args, &initramfs)?;
-
-    let guest = Guest {
-        qemu: &qemu,
-        initramfs: &initramfs,
-        expected: runs.iter().map(|r| r.join(" ")).collect(),
-        timeout: Duration::from_secs(opts.timeout) * u32::try_from(runs.len()).unwrap_or(1),
-    };
     let mut results = Vec::new();
-    for (spec, kernel) in specs.iter().zip(&kernels) {
-        let log = logs.join(format!("{}.log", spec.label));
-        results.push(guest.boot(spec, kernel, &log)?);
+    for arch in arches {
+        let bins = payload::build(&vm, arch)?;
+        let initramfs = run_dir.join(format!("initramfs{}.cpio", arch.suffix()));
+        payload::initramfs(&qemu, &bins, &runs, suite_args, &initramfs)?;
+        let guest = Guest {
+            qemu: &qemu,
+            arch,
+            initramfs: &initramfs,
+            expected: runs.iter().map(|r| r.join(" ")).collect(),
+            timeout: Duration::from_secs(opts.timeout * arch.slowdown())
+                * u32::try_from(runs.len()).unwrap_or(1),
+        };
+        for (_, spec, kernel) in kernels.iter().filter(|k| k.0 == arch) {
+            let log = logs.join(format!("{}{}.log", spec.label, arch.suffix()));
+            results.push(guest.boot(spec, kernel, &log)?);
+        }
     }
     if !opts.keep {
         let _ = fs::remove_dir_all(&run_dir);
@@ -166,29 +198,35 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// The `--kernels` labels as specs (`7.x` is accepted for `7`).
-fn selected(labels: &[String]) -> Result<Vec<&'static fetch::KernelSpec>> {
-    labels
-        .iter()
-        .map(|label| {
-            let label = label.trim().trim_end_matches(".x");
-            fetch::KERNELS
-                .iter()
-                .find(|k| k.label == label)
-                .with_context(|| {
-                    let known: Vec<&str> = fetch::KERNELS.iter().map(|k| k.label).collect();
-                    format!(
-                        "unknown kernel {label:?} in --kernels; known: {}",
-                        known.join(",")
-                    )
-                })
-        })
-        .collect()
+/// The `--kernels` labels as `arch`'s specs (`7.x` is accepted for `7`). A kernel the matrix has
+/// for another architecture only (5.10 for arm64) is left out with a note.
+fn selected(labels: &[String], arch: Arch) -> Result<Vec<&'static fetch::KernelSpec>> {
+    let all = fetch::KernelSpec::all(arch);
+    let mut specs = Vec::new();
+    for label in labels {
+        let label = label.trim().trim_end_matches(".x");
+        if let Some(spec) = all.iter().find(|k| k.label == label) {
+            specs.push(spec);
+        } else if Arch::ALL
+            .iter()
+            .any(|a| fetch::KernelSpec::all(*a).iter().any(|k| k.label == label))
+        {
+            println!("[vm-test] {label} {arch}: not in the matrix (see `fetch::ARM64_KERNELS`)");
+        } else {
+            let known: Vec<&str> = fetch::KERNELS.iter().map(|k| k.label).collect();
+            bail!(
+                "unknown kernel {label:?} in --kernels; known: {}",
+                known.join(",")
+            );
+        }
+    }
+    Ok(specs)
 }
 
-/// What every boot shares: QEMU, the initramfs and the runs /init will do.
+/// What every boot of one architecture shares: QEMU, the initramfs and the runs /init will do.
 struct Guest<'a> {
     qemu: &'a fetch::Qemu,
+    arch: Arch,
     initramfs: &'a Path,
     expected: Vec<String>,
     timeout: Duration,
@@ -204,11 +242,12 @@ impl Guest<'_> {
         let mut boot = None;
         Step::start(
             "vm-test",
-            format!("boot {} ({})", spec.label, kernel.package),
+            format!("boot {} {} ({})", spec.label, self.arch, kernel.package),
         )
         .run(|s| {
             let b = boot::boot(
                 self.qemu,
+                self.arch,
                 &kernel.vmlinuz,
                 self.initramfs,
                 &self.expected,
@@ -227,7 +266,7 @@ impl Guest<'_> {
         })?;
         let boot = boot.context("the boot step returned no result")?;
         Ok(KernelResult {
-            label: spec.label.to_owned(),
+            label: format!("{}{}", spec.label, self.arch.suffix()),
             suite: spec.suite.to_owned(),
             package: kernel.package.clone(),
             runs: boot.runs,
@@ -245,8 +284,13 @@ fn runs(opts: &Options) -> Vec<Vec<String>> {
     opts.attach
         .iter()
         .map(|family| {
-            let mut args = if family == "write" {
-                ["--attach", "auto", "--write-mode", "rewrite"]
+            let mut args = if family == "write" || family == "inject" {
+                let mode = if family == "write" {
+                    "rewrite"
+                } else {
+                    "inject"
+                };
+                ["--attach", "auto", "--write-mode", mode]
                     .map(str::to_owned)
                     .to_vec()
             } else if family == "socket" {

@@ -1,15 +1,16 @@
 //! What runs inside the guests: the agent, the guest suite (tests/src/bin/guest-suite), the
-//! static Go demo service and the static Go gRPC demo (the HTTP/2 family), with busybox and an /init script, packed into one initramfs that
-//! every kernel boots.
+//! static Go demo service and the static Go gRPC demo (the HTTP/2 family), with busybox and an
+//! /init script, packed into one initramfs per architecture that every kernel of that
+//! architecture boots. The arm64 payload is cross-built (see [`build::arm64_cargo`]).
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use super::{cpio::Archive, fetch::Qemu};
+use super::{Arch, cpio::Archive, fetch::Qemu};
 use crate::{
     build,
     util::{self, Outcome, Step},
@@ -44,6 +45,7 @@ poweroff -f
 "#;
 
 pub struct Binaries {
+    arch: Arch,
     agent: PathBuf,
     suite: PathBuf,
     server: PathBuf,
@@ -51,40 +53,71 @@ pub struct Binaries {
     grpc: PathBuf,
 }
 
-/// Builds the agent (with setup, as `cargo xtask build`), the guest suite and the Go service.
-pub fn build(vm: &Path) -> Result<Binaries> {
-    let agent = build::build()?;
-    let suite = util::target_dir().join("release/guest-suite");
-    Step::start("vm-test", "guest suite (tests/src/bin/guest-suite)").run(|s| {
+/// Builds for `arch` the agent (with setup, as `cargo xtask build`), the guest suite and the Go
+/// services.
+pub fn build(vm: &Path, arch: Arch) -> Result<Binaries> {
+    const SUITE: [&str; 4] = ["-p", "tracer-tests", "--bin", "guest-suite"];
+    let (agent, suite) = match arch {
+        Arch::X86_64 => (
+            build::build()?,
+            util::target_dir().join("release/guest-suite"),
+        ),
+        Arch::Arm64 => (
+            build::build_arm64()?,
+            build::arm64_release_dir().join("guest-suite"),
+        ),
+    };
+    Step::start(
+        "vm-test",
+        format!("guest suite for {arch} (tests/src/bin/guest-suite)"),
+    )
+    .run(|s| {
         s.break_line();
-        util::run(
-            util::cargo()
-                .current_dir(util::workspace_root())
-                .args(["build", "--release", "--locked", "-p", "tracer-tests"])
-                .args(["--bin", "guest-suite"]),
-        )?;
+        match arch {
+            Arch::X86_64 => util::run(
+                util::cargo()
+                    .current_dir(util::workspace_root())
+                    .args(["build", "--release", "--locked"])
+                    .args(SUITE),
+            )?,
+            Arch::Arm64 => {
+                let mut args = vec!["build"];
+                args.extend(SUITE);
+                util::run(&mut build::arm64_cargo(&args))?;
+                build::require_arm64(&suite)?;
+            }
+        }
         Ok(Outcome::Info(suite.display().to_string()))
     })?;
-    let server = vm.join("payload/go-demo-svc");
-    Step::start("vm-test", "static Go demo service").run(|_| {
-        // A static binary that needs nothing from the guest; the cache stays under target/ so
-        // the build writes nothing into the home directory.
+    let dir = vm.join(format!("payload{}", arch.suffix()));
+    // The cache stays under target/ so the builds write nothing into the home directory; Go
+    // keeps each architecture's objects apart in one cache.
+    let cache = vm.join("go/cache");
+    let server = dir.join("go-demo-svc");
+    Step::start("vm-test", format!("static Go demo service for {arch}")).run(|_| {
+        // A static binary that needs nothing from the guest.
         tracer_test_support::GoService {
             out: &server,
-            cache: &vm.join("go/cache"),
+            cache: &cache,
             static_binary: true,
+            goarch: Some(arch.debian()),
         }
         .build()
         .map_err(anyhow::Error::msg)?;
         Ok(Outcome::Info(server.display().to_string()))
     })?;
-    let grpc = vm.join("payload/go-grpc-demo");
-    Step::start("vm-test", "static Go gRPC demo (HTTP/2)").run(|_| {
-        tracer_test_support::go_grpc_service_at(&grpc, &vm.join("go/cache"), true)
+    let grpc = dir.join("go-grpc-demo");
+    Step::start(
+        "vm-test",
+        format!("static Go gRPC demo (HTTP/2) for {arch}"),
+    )
+    .run(|_| {
+        tracer_test_support::go_grpc_service_at(&grpc, &cache, true, Some(arch.debian()))
             .map_err(anyhow::Error::msg)?;
         Ok(Outcome::Info(grpc.display().to_string()))
     })?;
     Ok(Binaries {
+        arch,
         agent,
         suite,
         server,
@@ -101,7 +134,8 @@ pub fn initramfs(
     suite_args: &[&str],
     out: &Path,
 ) -> Result<()> {
-    Step::start("vm-test", "initramfs").run(|_| {
+    let arch = bins.arch;
+    Step::start("vm-test", format!("initramfs for {arch}")).run(|_| {
         let mut a = Archive::default();
         a.file("init", INIT.as_bytes().to_vec(), true);
         for dir in ["proc", "sys", "tmp", "root"] {
@@ -109,8 +143,18 @@ pub fn initramfs(
         }
         // The kernel opens /dev/console for PID 1's stdio before /init can mount devtmpfs.
         a.char_dev("dev/console", 5, 1);
-        a.copy("bin/busybox", &qemu.busybox())?;
-        let applets = util::output(Command::new(qemu.busybox()).arg("--list"))?;
+        a.copy("bin/busybox", &qemu.busybox(arch))?;
+        // The applets this busybox has (the arm64 one runs under qemu-user, which the arm64
+        // build's setup installs).
+        let mut list = match arch {
+            Arch::X86_64 => Command::new(qemu.busybox(arch)),
+            Arch::Arm64 => {
+                let mut c = Command::new("qemu-aarch64-static");
+                c.arg(qemu.busybox(arch));
+                c
+            }
+        };
+        let applets = util::output(list.arg("--list"))?;
         for applet in applets.lines().filter(|l| !l.is_empty() && *l != "busybox") {
             a.symlink(&format!("bin/{applet}"), "busybox");
         }
@@ -119,8 +163,8 @@ pub fn initramfs(
         for (name, bin) in [("tracer-agent", &bins.agent), ("guest-suite", &bins.suite)] {
             a.copy(&format!("bin/{name}"), bin)?;
             // Both are dynamically linked (glibc): the same libraries go to the same paths.
-            for lib in shared_libraries(bin)? {
-                a.copy(&lib, Path::new(&lib))?;
+            for lib in build::shared_libraries(bin)? {
+                a.copy(&lib.display().to_string(), &lib)?;
             }
         }
         let lines: Vec<String> = runs.iter().map(|args| shell_words(args)).collect();
@@ -143,27 +187,6 @@ pub fn initramfs(
             super::fetch::mib(size)
         )))
     })
-}
-
-/// The absolute paths `ldd` lists for `bin` (libraries and the dynamic loader).
-fn shared_libraries(bin: &Path) -> Result<Vec<String>> {
-    let out = util::output(Command::new("ldd").arg(bin))?;
-    let mut libs = Vec::new();
-    for line in out.lines() {
-        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)`
-        // or `linux-vdso.so.1 (0x...)` (in the kernel, nothing to copy).
-        if line.contains("not found") {
-            bail!("{}: a library is missing: {}", bin.display(), line.trim());
-        }
-        let path = line
-            .split("=>")
-            .last()
-            .and_then(|r| r.split_whitespace().next());
-        if let Some(path) = path.filter(|p| p.starts_with('/')) {
-            libs.push(path.to_owned());
-        }
-    }
-    Ok(libs)
 }
 
 /// Single-quotes each argument for `eval` in /init.

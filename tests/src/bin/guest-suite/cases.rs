@@ -41,10 +41,34 @@ pub struct Expect {
     source: &'static str,
 }
 
-/// Sends every request to the upstream service on `port`; returns the spans to expect.
-/// `rewrite`: the agent runs with `--write-mode rewrite`, so the downstream SERVER span must be
-/// the child of the upstream CLIENT span.
-pub fn drive(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, String> {
+/// The agent's `--write-mode`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    ReadOnly,
+    Rewrite,
+    Inject,
+}
+
+impl WriteMode {
+    /// The mode the agent arguments `args` select.
+    pub fn of(args: &[String]) -> Self {
+        match args
+            .windows(2)
+            .find(|w| w[0] == "--write-mode")
+            .map(|w| w[1].as_str())
+        {
+            Some("rewrite") => Self::Rewrite,
+            Some("inject") => Self::Inject,
+            _ => Self::ReadOnly,
+        }
+    }
+}
+
+/// Sends every request to the upstream service on `port`; returns the spans to expect. With
+/// the write side (`rewrite` or `inject`) the downstream SERVER span must be the child of the
+/// upstream CLIENT span; with `inject`, also for a call the upstream makes from a goroutine
+/// without forwarding any header.
+pub fn drive(port: u16, up: u32, down: u32, mode: WriteMode) -> Result<Vec<Expect>, String> {
     let mut expected = Vec::new();
     for (headers, e) in single_requests(up) {
         let path = format!("{}?{}", e.path, e.query.as_deref().unwrap_or_default());
@@ -63,7 +87,10 @@ pub fn drive(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>
         expected.push(e);
     }
     expected.extend(keep_alive(port, up)?);
-    expected.extend(chain(port, up, down, rewrite)?);
+    expected.extend(chain(port, up, down, mode != WriteMode::ReadOnly)?);
+    if mode == WriteMode::Inject {
+        expected.extend(goroutine_call(port, up, down)?);
+    }
     Ok(expected)
 }
 
@@ -251,6 +278,51 @@ fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, St
             } else {
                 Parent::SentOrClientOf(span.into(), up)
             },
+            "/hello",
+        ),
+    ])
+}
+
+/// `/gocall/hello` (inject mode): the upstream's handler calls the downstream from a goroutine
+/// it starts and forwards no header. Only the agent's goroutine probes can tell that this call
+/// belongs to the handler's request: they read the goroutine and the arguments from the
+/// registers of Go's ABI, which differ per architecture. The kernel then injects the context,
+/// so the downstream SERVER span is the child of that CLIENT span, in the caller's trace.
+fn goroutine_call(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
+    let (trace, span) = ("2f8e4c1a9b7d3e05", "c4d2e6f80a1b3c5d");
+    let headers = b3_multi(trace, span);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let status = HttpConn::connect(port)
+        .request("GET", "/gocall/hello", &headers, None)
+        .status;
+    println!("guest-suite: GET /gocall/hello -> {status}");
+    if status != 200 {
+        return Err(format!("GET /gocall/hello answered {status}"));
+    }
+    let t = || Some(pad(trace));
+    Ok(vec![
+        server(
+            "goroutine call: upstream SERVER",
+            up,
+            t(),
+            Parent::Is(span.into()),
+            "/gocall/hello",
+        ),
+        Expect {
+            kind: "CLIENT",
+            ..server(
+                "goroutine call: upstream CLIENT (from another goroutine, no headers)",
+                up,
+                t(),
+                Parent::ServerOf(up),
+                "/hello",
+            )
+        },
+        server(
+            "goroutine call: downstream SERVER (injected context)",
+            down,
+            t(),
+            Parent::ClientOf(up),
             "/hello",
         ),
     ])

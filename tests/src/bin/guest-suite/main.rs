@@ -165,11 +165,14 @@ fn run(opts: &Options) -> Result<(), String> {
     // trace (the host puts it into its table).
     println!("GUEST-FIGURE unrelated-syscall-ns {before:.0} {with:.0}");
 
-    let rewrite = opts
-        .agent_args
-        .windows(2)
-        .any(|w| w[0] == "--write-mode" && (w[1] == "rewrite" || w[1] == "inject"));
-    let mut expected = cases::drive(up_port, up.pid(), down.pid(), rewrite)?;
+    let mode = cases::WriteMode::of(&opts.agent_args);
+    if mode == cases::WriteMode::Inject && !agent.said("goroutine tracking attached to") {
+        return Err(
+            "inject mode: the agent did not attach its goroutine probes to the Go service"
+                .to_owned(),
+        );
+    }
+    let mut expected = cases::drive(up_port, up.pid(), down.pid(), mode)?;
     if let Some((front, back)) = &grpc {
         expected.extend(cases::grpc(
             &opts.grpc,

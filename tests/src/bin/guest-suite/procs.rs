@@ -86,6 +86,8 @@ enum Line {
 pub struct Agent {
     child: Child,
     lines: Receiver<Line>,
+    /// Its log lines up to `agent ready`.
+    startup: Vec<String>,
 }
 
 impl Agent {
@@ -116,14 +118,18 @@ impl Agent {
                 let _ = tx.send(Line::Log(line));
             }
         });
-        let mut agent = Self { child, lines };
+        let mut agent = Self {
+            child,
+            lines,
+            startup: Vec::new(),
+        };
         agent.wait_ready(timeout)?;
         Ok(agent)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        let mut logs = Vec::new();
+        let logs = &mut self.startup;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -138,11 +144,16 @@ impl Agent {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                     return Err(format!(
                         "the agent exited ({status}) before ready: {}",
-                        exit_reason(&logs)
+                        exit_reason(logs)
                     ));
                 }
             }
         }
+    }
+
+    /// Whether a log line before `agent ready` contains `text`.
+    pub fn said(&self, text: &str) -> bool {
+        self.startup.iter().any(|l| l.contains(text))
     }
 
     /// Collects spans until `done` says all expected ones are there, or `timeout`.
