@@ -13,6 +13,19 @@ use crate::{
 /// Runs setup and `cargo build --release --locked`; returns the agent binary's path.
 pub fn build() -> Result<PathBuf> {
     setup::setup()?;
+    build_host()
+}
+
+/// Setup with the arm64 pieces, then both builds: for this machine and for arm64 (the
+/// multi-arch image, `cargo xtask test`). Returns the (host, arm64) binaries.
+pub fn build_both() -> Result<(PathBuf, PathBuf)> {
+    setup::setup()?;
+    setup::ensure_arm64_cross()?;
+    Ok((build_host()?, build_arm64_only()?))
+}
+
+/// The host release build, without setup.
+fn build_host() -> Result<PathBuf> {
     let bin = util::target_dir().join("release/tracer-agent");
     // No `-p`: the workspace's default members are what CI and the tests use. tracer-agent's
     // build.rs builds the eBPF object (with the rust-web toolchain and bpf-linker from setup)
@@ -54,28 +67,61 @@ pub fn build_for(target: Option<&str>) -> Result<PathBuf> {
 pub fn build_arm64() -> Result<PathBuf> {
     setup::setup()?;
     setup::ensure_arm64_cross()?;
-    let dir = util::target_dir().join("aarch64");
-    let bin = dir.join(ARM64).join("release/tracer-agent");
+    build_arm64_only()
+}
+
+/// Runs arm64 programs here: qemu-user, called by name (`binfmt_misc` may be absent). Without
+/// `-L /usr/aarch64-linux-gnu`: the cross package's loader with the multiarch libc of another
+/// version hangs every program that starts a thread; the multiarch loader and libc in
+/// /lib/aarch64-linux-gnu (libc6:arm64) are what the binaries find by their own paths.
+pub const ARM64_RUNNER: &str = "qemu-aarch64-static";
+
+/// `cargo SUBCOMMAND --release --locked --target aarch64-unknown-linux-gnu -p tracer-agent`
+/// with Debian's compiler, through the toolchain setup links (`rust-web`), not the one that
+/// runs xtask: the arm64 standard library is Debian's. The target directory is
+/// `target/aarch64`, shared by the build and the unit tests, so the host build's artifacts,
+/// made by another compiler, are never rebuilt. Test binaries run under [`ARM64_RUNNER`].
+pub fn arm64_cargo(subcommand: &str) -> Command {
+    let mut cargo = Command::new("rustup");
+    util::without_cargo_run_env(&mut cargo);
+    cargo
+        .current_dir(util::workspace_root())
+        .args([
+            "run",
+            "rust-web",
+            "cargo",
+            subcommand,
+            "--release",
+            "--locked",
+        ])
+        .args(["--target", ARM64, "-p", "tracer-agent"])
+        .env("CARGO_TARGET_DIR", arm64_target_dir())
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        )
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+            ARM64_RUNNER,
+        );
+    cargo
+}
+
+fn arm64_target_dir() -> PathBuf {
+    util::target_dir().join("aarch64")
+}
+
+/// The arm64 release build, without setup.
+fn build_arm64_only() -> Result<PathBuf> {
+    let bin = arm64_target_dir().join(ARM64).join("release/tracer-agent");
     Step::start(
         "build",
         format!("cargo build --release --locked --target {ARM64} -p tracer-agent (rust-web)"),
     )
     .run(|s| {
         s.break_line();
-        // Debian's compiler, through the toolchain setup links (`rust-web`), not the one that
-        // runs xtask: the arm64 standard library is Debian's.
-        let mut cargo = Command::new("rustup");
-        util::without_cargo_run_env(&mut cargo);
-        cargo
-            .current_dir(util::workspace_root())
-            .args(["run", "rust-web", "cargo", "build", "--release", "--locked"])
-            .args(["--target", ARM64, "-p", "tracer-agent"])
-            .env("CARGO_TARGET_DIR", &dir)
-            .env(
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-                "aarch64-linux-gnu-gcc",
-            );
-        util::run(&mut cargo).context("the arm64 build failed: the compiler errors are above")?;
+        util::run(&mut arm64_cargo("build"))
+            .context("the arm64 build failed: the compiler errors are above")?;
         let machine = elf_machine(&bin)?;
         if machine != EM_AARCH64 {
             bail!(
@@ -93,12 +139,8 @@ pub fn build_arm64() -> Result<PathBuf> {
         "the arm64 agent runs (qemu-aarch64-static tracer-agent --version)",
     )
     .run(|_| {
-        let version = util::output(
-            Command::new("qemu-aarch64-static")
-                .arg(&bin)
-                .arg("--version"),
-        )
-        .context("the arm64 agent does not run under qemu-user")?;
+        let version = util::output(Command::new(ARM64_RUNNER).arg(&bin).arg("--version"))
+            .context("the arm64 agent does not run under qemu-user")?;
         Ok(Outcome::Info(version.trim().to_owned()))
     })?;
     Ok(bin)
