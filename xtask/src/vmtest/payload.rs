@@ -149,7 +149,7 @@ pub fn initramfs(
         let mut list = match arch {
             Arch::X86_64 => Command::new(qemu.busybox(arch)),
             Arch::Arm64 => {
-                let mut c = Command::new("qemu-aarch64-static");
+                let mut c = Command::new(build::ARM64_RUNNER);
                 c.arg(qemu.busybox(arch));
                 c
             }
