@@ -14,8 +14,9 @@
 //!   to the host's cargo test (e.g. a test name filter, which skips the arm64 step).
 //! - `demo`: setup, build, then the mesh scenario (Envoy sidecars, three apps, rotel, the agent),
 //!   a few requests, each trace printed as a tree; everything stopped at the end or on Ctrl-C.
-//! - `vm-test [--kernels ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on Debian kernels
-//!   5.10 to 7.x booted in QEMU (fetched into target/vm/), with a result table.
+//! - `vm-test [--kernels ..] [--arch ..] [--attach ..] [-- AGENT ARGS]`: the guest suite on
+//!   Debian kernels 5.10 to 7.x, x86-64 and arm64, booted in QEMU (fetched into target/vm/),
+//!   with a result table.
 //! - `fuzz [TARGET..] [--time SECS] [--jobs N]`: the fuzz targets in fuzz/ (cargo-fuzz, libFuzzer),
 //!   one after another, with a summary per target.
 //! - `bench [--quick] [--rounds N] [--duration SECS]`: the agent's overhead (throughput, latency,
@@ -122,13 +123,17 @@ enum Verb {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         args: Vec<String>,
     },
-    /// Boot Debian kernels 5.10, 6.1, 6.12 and 7.x in QEMU and run the guest suite in each.
+    /// Boot Debian kernels 5.10, 6.1, 6.12 and 7.x (x86-64; arm64 from 6.1) in QEMU and run the
+    /// guest suite in each.
     ///
     /// Fetches QEMU 10, busybox and the kernels into target/vm/ (once), builds the agent, the
-    /// guest suite and a static Go service into an initramfs, and prints a kernel x attach plan
-    /// x result table (also written to target/vm/results.md). Fails on any failure, crash or hang.
+    /// guest suite and static Go services into one initramfs per architecture (arm64
+    /// cross-built), and prints a kernel x attach plan x result table (also written to
+    /// target/vm/results.md). Fails on any failure, crash or hang.
     ///
     /// Example: sudo -E cargo xtask vm-test --kernels 5.10,7 --attach tracepoint,auto
+    ///
+    /// Example: sudo -E cargo xtask vm-test --arch arm64 --kernels 6.12
     VmTest(vmtest::Options),
     /// Setup, build the agent, then measure what it costs: throughput, latency, CPU, memory,
     /// eBPF time, drops (needs root; about 10 minutes, `--quick` about 2).
