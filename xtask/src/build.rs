@@ -85,7 +85,7 @@ fn build_arm64_only() -> Result<PathBuf> {
     )
     .run(|s| {
         s.break_line();
-        util::run(&mut arm64_cargo(&["build", "-p", "tracer-agent"]))
+        util::run(&mut arm64_cargo("build", &["-p", "tracer-agent"]))
             .context("the arm64 build failed: the compiler errors are above")?;
         require_arm64(&bin)?;
         Ok(Outcome::Info(format!(
@@ -110,10 +110,7 @@ fn build_arm64_only() -> Result<PathBuf> {
 /// arm64 standard library is Debian's. Its own target directory (`target/aarch64`, shared by the
 /// builds and the unit tests), so the host build's artifacts, made by another compiler, are never
 /// rebuilt. Test binaries run under [`ARM64_RUNNER`]. Needs [`setup::ensure_arm64_cross`].
-pub fn arm64_cargo(args: &[&str]) -> Command {
-    let (subcommand, rest) = args
-        .split_first()
-        .map_or(("build", &[][..]), |(s, r)| (*s, r));
+pub fn arm64_cargo(subcommand: &str, args: &[&str]) -> Command {
     let mut cargo = Command::new("rustup");
     util::without_cargo_run_env(&mut cargo);
     cargo
@@ -127,8 +124,8 @@ pub fn arm64_cargo(args: &[&str]) -> Command {
             "--locked",
         ])
         .args(["--target", ARM64])
-        .args(rest)
-        .env("CARGO_TARGET_DIR", util::target_dir().join("aarch64"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", arm64_target_dir())
         .env(
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
             "aarch64-linux-gnu-gcc",
@@ -140,12 +137,13 @@ pub fn arm64_cargo(args: &[&str]) -> Command {
     cargo
 }
 
+fn arm64_target_dir() -> PathBuf {
+    util::target_dir().join("aarch64")
+}
+
 /// Where [`arm64_cargo`] puts release binaries.
 pub fn arm64_release_dir() -> PathBuf {
-    util::target_dir()
-        .join("aarch64")
-        .join(ARM64)
-        .join("release")
+    arm64_target_dir().join(ARM64).join("release")
 }
 
 /// An error unless `bin` is an arm64 ELF executable.

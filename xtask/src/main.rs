@@ -32,9 +32,6 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
-// The kernel programs' build recipe, shared with tracer-agent's build script.
-#[path = "../../tracer-agent/ebpf_build.rs"]
-mod ebpf_build;
 mod helm;
 mod image;
 mod nodetools;

@@ -12,13 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{
-    build,
-    ebpf_build::{ARCHES, EbpfBuild, bpf_target_arch, toolchain},
-    fuzz, image,
-    util::{self, Outcome, Step},
-    vmtest,
-};
+use crate::{build, fuzz, image, util, vmtest};
 
 pub fn test(args: &[String]) -> Result<()> {
     // The integration tests load eBPF programs. Without root they would have to be skipped, and a
@@ -28,9 +22,9 @@ pub fn test(args: &[String]) -> Result<()> {
          run `sudo -E cargo xtask test` (CI runs .ci/run as root)",
     )?;
     // The image is built too (for amd64 and arm64, with setup's arm64 cross packages): a test
-    // runs the agent from inside it.
+    // runs the agent from inside it. The arm64 build compiles the kernel programs for arm64
+    // (both objects, the write side included), which the arm64 guests of the matrix then run.
     let (bin, image) = image::image()?;
-    other_arches()?;
 
     let mut cmd = util::cargo();
     cmd.current_dir(util::workspace_root())
@@ -174,7 +168,7 @@ const QEMU_USER_SKIPS: [&str; 1] =
 /// The agent's unit tests for arm64 under qemu-user, in the arm64 build's target directory
 /// (the binary itself was built by the image step).
 fn arm64_unit_tests() -> Result<Run> {
-    let mut cmd = build::arm64_cargo(&["test", "-p", "tracer-agent"]);
+    let mut cmd = build::arm64_cargo("test", &["-p", "tracer-agent"]);
     // `--exact`: each skip names one test, so the count left out proves the list current.
     cmd.args(["--", "--exact"]);
     for name in QEMU_USER_SKIPS {
@@ -235,30 +229,6 @@ fn run_counted(cmd: &mut Command) -> Result<Run> {
         totals,
         secs: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Builds the kernel programs for the architectures other than this machine's: the agent's
-/// build only builds them for its own, and the Go ABI and syscall argument reads differ per
-/// architecture. Compiling them (with the write side, the superset) is what can be proven here;
-/// running them needs such a machine.
-fn other_arches() -> Result<()> {
-    let native = bpf_target_arch(std::env::consts::ARCH).ok();
-    for arch in ARCHES.into_iter().filter(|a| Some(*a) != native) {
-        Step::start("test", format!("kernel programs for {arch} (compile only)")).run(|s| {
-            s.break_line();
-            let root = util::workspace_root();
-            let object = EbpfBuild {
-                root,
-                toolchain: &toolchain(),
-                arch,
-                features: "write-side",
-                target_dir: &util::target_dir().join(format!("bpf-write-{arch}")),
-            }
-            .run()?;
-            Ok(Outcome::Info(format!("ok: {}", object.display())))
-        })?;
-    }
-    Ok(())
 }
 
 /// Sums of libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.

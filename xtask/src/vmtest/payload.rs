@@ -81,9 +81,7 @@ pub fn build(vm: &Path, arch: Arch) -> Result<Binaries> {
                     .args(SUITE),
             )?,
             Arch::Arm64 => {
-                let mut args = vec!["build"];
-                args.extend(SUITE);
-                util::run(&mut build::arm64_cargo(&args))?;
+                util::run(&mut build::arm64_cargo("build", &SUITE))?;
                 build::require_arm64(&suite)?;
             }
         }

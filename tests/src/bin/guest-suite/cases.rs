@@ -240,47 +240,23 @@ fn keep_alive(port: u16, up: u32) -> Result<Vec<Expect>, String> {
 
 /// `/call/hello`: the upstream's SERVER span, its CLIENT call and the downstream's SERVER span.
 fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, String> {
-    let (trace, span) = ("6e0c63257de34c92", "bf9b5b8a9c3d1e27");
-    let headers = b3_multi(trace, span);
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let status = HttpConn::connect(port)
-        .request("GET", "/call/hello", &headers, None)
-        .status;
-    println!("guest-suite: GET /call/hello -> {status}");
-    if status != 200 {
-        return Err(format!("GET /call/hello answered {status}"));
-    }
-    let t = || Some(pad(trace));
-    Ok(vec![
-        server(
+    let span = "bf9b5b8a9c3d1e27";
+    hop(
+        port,
+        (up, down),
+        "/call/hello",
+        ("6e0c63257de34c92", span),
+        [
             "chain: upstream SERVER",
-            up,
-            t(),
-            Parent::Is(span.into()),
-            "/call/hello",
-        ),
-        Expect {
-            kind: "CLIENT",
-            ..server(
-                "chain: upstream CLIENT",
-                up,
-                t(),
-                Parent::ServerOf(up),
-                "/hello",
-            )
-        },
-        server(
+            "chain: upstream CLIENT",
             "chain: downstream SERVER",
-            down,
-            t(),
-            if rewrite {
-                Parent::ClientOf(up)
-            } else {
-                Parent::SentOrClientOf(span.into(), up)
-            },
-            "/hello",
-        ),
-    ])
+        ],
+        if rewrite {
+            Parent::ClientOf(up)
+        } else {
+            Parent::SentOrClientOf(span.into(), up)
+        },
+    )
 }
 
 /// `/gocall/hello` (inject mode): the upstream's handler calls the downstream from a goroutine
@@ -289,42 +265,49 @@ fn chain(port: u16, up: u32, down: u32, rewrite: bool) -> Result<Vec<Expect>, St
 /// registers of Go's ABI, which differ per architecture. The kernel then injects the context,
 /// so the downstream SERVER span is the child of that CLIENT span, in the caller's trace.
 fn goroutine_call(port: u16, up: u32, down: u32) -> Result<Vec<Expect>, String> {
-    let (trace, span) = ("2f8e4c1a9b7d3e05", "c4d2e6f80a1b3c5d");
+    hop(
+        port,
+        (up, down),
+        "/gocall/hello",
+        ("2f8e4c1a9b7d3e05", "c4d2e6f80a1b3c5d"),
+        [
+            "goroutine call: upstream SERVER",
+            "goroutine call: upstream CLIENT (from another goroutine, no headers)",
+            "goroutine call: downstream SERVER (injected context)",
+        ],
+        Parent::ClientOf(up),
+    )
+}
+
+/// One request with B3 ids `(trace, span)` to the upstream's `path`, whose handler calls the
+/// downstream's `/hello`: the upstream's SERVER span, its CLIENT call (the SERVER span's child)
+/// and the downstream's SERVER span with `down_parent`, all in the caller's trace. `names`
+/// label the three in that order.
+fn hop(
+    port: u16,
+    (up, down): (u32, u32),
+    path: &'static str,
+    (trace, span): (&str, &str),
+    names: [&str; 3],
+    down_parent: Parent,
+) -> Result<Vec<Expect>, String> {
     let headers = b3_multi(trace, span);
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let status = HttpConn::connect(port)
-        .request("GET", "/gocall/hello", &headers, None)
+        .request("GET", path, &headers, None)
         .status;
-    println!("guest-suite: GET /gocall/hello -> {status}");
+    println!("guest-suite: GET {path} -> {status}");
     if status != 200 {
-        return Err(format!("GET /gocall/hello answered {status}"));
+        return Err(format!("GET {path} answered {status}"));
     }
     let t = || Some(pad(trace));
     Ok(vec![
-        server(
-            "goroutine call: upstream SERVER",
-            up,
-            t(),
-            Parent::Is(span.into()),
-            "/gocall/hello",
-        ),
+        server(names[0], up, t(), Parent::Is(span.into()), path),
         Expect {
             kind: "CLIENT",
-            ..server(
-                "goroutine call: upstream CLIENT (from another goroutine, no headers)",
-                up,
-                t(),
-                Parent::ServerOf(up),
-                "/hello",
-            )
+            ..server(names[1], up, t(), Parent::ServerOf(up), "/hello")
         },
-        server(
-            "goroutine call: downstream SERVER (injected context)",
-            down,
-            t(),
-            Parent::ClientOf(up),
-            "/hello",
-        ),
+        server(names[2], down, t(), down_parent, "/hello"),
     ])
 }
 
