@@ -5,6 +5,7 @@
 //! integration tests live in `tests/tests/`; the demo services (Go, Python, Node, no tracing
 //! library) in `tests/services/`.
 
+pub mod early_answer;
 pub mod envoy;
 pub mod expect;
 pub mod grpc;

@@ -282,3 +282,61 @@ fn rewrite_mode_leaves_h2c_untouched() {
         );
     }
 }
+
+/// A gRPC-shaped client connection set up before the agent, whose first call's answer (behind a
+/// `WINDOW_UPDATE` and a PING, trailers included) is read while the write that asked for it has
+/// not returned (`tracer_tests::early_answer`). Both calls get their CLIENT span with its
+/// `grpc-status`: the second's only if the first answer was taken and decoded, since it refers
+/// to the table entries the first added.
+#[test]
+fn an_answer_read_before_its_request_write_returns_on_a_connection_older_than_the_agent_is_joined()
+{
+    use tracer_tests::early_answer::{CALLS, EarlyAnswer, PATH};
+    let _serial = root_test();
+    let rx = Receiver::start_blocking();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_guest-suite"));
+    let mut early = EarlyAnswer::connect(bin, &[]).expect("the client and its connection");
+    let agent = Agent::start_for(&rx, "grpc", &[early.pid()], &[]);
+    early.run().expect("both calls");
+    let client = |s: &[Span], trace: &str| -> Option<Span> {
+        s.iter()
+            .find(|x| x.kind == "CLIENT" && of_pid(x, early.pid()) && x.trace_id == padded(trace))
+            .cloned()
+    };
+    let spans = rx.wait_for_named(
+        "the CLIENT spans of both calls",
+        |s| CALLS.iter().all(|(trace, _)| client(s, trace).is_some()),
+        WAIT,
+    );
+    drop(agent);
+    for (i, (trace, span_id)) in CALLS.iter().enumerate() {
+        let s = client(&spans, trace).expect("waited for");
+        let call = format!("call {}", i + 1);
+        check_eq!(&spans, s.name, &PATH[1..], "{call}: name");
+        check_eq!(
+            &spans,
+            s.parent_span_id,
+            *span_id,
+            "{call}: parent (the id it sent)"
+        );
+        check_eq!(
+            &spans,
+            s.attr_i64("rpc.grpc.status_code"),
+            Some(0),
+            "{call}: grpc-status"
+        );
+        check_eq!(
+            &spans,
+            s.attr_i64("http.response.status_code"),
+            Some(200),
+            "{call}: status"
+        );
+        check_eq!(
+            &spans,
+            s.attr_i64("tracer.http2.unknown_fields"),
+            None,
+            "{call}: every field decoded"
+        );
+    }
+    drop(early);
+}

@@ -210,7 +210,8 @@ pub fn track<C: EbpfContext>(
             // A socket older than the agent, one whose accept/connect the capture does not see
             // (socket-level), or no socket at all (a pipe, an eventfd): only an HTTP/1 start,
             // the HTTP/2 client preface or a server's first SETTINGS, or an HTTP/2 HEADERS frame
-            // that fits the syscall makes it one of ours.
+            // or connection frame (PING, SETTINGS ack, WINDOW_UPDATE) that fits the syscall
+            // makes it one of ours.
             let head = first_bytes(source, ret)?;
             let first8 = [
                 head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
@@ -222,7 +223,9 @@ pub fn track<C: EbpfContext>(
                 // capture sees none).
                 proto = PROTO_HTTP2;
                 kernel_h2::start(key, Some(dir));
-            } else if h2::is_midway_headers(&head, ret as u64) || h2::is_server_preface_start(&head)
+            } else if h2::is_midway_headers(&head, ret as u64)
+                || h2::is_midway_control(&head, ret as u64)
+                || h2::is_server_preface_start(&head)
             {
                 proto = PROTO_HTTP2;
                 kernel_h2::start(key, None);

@@ -84,7 +84,7 @@ impl Metrics {
         let conn = *self.conn.lock().expect("metrics lock");
         let kernel = |c: u32| self.kernel[c as usize].load(Relaxed);
         format!(
-            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} reordered_responses={} skipped_bytes={} malformed_heads={} lost_sync={} http2: streams={} unknown_refs={} desyncs={} streams_given_up={} malformed_records={}",
+            "events={} kernel_drops={} user_drops={} (decode={} queue_full={} export_failed={}) spans built={} exported={} unsampled={} export_errors={} connections={} truncated_captures={} read_faults={} http: orphan_responses={} reordered_responses={} skipped_bytes={} malformed_heads={} lost_sync={} http2: streams={} unknown_refs={} desyncs={} streams_given_up={} malformed_records={} orphan_headers={} reordered={} lost_events={}",
             self.records.load(Relaxed),
             self.kernel_drops(),
             self.user_drops(),
@@ -108,6 +108,9 @@ impl Metrics {
             conn.http2.hpack.desyncs,
             conn.http2.streams_given_up,
             conn.http2.malformed_records,
+            conn.http2.orphan_headers,
+            conn.http2.reordered,
+            conn.http2.lost_events,
         )
     }
 }

@@ -189,6 +189,27 @@ pub fn is_midway_headers(b: &[u8; FRAME_HEADER_LEN], moved: u64) -> bool {
         && u64::from(h.len) + FRAME_HEADER_LEN as u64 <= moved
 }
 
+/// Whether the first bytes of a syscall on a socket older than the agent start a frame that
+/// only an HTTP/2 connection carries: a PING (8 bytes, stream 0), a SETTINGS acknowledgement
+/// (empty, stream 0) or a `WINDOW_UPDATE` (4 bytes), whole within the syscall, no reserved bit.
+/// How a connection is picked up when the first read the agent sees has the peer's flow control
+/// or liveness frames ahead of an answer: grpc-go acknowledges a request's DATA with a
+/// `WINDOW_UPDATE` and a PING, and a read that returns after the answer came holds all of it.
+/// Each of these headers is fixed in all but at most 32 bits, so other protocols do not match
+/// by chance.
+#[inline(always)]
+#[must_use]
+pub fn is_midway_control(b: &[u8; FRAME_HEADER_LEN], moved: u64) -> bool {
+    let h = FrameHeader::parse(b);
+    let shape = match h.kind {
+        PING => h.len == 8 && h.stream == 0 && h.flags & !FLAG_ACK == 0,
+        SETTINGS => h.len == 0 && h.stream == 0 && h.flags == FLAG_ACK,
+        WINDOW_UPDATE => h.len == 4 && h.flags == 0,
+        _ => false,
+    };
+    shape && b[5] & 0x80 == 0 && u64::from(h.len) + FRAME_HEADER_LEN as u64 <= moved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +245,35 @@ mod tests {
         ));
         assert!(!is_midway_headers(&header(40, DATA, 0, 7), 100));
         assert!(!is_midway_headers(b"GET / HTT", 100));
+    }
+
+    #[test]
+    fn recognises_connection_frames_of_a_connection_picked_up_midway() {
+        // grpc-go's answer to a request's DATA, then the answer itself, in one read.
+        assert!(is_midway_control(&header(4, WINDOW_UPDATE, 0, 0), 30 + 94));
+        assert!(is_midway_control(&header(4, WINDOW_UPDATE, 0, 5), 13));
+        assert!(is_midway_control(&header(8, PING, 0, 0), 17));
+        assert!(is_midway_control(&header(8, PING, FLAG_ACK, 0), 17));
+        assert!(is_midway_control(&header(0, SETTINGS, FLAG_ACK, 0), 9));
+        // Not whole within the syscall, the wrong length, stream or flags, a reserved bit.
+        assert!(!is_midway_control(&header(8, PING, 0, 0), 16));
+        assert!(!is_midway_control(&header(4, WINDOW_UPDATE, 0, 0), 12));
+        assert!(!is_midway_control(&header(9, PING, 0, 0), 100));
+        assert!(!is_midway_control(&header(8, PING, 0, 1), 100));
+        assert!(!is_midway_control(&header(8, PING, 2, 0), 100));
+        assert!(!is_midway_control(&header(5, WINDOW_UPDATE, 0, 0), 100));
+        assert!(!is_midway_control(&header(4, WINDOW_UPDATE, 1, 0), 100));
+        assert!(!is_midway_control(
+            &header(4, WINDOW_UPDATE, 0, 0x8000_0001),
+            100
+        ));
+        assert!(!is_midway_control(&header(6, SETTINGS, FLAG_ACK, 0), 100));
+        assert!(!is_midway_control(&header(0, SETTINGS, 0, 0), 100));
+        // Frames that do not say HTTP/2 on their own, and other protocols.
+        assert!(!is_midway_control(&header(4, RST_STREAM, 0, 1), 100));
+        assert!(!is_midway_control(&header(8, DATA, 0, 1), 100));
+        assert!(!is_midway_control(b"HTTP/1.1 ", 100));
+        assert!(!is_midway_control(&[0; 9], 100));
     }
 
     #[test]

@@ -396,6 +396,26 @@ pub fn grpc(bin: &Path, port: u16, front: u32, back: u32) -> Result<Vec<Expect>,
     Ok(expected)
 }
 
+/// The CLIENT spans of the early-answer client's two calls (`tracer_tests::early_answer`): the
+/// first answer was read before its request's write returned, the second refers to HPACK
+/// entries the first added, so both carry `grpc-status` only if the first was kept and decoded.
+pub fn early_answer(pid: u32) -> Vec<Expect> {
+    tracer_tests::early_answer::CALLS
+        .iter()
+        .enumerate()
+        .map(|(i, (trace, span))| Expect {
+            kind: "CLIENT",
+            ..server(
+                &format!("early answer call {}: CLIENT", i + 1),
+                pid,
+                Some(pad(trace)),
+                Parent::Is((*span).to_owned()),
+                tracer_tests::early_answer::PATH,
+            )
+        })
+        .collect()
+}
+
 /// 64-bit B3 ids are left-padded with zeros to 128 bits (what a Zipkin receiver does).
 fn pad(id: &str) -> String {
     format!("{id:0>32}")

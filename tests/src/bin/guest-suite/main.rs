@@ -11,7 +11,10 @@
 //! [`cases`], reads the spans from the agent's stdout and checks them. With `--http2` (which
 //! `cargo xtask vm-test` passes unless `--no-http2`), the HTTP/2 family too: two instances of
 //! the Go gRPC demo (front forwarding to back) traced along, driven by its client, one HTTP/2
-//! connection per call ([`cases::grpc`]). It prints one line per
+//! connection per call ([`cases::grpc`]), and a gRPC-shaped client of its own whose connection
+//! is set up before the agent and whose first answer is read before the write that asked for it
+//! returns (`tracer_tests::early_answer`; this binary with `--early-answer-client PORT` is that
+//! client). It prints one line per
 //! check and ends with the marker the host looks for: `GUEST-RESULT PASS` or
 //! `GUEST-RESULT FAIL <reason>`, or `GUEST-RESULT UNSUPPORTED <reason>` when a forced attach
 //! family does not exist on this kernel.
@@ -24,12 +27,13 @@ mod procs;
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitCode},
     time::{Duration, Instant},
 };
 
 use procs::{Agent, Service};
+use tracer_tests::early_answer::{self, EarlyAnswer};
 
 /// Generous: a TCG guest runs several times slower than the host, and the verifier is CPU-bound.
 const READY_TIMEOUT: Duration = Duration::from_secs(150);
@@ -47,6 +51,18 @@ struct Options {
 }
 
 fn main() -> ExitCode {
+    // The traced client of the early-answer case, run as a process of its own.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(early_answer::CLIENT_FLAG) {
+        let port = args.next().unwrap_or_default();
+        return match early_answer::client_main(&port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let started = Instant::now();
     let opts = parse_args();
     let forced = opts
@@ -133,19 +149,7 @@ fn run(opts: &Options) -> Result<(), String> {
         up_port,
         Some(&format!("http://127.0.0.1:{down_port}")),
     )?;
-    let [front_port, back_port] = free_ports()?;
-    let grpc = if opts.http2 {
-        let back = Service::start_with(&opts.grpc, &["server"], back_port, None)?;
-        let front = Service::start_with(
-            &opts.grpc,
-            &["server"],
-            front_port,
-            Some(&format!("grpc://127.0.0.1:{back_port}")),
-        )?;
-        Some((front, back))
-    } else {
-        None
-    };
+    let mut http2 = Http2Family::start(opts)?;
 
     let before = unrelated_syscall_ns()?;
     let mut cmd = Command::new(&opts.agent);
@@ -153,10 +157,8 @@ fn run(opts: &Options) -> Result<(), String> {
     for pid in [up.pid(), down.pid()] {
         cmd.arg("--pid").arg(pid.to_string());
     }
-    if let Some((front, back)) = &grpc {
-        for pid in [front.pid(), back.pid()] {
-            cmd.arg("--pid").arg(pid.to_string());
-        }
+    for pid in http2.iter().flat_map(Http2Family::pids) {
+        cmd.arg("--pid").arg(pid.to_string());
     }
     cmd.args(&opts.agent_args);
     let mut agent = Agent::start(cmd, READY_TIMEOUT)?;
@@ -173,13 +175,8 @@ fn run(opts: &Options) -> Result<(), String> {
         );
     }
     let mut expected = cases::drive(up_port, up.pid(), down.pid(), mode)?;
-    if let Some((front, back)) = &grpc {
-        expected.extend(cases::grpc(
-            &opts.grpc,
-            front_port,
-            front.pid(),
-            back.pid(),
-        )?);
+    if let Some(family) = &mut http2 {
+        expected.extend(family.drive(&opts.grpc)?);
     }
     let spans = agent.collect_spans(SPANS_TIMEOUT, |spans| {
         expected.iter().all(|e| e.found(spans))
@@ -229,6 +226,54 @@ fn run(opts: &Options) -> Result<(), String> {
             expected.len(),
             failed[0]
         ))
+    }
+}
+
+/// The HTTP/2 family's processes, started before the agent: the Go gRPC front and back, and
+/// the early-answer client with its connection set up (`tracer_tests::early_answer`).
+struct Http2Family {
+    front: Service,
+    back: Service,
+    front_port: u16,
+    early: EarlyAnswer,
+}
+
+impl Http2Family {
+    fn start(opts: &Options) -> Result<Option<Self>, String> {
+        if !opts.http2 {
+            return Ok(None);
+        }
+        let [front_port, back_port] = free_ports()?;
+        let back = Service::start_with(&opts.grpc, &["server"], back_port, None)?;
+        let front = Service::start_with(
+            &opts.grpc,
+            &["server"],
+            front_port,
+            Some(&format!("grpc://127.0.0.1:{back_port}")),
+        )?;
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        let early = EarlyAnswer::connect(&exe, &[])?;
+        Ok(Some(Self {
+            front,
+            back,
+            front_port,
+            early,
+        }))
+    }
+
+    fn pids(&self) -> [u32; 3] {
+        [self.front.pid(), self.back.pid(), self.early.pid()]
+    }
+
+    /// The gRPC calls through front and back, then the early-answer client's two calls.
+    fn drive(&mut self, grpc: &Path) -> Result<Vec<cases::Expect>, String> {
+        let mut expected = cases::grpc(grpc, self.front_port, self.front.pid(), self.back.pid())?;
+        self.early.run()?;
+        println!(
+            "guest-suite: 2 gRPC-shaped calls, the first answer read before its request's write returned -> ok"
+        );
+        expected.extend(cases::early_answer(self.early.pid()));
+        Ok(expected)
     }
 }
 

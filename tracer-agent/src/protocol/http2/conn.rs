@@ -10,7 +10,8 @@
 //! On a client connection the response can be reported before the request that caused it: over
 //! loopback the server answers while the writing thread is still on its way out of `write`, and
 //! the reading thread's event may be sent first. So what is read for a stream not seen yet
-//! (a response head, DATA, `RST_STREAM`) is kept back ([`MAX_PARKED`] events at most) and handled
+//! (a response head, DATA, trailers, `RST_STREAM`; and whatever
+//! follows for a stream with something kept back) is kept back ([`MAX_PARKED`] events at most) and handled
 //! after the connection's next write that opens that stream; a write that began after the read
 //! returned cannot have caused it, so what is still kept back then is given up (counted as an
 //! orphan: it answers a request sent before the agent saw the connection).
@@ -229,8 +230,13 @@ impl<S: ExchangeSink> Conn<S> {
                 if self.streams.contains_key(stream) {
                     return false;
                 }
+                // The rest of an answer whose start is kept back waits with it.
+                if self.parked.iter().any(|(e, _)| e.stream() == *stream) {
+                    return true;
+                }
                 let d = fields::decode(fields, *cut);
-                d.method.is_none() && (d.status.is_some() || self.role == Some(Role::Client))
+                d.method.is_none()
+                    && (d.status.is_some() || d.is_trailers() || self.role == Some(Role::Client))
             }
             FrameEvent::Data { stream, .. } | FrameEvent::Reset { stream, .. } => {
                 !self.streams.contains_key(stream)
@@ -384,7 +390,7 @@ impl<S: ExchangeSink> Conn<S> {
         let sender = role_sending(dir);
         let request = if d.method.is_some() {
             true
-        } else if d.status.is_some() {
+        } else if d.status.is_some() || d.is_trailers() {
             false
         } else {
             // Pseudo-headers unknown: an odd stream is opened by the client.

@@ -212,6 +212,20 @@ impl Decoded {
                 .is_some_and(|c| c.starts_with("application/grpc"))
     }
 
+    /// Trailers: a block decoded whole, without a pseudo-header and without a field of an
+    /// unknown table entry (which might have been one). It never opens a stream: on a stream not
+    /// seen it ends an exchange whose start the agent missed or has not had reported yet.
+    #[must_use]
+    pub fn is_trailers(&self) -> bool {
+        self.method.is_none()
+            && self.path.is_none()
+            && self.authority.is_none()
+            && self.scheme.is_none()
+            && self.status.is_none()
+            && self.unknown == 0
+            && !self.cut
+    }
+
     /// The block as a request head (an unknown method or path reads as empty).
     #[must_use]
     pub fn request_head(&self, start_ns: u64) -> Head {

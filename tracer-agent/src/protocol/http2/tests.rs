@@ -807,6 +807,57 @@ fn a_response_reported_before_its_request_write_is_put_back_in_order() {
     assert_eq!((st.reordered, st.orphan_headers), (1, 0));
 }
 
+/// What a grpc-go server answers a unary call with, in one read: the head, one message, the
+/// trailers (no pseudo-header: only the `END_STREAM` flag says they end the stream).
+fn unary_answer(out: &mut Vec<u8>, id: u32, status: &str) {
+    headers(out, id, 0, &grpc_response_head());
+    data(out, id, 0, 9, 4);
+    headers(
+        out,
+        id,
+        FLAG_END_STREAM,
+        &hp::block(&[("grpc-status", status)]),
+    );
+}
+
+#[test]
+fn a_whole_answer_read_before_its_request_write_on_a_connection_older_than_the_agent_is_put_back_in_order()
+ {
+    // The socket-level capture sees no connect: a gRPC client connection dialled before the
+    // agent, whose first call's answer (head, message, trailers) is read before the write of
+    // the call is reported. The trailers carry no pseudo-header: they must wait with the rest of
+    // the answer, never open a stream of their own (which would make us the server).
+    let mut d = Driver::new();
+    let mut r = Vec::new();
+    unary_answer(&mut r, 1, "0");
+    d.read(&r);
+    assert!(d.f.spans.is_empty(), "{:?}", d.names());
+    let read_at = d.t;
+    let mut w = Vec::new();
+    headers(&mut w, 1, 0, &grpc_request(PATH, &b3()));
+    data(&mut w, 1, FLAG_END_STREAM, 12, 7);
+    d.event_at(FD, Direction::Egress, true, read_at - 500, &w);
+    assert_eq!(d.names(), [&PATH[1..]]);
+    let span = &d.f.spans[0];
+    assert_eq!(span.kind, SpanKind::Client);
+    assert_eq!(int(span, "rpc.grpc.status_code"), Some(0));
+    assert_eq!(int(span, "tracer.grpc.response.message_count"), Some(1));
+    // The connection stays a client one: the next call is a CLIENT span too.
+    let mut w = Vec::new();
+    headers(&mut w, 3, 0, &grpc_request(PATH, &b3()));
+    data(&mut w, 3, FLAG_END_STREAM, 12, 7);
+    d.write(&w);
+    let mut r = Vec::new();
+    unary_answer(&mut r, 3, "5");
+    d.read(&r);
+    assert_eq!(d.f.spans.len(), 2, "{:?}", d.names());
+    assert_eq!(d.f.spans[1].kind, SpanKind::Client);
+    assert_eq!(int(&d.f.spans[1], "rpc.grpc.status_code"), Some(5));
+    let st = d.stats();
+    // Both header blocks of the answer (head and trailers) were put back.
+    assert_eq!((st.reordered, st.orphan_headers, st.streams), (2, 0, 2));
+}
+
 #[test]
 fn answers_to_requests_before_the_agent_are_given_up_at_a_later_write() {
     let mut d = Driver::new();
