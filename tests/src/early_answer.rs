@@ -26,6 +26,11 @@ use std::{
     time::Duration,
 };
 
+use tracer_common::h2::{
+    DATA, FLAG_ACK as ACK, FLAG_END_HEADERS as END_HEADERS, FLAG_END_STREAM as END_STREAM,
+    FRAME_HEADER_LEN, FrameHeader, HEADERS, PING, PREFACE, SETTINGS, WINDOW_UPDATE,
+};
+
 /// The path of both calls.
 pub const PATH: &str = "/demo.Greeter/SayHello";
 /// The B3 trace and span ids each call carries (64-bit trace ids: padded to 128 in spans).
@@ -36,15 +41,6 @@ pub const CALLS: [(&str, &str); 2] = [
 /// The client argument that selects [`client_main`].
 pub const CLIENT_FLAG: &str = "--early-answer-client";
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const WINDOW_UPDATE: u8 = 8;
-const END_STREAM: u8 = 1;
-const ACK: u8 = 1;
-const END_HEADERS: u8 = 4;
 /// The first call's request body: far more than the two sockets' buffers hold, so its write
 /// blocks until the server reads it.
 const LARGE_BODY: usize = 4 << 20;
@@ -157,22 +153,13 @@ fn answer(stream: u32, first: bool) -> Vec<u8> {
     out
 }
 
-struct Frame {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
-
-fn read_frame(s: &mut impl Read) -> std::io::Result<Frame> {
-    let mut h = [0u8; 9];
-    s.read_exact(&mut h)?;
-    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-    std::io::copy(&mut s.by_ref().take(len as u64), &mut std::io::sink())?;
-    Ok(Frame {
-        kind: h[3],
-        flags: h[4],
-        stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-    })
+/// Reads one frame, skipping its payload.
+fn read_frame(s: &mut impl Read) -> std::io::Result<FrameHeader> {
+    let mut raw = [0u8; FRAME_HEADER_LEN];
+    s.read_exact(&mut raw)?;
+    let h = FrameHeader::parse(&raw);
+    std::io::copy(&mut s.by_ref().take(u64::from(h.len)), &mut std::io::sink())?;
+    Ok(h)
 }
 
 /// Reads frames up to the one that ends `stream` (DATA or HEADERS with `END_STREAM`).
@@ -208,20 +195,6 @@ fn small_buffer(s: &TcpStream, option: libc::c_int) -> Result<(), String> {
     }
 }
 
-/// Reads `want` bytes with as few reads as the kernel allows: the first read returns what has
-/// arrived (the whole answer, sent in one write).
-fn read_whole(mut s: impl Read, want: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; want];
-    let mut got = 0;
-    while got < want {
-        match s.read(&mut buf[got..])? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
-        }
-    }
-    Ok(buf)
-}
-
 /// The traced client: connects to `port`, exchanges the prefaces and SETTINGS, says
 /// `connected`, and on `go` from stdin makes the two calls, saying what it did on stdout.
 ///
@@ -254,10 +227,12 @@ pub fn client_main(port: &str) -> Result<(), String> {
     // the syscall capture).
     let s = std::sync::Arc::new(s);
     let reader = std::sync::Arc::clone(&s);
-    let want = answer(1, true).len();
     let read = thread::spawn(move || -> Result<(), String> {
-        let got = read_whole(&*reader, want).map_err(err("answer 1"))?;
-        if got != answer(1, true) {
+        // The first read returns the whole answer: the server sent it in one write.
+        let expected = answer(1, true);
+        let mut got = vec![0; expected.len()];
+        (&*reader).read_exact(&mut got).map_err(err("answer 1"))?;
+        if got != expected {
             return Err("early-answer client: answer 1 is not the server's".to_owned());
         }
         println!("answer 1 read");
@@ -272,8 +247,10 @@ pub fn client_main(port: &str) -> Result<(), String> {
     (&*s)
         .write_all(&request(3, 1, 7))
         .map_err(err("request 2"))?;
-    let got = read_whole(&*s, answer(3, false).len()).map_err(err("answer 2"))?;
-    if got != answer(3, false) {
+    let expected = answer(3, false);
+    let mut got = vec![0; expected.len()];
+    (&*s).read_exact(&mut got).map_err(err("answer 2"))?;
+    if got != expected {
         return Err("early-answer client: answer 2 is not the server's".to_owned());
     }
     println!("answer 2 read");
@@ -292,18 +269,17 @@ pub struct EarlyAnswer {
 }
 
 impl EarlyAnswer {
-    /// Starts the client (`bin` run with `args`, [`CLIENT_FLAG`] and the port) and waits until
+    /// Starts the client (`bin` run with [`CLIENT_FLAG`] and the port) and waits until
     /// its connection is set up: prefaces and SETTINGS exchanged, no call yet. Start the agent
     /// after this, tracing [`EarlyAnswer::pid`].
     ///
     /// # Errors
     /// The client does not start or connect.
-    pub fn connect(bin: &Path, args: &[&str]) -> Result<Self, String> {
+    pub fn connect(bin: &Path) -> Result<Self, String> {
         let err = |what: &'static str| io_error("server", what);
         let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind"))?;
         let port = listener.local_addr().map_err(err("bind"))?.port();
         let mut child = Command::new(bin)
-            .args(args)
             .args([CLIENT_FLAG, &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

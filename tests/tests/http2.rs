@@ -295,22 +295,22 @@ fn an_answer_read_before_its_request_write_returns_on_a_connection_older_than_th
     let _serial = root_test();
     let rx = Receiver::start_blocking();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_guest-suite"));
-    let mut early = EarlyAnswer::connect(bin, &[]).expect("the client and its connection");
+    let mut early = EarlyAnswer::connect(bin).expect("the client and its connection");
     let agent = Agent::start_for(&rx, "grpc", &[early.pid()], &[]);
     early.run().expect("both calls");
-    let client = |s: &[Span], trace: &str| -> Option<Span> {
-        s.iter()
-            .find(|x| x.kind == "CLIENT" && of_pid(x, early.pid()) && x.trace_id == padded(trace))
-            .cloned()
-    };
+    let pid = early.pid();
     let spans = rx.wait_for_named(
         "the CLIENT spans of both calls",
-        |s| CALLS.iter().all(|(trace, _)| client(s, trace).is_some()),
+        |s| {
+            CALLS
+                .iter()
+                .all(|(trace, _)| client(s, pid, trace).is_some())
+        },
         WAIT,
     );
     drop(agent);
     for (i, (trace, span_id)) in CALLS.iter().enumerate() {
-        let s = client(&spans, trace).expect("waited for");
+        let s = client(&spans, pid, trace).expect("waited for");
         let call = format!("call {}", i + 1);
         check_eq!(&spans, s.name, &PATH[1..], "{call}: name");
         check_eq!(
@@ -339,4 +339,10 @@ fn an_answer_read_before_its_request_write_returns_on_a_connection_older_than_th
         );
     }
     drop(early);
+}
+
+/// The CLIENT span of process `pid` in the trace of 64-bit id `trace`.
+fn client<'a>(s: &'a [Span], pid: u32, trace: &str) -> Option<&'a Span> {
+    s.iter()
+        .find(|x| x.kind == "CLIENT" && of_pid(x, pid) && x.trace_id == padded(trace))
 }

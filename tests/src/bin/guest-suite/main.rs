@@ -252,7 +252,7 @@ impl Http2Family {
             Some(&format!("grpc://127.0.0.1:{back_port}")),
         )?;
         let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
-        let early = EarlyAnswer::connect(&exe, &[])?;
+        let early = EarlyAnswer::connect(&exe)?;
         Ok(Some(Self {
             front,
             back,

@@ -10,9 +10,9 @@
 //! On a client connection the response can be reported before the request that caused it: over
 //! loopback the server answers while the writing thread is still on its way out of `write`, and
 //! the reading thread's event may be sent first. So what is read for a stream not seen yet
-//! (a response head, DATA, trailers, `RST_STREAM`; and whatever
-//! follows for a stream with something kept back) is kept back ([`MAX_PARKED`] events at most) and handled
-//! after the connection's next write that opens that stream; a write that began after the read
+//! (a response head, DATA, trailers, `RST_STREAM`, and whatever follows on a stream with
+//! something kept back) is kept back ([`MAX_PARKED`] events at most) and handled after the
+//! connection's next write that opens that stream; a write that began after the read
 //! returned cannot have caused it, so what is still kept back then is given up (counted as an
 //! orphan: it answers a request sent before the agent saw the connection).
 //!

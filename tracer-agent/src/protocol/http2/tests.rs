@@ -190,6 +190,19 @@ fn b3() -> [(&'static str, &'static str); 3] {
     ]
 }
 
+/// What a grpc-go server answers a unary call with, in one read: the head, one message, the
+/// trailers (no pseudo-header: only the `END_STREAM` flag says they end the stream).
+fn unary_answer(out: &mut Vec<u8>, id: u32, status: &str) {
+    headers(out, id, 0, &grpc_response_head());
+    data(out, id, 0, 9, 4);
+    headers(
+        out,
+        id,
+        FLAG_END_STREAM,
+        &hp::block(&[("grpc-status", status)]),
+    );
+}
+
 /// A unary call served by us on stream `id`: request read, response written.
 fn serve_unary(d: &mut Driver, id: u32, path: &str, status: &str) {
     let mut r = Vec::new();
@@ -197,14 +210,7 @@ fn serve_unary(d: &mut Driver, id: u32, path: &str, status: &str) {
     data(&mut r, id, FLAG_END_STREAM, 12, 7);
     d.read(&r);
     let mut w = Vec::new();
-    headers(&mut w, id, 0, &grpc_response_head());
-    data(&mut w, id, 0, 9, 4);
-    headers(
-        &mut w,
-        id,
-        FLAG_END_STREAM,
-        &hp::block(&[("grpc-status", status)]),
-    );
+    unary_answer(&mut w, id, status);
     d.write(&w);
 }
 
@@ -805,19 +811,6 @@ fn a_response_reported_before_its_request_write_is_put_back_in_order() {
     assert_eq!(int(span, "rpc.grpc.status_code"), Some(7));
     let st = d.stats();
     assert_eq!((st.reordered, st.orphan_headers), (1, 0));
-}
-
-/// What a grpc-go server answers a unary call with, in one read: the head, one message, the
-/// trailers (no pseudo-header: only the `END_STREAM` flag says they end the stream).
-fn unary_answer(out: &mut Vec<u8>, id: u32, status: &str) {
-    headers(out, id, 0, &grpc_response_head());
-    data(out, id, 0, 9, 4);
-    headers(
-        out,
-        id,
-        FLAG_END_STREAM,
-        &hp::block(&[("grpc-status", status)]),
-    );
 }
 
 #[test]
